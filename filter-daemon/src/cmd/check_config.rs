@@ -1,0 +1,41 @@
+//! `sni-filter check-config FILE`: validates a configuration and its rule lists without
+//! touching the kernel.
+
+use std::path::Path;
+
+use crate::{Error, config::Config, rules::RuleSet};
+
+pub fn check_config(path: &Path) -> Result<(), Error> {
+    let config = Config::load(path)?;
+    let set = RuleSet::compile(&config)?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "{}: valid; {} rules in {} apps; interfaces: {}",
+        path.display(),
+        set.rule_count(),
+        set.apps.len(),
+        if config.interfaces.is_empty() {
+            "none (pass --interface to run)".into()
+        } else {
+            config.interfaces.join(", ")
+        }
+    );
+    for app in &set.apps {
+        let action = filter_common::Action::from_u8(app.policy.action)
+            .map_or("?", filter_common::Action::name);
+        println!(
+            "  app {:<16} {:<8} {:>8} rules{}",
+            app.name,
+            action,
+            app.rules.len(),
+            if app.policy.enabled == 0 {
+                "  (disabled)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! The configuration file (`filter.toml`): parsed strictly (unknown keys are errors) and
+//! validated, with every error naming the file, the line and the reason.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Error;
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before the kernel allocates anything: the production mode.
+    #[default]
+    Native,
+    /// In the kernel's generic path: works on any interface, slower.
+    Generic,
+}
+
+impl XdpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// What an app's rules do to a matching flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionSetting {
+    Drop,
+    Reject,
+    Monitor,
+}
+
+impl From<ActionSetting> for filter_common::Action {
+    fn from(a: ActionSetting) -> Self {
+        match a {
+            ActionSetting::Drop => Self::Drop,
+            ActionSetting::Reject => Self::Reject,
+            ActionSetting::Monitor => Self::Monitor,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    filter: RawFilter,
+    #[serde(default)]
+    apps: BTreeMap<String, Spanned<RawApp>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    interfaces: Vec<String>,
+    #[serde(default)]
+    xdp_mode: XdpMode,
+    #[serde(default)]
+    generic_fallback: bool,
+    summary_interval_secs: Option<u64>,
+    rules_max: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    action: ActionSetting,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    lists: Vec<Spanned<String>>,
+    #[serde(default)]
+    domains: Vec<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    /// The file's bytes, hashed to tell whether a running filter uses this configuration.
+    pub text: String,
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub generic_fallback: bool,
+    pub summary_interval_secs: u64,
+    pub rules_max: u32,
+    pub apps: Vec<App>,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    pub action: ActionSetting,
+    pub enabled: bool,
+    /// Rule lists, resolved relative to the configuration file, each with the line of the
+    /// configuration that names it.
+    pub lists: Vec<(PathBuf, usize)>,
+    /// Inline domains with their line in the configuration.
+    pub domains: Vec<(String, usize)>,
+}
+
+/// Default interval between counter summaries.
+pub const SUMMARY_INTERVAL_DEFAULT: u64 = 60;
+
+/// The 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            Error::config(format!("{}:{line}", path.display()), e.message())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |offset: usize| format!("{}:{}", path.display(), line_of(text, offset));
+
+        let f = raw.filter;
+        for iface in &f.interfaces {
+            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+                return Err(Error::config(
+                    format!("{}", path.display()),
+                    format!("interface name {iface:?} is not a valid Linux interface name"),
+                ));
+            }
+        }
+        let summary_interval_secs = f.summary_interval_secs.unwrap_or(SUMMARY_INTERVAL_DEFAULT);
+        if summary_interval_secs == 0 {
+            return Err(Error::config(
+                path.display(),
+                "summary_interval_secs must be at least 1",
+            ));
+        }
+        let rules_max = f.rules_max.unwrap_or(filter_common::RULES_DEFAULT_MAX);
+        if rules_max == 0 {
+            return Err(Error::config(
+                path.display(),
+                "rules_max must be at least 1",
+            ));
+        }
+
+        let mut apps = Vec::new();
+        for (name, app) in raw.apps {
+            let span = app.span();
+            let app = app.into_inner();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Error::config(
+                    at(span.start),
+                    format!("app name {name:?} may only use letters, digits, '-' and '_'"),
+                ));
+            }
+            if app.lists.is_empty() && app.domains.is_empty() {
+                return Err(Error::config(
+                    at(span.start),
+                    format!("app {name:?} has no lists and no domains"),
+                ));
+            }
+            let lists = app
+                .lists
+                .iter()
+                .map(|l| (base.join(l.get_ref()), line_of(text, l.span().start)))
+                .collect();
+            let domains = app
+                .domains
+                .iter()
+                .map(|d| (d.get_ref().clone(), line_of(text, d.span().start)))
+                .collect();
+            apps.push(App {
+                name,
+                action: app.action,
+                enabled: app.enabled,
+                lists,
+                domains,
+            });
+        }
+        if apps.len() >= filter_common::APPS_MAX as usize {
+            return Err(Error::config(
+                path.display(),
+                format!(
+                    "{} apps; at most {} are supported",
+                    apps.len(),
+                    filter_common::APPS_MAX - 1
+                ),
+            ));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            text: text.to_owned(),
+            interfaces: f.interfaces,
+            xdp_mode: f.xdp_mode,
+            generic_fallback: f.generic_fallback,
+            summary_interval_secs,
+            rules_max,
+            apps,
+        })
+    }
+
+    /// A short fingerprint of the file, to tell which configuration a filter runs.
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a 64 of the text: enough to tell files apart, not a security measure.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.text.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/sni-filter/filter.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_config_parses_with_defaults() {
+        let c = parse("[apps.tiktok]\naction = \"drop\"\ndomains = [\"tiktok.com\"]\n").unwrap();
+        assert_eq!(c.xdp_mode, XdpMode::Native);
+        assert!(!c.generic_fallback);
+        assert_eq!(c.summary_interval_secs, SUMMARY_INTERVAL_DEFAULT);
+        assert_eq!(c.apps[0].domains, [("tiktok.com".to_string(), 3)]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_file_and_line() {
+        let e = parse("[filter]\ninterfaces = [\"eth1\"]\nxdp_mdoe = \"native\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");
+        assert!(e.contains("xdp_mdoe"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_line() {
+        let e = parse("[apps.x]\naction = \"block\"\ndomains = [\"a.b\"]\n").unwrap_err();
+        assert!(e.starts_with("/etc/sni-filter/filter.toml:2:"), "{e}");
+        let e = parse("[apps.x]\naction = \"drop\"\n").unwrap_err();
+        assert!(e.contains("no lists and no domains"), "{e}");
+    }
+
+    #[test]
+    fn lists_resolve_next_to_the_config() {
+        let c = parse("[apps.t]\naction = \"drop\"\nlists = [\"lists/t.txt\"]\n").unwrap();
+        assert_eq!(
+            c.apps[0].lists[0].0,
+            Path::new("/etc/sni-filter/lists/t.txt")
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The compiled XDP program embedded in this binary: loading it, filling its rule maps,
+//! attaching it to interfaces and reading its counters.
+
+use std::{fs::File, io::Read as _};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode as AyaXdpMode},
+};
+use filter_common::{AppPolicy, Counter, REASON_COUNT, RuleValue, Settings, name::RuleKey, names};
+
+use crate::{Error, config::XdpMode, rules::RuleSet};
+
+/// The object file built from `filter-ebpf` by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter-ebpf"));
+
+/// A loaded (and possibly attached) filter. Dropping it detaches and unloads it.
+pub struct Filter {
+    ebpf: Ebpf,
+    seed: u64,
+}
+
+/// Counters summed over every CPU, indexed by `Reason`.
+pub type Counters = Vec<Counter>;
+
+impl Filter {
+    /// Loads the program into the kernel with room for `rules_max` rules. During a reload
+    /// the old and new rule sets live side by side, so the map holds twice that.
+    pub fn load(rules_max: u32) -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::RULES, rules_max.saturating_mul(2))
+            .load(OBJECT)
+            .map_err(|e| Error::Load(format!("{e}")))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or_else(|| {
+                Error::Load(format!(
+                    "program {} missing from the object",
+                    names::PROGRAM
+                ))
+            })?
+            .try_into()
+            .map_err(|e| Error::Load(format!("{e}")))?;
+        program
+            .load()
+            .map_err(|e| Error::Load(verifier_message(&e)))?;
+        Ok(Self { ebpf, seed: 0 })
+    }
+
+    /// Replaces the rule set: the new rules go in under a fresh hash seed, then one write
+    /// of the settings switches the program to them, then the old entries are removed.
+    pub fn install(&mut self, set: &RuleSet) -> Result<(), Error> {
+        let old_seed = self.seed;
+        let seed = random_seed()? | 1;
+        let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> = self.map_mut(names::RULES)?;
+        let mut inserted = 0usize;
+        for (key, value) in set.entries(seed) {
+            rules.insert(key, value, 0).map_err(|e| {
+                Error::Map(format!(
+                    "inserting rule {inserted} into {}: {e}",
+                    names::RULES
+                ))
+            })?;
+            inserted += 1;
+        }
+        let mut apps: Array<&mut MapData, AppPolicy> = self.map_mut(names::APPS)?;
+        for (i, app) in set.apps.iter().enumerate() {
+            apps.set(i as u32, app.policy, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
+        }
+        for i in set.apps.len() as u32..filter_common::APPS_MAX {
+            apps.set(i, AppPolicy::default(), 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
+        }
+        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
+        settings
+            .set(0, Settings { hash_seed: seed }, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))?;
+        self.seed = seed;
+        if old_seed != 0 {
+            let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
+                self.map_mut(names::RULES)?;
+            let stale: Vec<RuleKey> = rules.keys().filter_map(Result::ok).collect();
+            let fresh: std::collections::HashSet<RuleKey> =
+                set.entries(seed).map(|(k, _)| k).collect();
+            for key in stale.into_iter().filter(|k| !fresh.contains(k)) {
+                let _ = rules.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, Error>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|e| Error::Map(format!("map {name}: {e}")))
+    }
+
+    pub fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(names::PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("the program was checked at load")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(names::PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("the program was checked at load")
+    }
+
+    /// The kernel's id of the loaded program.
+    pub fn program_id(&self) -> Option<u32> {
+        self.program().info().ok().map(|i| i.id())
+    }
+
+    /// Attaches to `iface` in `mode`; with `fallback`, a native attach that the driver
+    /// refuses is retried in generic mode. Returns the mode in force.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode, fallback: bool) -> Result<XdpMode, Error> {
+        let flags = match mode {
+            XdpMode::Native => AyaXdpMode::Driver,
+            XdpMode::Generic => AyaXdpMode::Skb,
+        };
+        match self.program_mut().attach(iface, flags) {
+            Ok(_) => Ok(mode),
+            Err(e) if mode == XdpMode::Native && fallback => {
+                eprintln!(
+                    "sni-filter: warning: native XDP on {iface} refused ({e}); falling back to generic mode as configured"
+                );
+                self.program_mut()
+                    .attach(iface, AyaXdpMode::Skb)
+                    .map_err(|e| Error::Attach {
+                        iface: iface.into(),
+                        reason: format!("generic XDP: {e}"),
+                    })?;
+                Ok(XdpMode::Generic)
+            }
+            Err(e) => Err(Error::Attach {
+                iface: iface.into(),
+                reason: format!(
+                    "{} XDP attach failed: {}{}",
+                    mode.name(),
+                    error_chain(&e),
+                    if mode == XdpMode::Native {
+                        " (set generic_fallback = true or pass --allow-generic-fallback to accept generic mode)"
+                    } else {
+                        ""
+                    }
+                ),
+            }),
+        }
+    }
+
+    /// Pins the counters map so the CLI can read it while this process runs.
+    pub fn pin_counters(&self, path: &std::path::Path) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .ok_or_else(|| Error::Map("counters map missing".into()))?;
+        map.pin(path)
+            .map_err(|e| Error::State(format!("pinning counters at {}: {e}", path.display())))
+    }
+
+    pub fn counters(&self) -> Result<Counters, Error> {
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .ok_or_else(|| Error::Map("counters map missing".into()))?;
+        let array: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::COUNTERS)))?;
+        sum_counters(&array)
+    }
+}
+
+/// Sums a per-CPU counters array.
+pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
+    array: &PerCpuArray<T, Counter>,
+) -> Result<Counters, Error> {
+    (0..REASON_COUNT)
+        .map(|i| {
+            let per_cpu = array
+                .get(&i, 0)
+                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::COUNTERS)))?;
+            Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
+        })
+        .collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// The verifier's log is long; its last lines say why the program was refused.
+fn verifier_message(e: &aya::programs::ProgramError) -> String {
+    let full = format!("{e:?}");
+    if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(25).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return format!("the verifier refused the program:\n{}", tail.join("\n"));
+    }
+    full
+}
+
+fn random_seed() -> Result<u64, Error> {
+    let mut b = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::Load(format!("reading /dev/urandom: {e}")))?;
+    Ok(u64::from_ne_bytes(b))
+}

@@ -1,0 +1,12 @@
+//! sni-filter's daemon and command line: configuration, rule lists, loading and attaching the
+//! XDP program, and reading its counters. `main.rs` only parses arguments and dispatches.
+
+pub mod cmd;
+pub mod config;
+pub mod counters;
+pub mod error;
+pub mod filter;
+pub mod rules;
+pub mod state;
+
+pub use error::Error;

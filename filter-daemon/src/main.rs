@@ -1,0 +1,101 @@
+//! `sni-filter`: parses the command line and dispatches to the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use sni_filter::{
+    cmd,
+    config::XdpMode,
+    state::{DEFAULT_INSTANCE, Instance},
+};
+
+/// Drops TLS connections to banned applications by their server name (SNI), in XDP.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Name of this filter's pinned state (/sys/fs/bpf/NAME, /run/NAME); one per gateway
+    /// normally, several for tests.
+    #[arg(long, global = true, default_value = DEFAULT_INSTANCE)]
+    instance: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the rules, attach the filter and log counters until stopped.
+    ///
+    /// Example: sni-filter run --config /etc/sni-filter/filter.toml --interface lan0
+    Run {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Interface to filter at ingress (repeatable); replaces the configuration's list.
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
+        /// Attach mode; overrides the configuration's `xdp_mode`.
+        #[arg(long, value_enum)]
+        xdp_mode: Option<XdpMode>,
+        /// Accept generic mode where the driver refuses native XDP.
+        #[arg(long)]
+        allow_generic_fallback: bool,
+    },
+    /// Show the running filter: interfaces, rules per app and counters.
+    ///
+    /// Example: sni-filter status
+    Status,
+    /// Validate a configuration and its rule lists without touching the kernel.
+    ///
+    /// Example: sni-filter check-config /etc/sni-filter/filter.toml
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Say which app and rule match a server name, and whether that configuration is loaded.
+    ///
+    /// Example: sni-filter check --config /etc/sni-filter/filter.toml www.tiktok.com
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/sni-filter/filter.toml")]
+        config: PathBuf,
+        /// The server name to judge.
+        host: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let instance = match Instance::new(&cli.instance) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sni-filter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Run {
+            config,
+            interfaces,
+            xdp_mode,
+            allow_generic_fallback,
+        } => cmd::run::run(
+            &instance,
+            &cmd::run::RunOptions {
+                config,
+                interfaces,
+                xdp_mode,
+                allow_generic_fallback,
+            },
+        ),
+        Command::Status => cmd::status::status(&instance).map(|_| ()),
+        Command::CheckConfig { file } => cmd::check_config::check_config(&file),
+        Command::Check { config, host } => cmd::check::check(&instance, &config, &host).map(|_| ()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sni-filter: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

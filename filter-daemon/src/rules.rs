@@ -1,0 +1,407 @@
+//! Rule lists and the compiled rule set: lines of plain domains, hosts files and
+//! AdGuard/uBlock syntax become normalised names per app, ready for the program's map.
+
+use std::{collections::HashMap, fs, path::Path};
+
+use filter_common::{
+    AppPolicy, RULE_EXACT, RULE_SUFFIX, RuleValue,
+    name::{RuleKey, rule_key},
+};
+
+use crate::{
+    Error,
+    config::{App, Config},
+};
+
+/// Longest name in text form (RFC 1035 §2.3.4: 255 octets on the wire, 253 in text).
+const NAME_TEXT_MAX: usize = 253;
+/// Longest label (RFC 1035 §2.3.4).
+const LABEL_MAX: usize = 63;
+
+/// How a rule compares with a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The name and every name below it.
+    Suffix,
+    /// The name only.
+    Exact,
+}
+
+/// One rule read from a list or the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub scope: Scope,
+    /// `file:line` it came from.
+    pub origin: String,
+}
+
+/// The rules of every app, in the order of the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct RuleSet {
+    pub apps: Vec<AppRules>,
+    /// Duplicates and shadowed rules, as `file:line: what`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRules {
+    pub name: String,
+    pub policy: AppPolicy,
+    pub rules: Vec<Rule>,
+}
+
+/// Parses one line of a rule list. `Ok(None)` for blank lines and comments.
+pub fn parse_line(line: &str) -> Result<Vec<(String, Scope)>, String> {
+    let line = line.trim();
+    // `!` starts AdGuard comments; `#` hosts-file and plain-list comments (also `##`
+    // cosmetic filters, which do not apply to server names).
+    if line.is_empty() || line.starts_with('!') || line.starts_with('#') || line.starts_with('[') {
+        return Ok(Vec::new());
+    }
+    let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    // Hosts file: an address then one or more names, each blocked exactly.
+    if first.parse::<std::net::IpAddr>().is_ok() {
+        let names: Vec<_> = words.collect();
+        if names.is_empty() {
+            return Err(format!("hosts line {line:?} has an address but no name"));
+        }
+        return names
+            .into_iter()
+            .filter(|n| {
+                !matches!(
+                    *n,
+                    "localhost" | "localhost.localdomain" | "local" | "broadcasthost"
+                )
+            })
+            .map(|n| Ok((normalise(n)?, Scope::Exact)))
+            .collect();
+    }
+    if words.next().is_some() {
+        return Err(format!(
+            "{line:?} has more than one word and is not a hosts-file line"
+        ));
+    }
+    if let Some(rest) = first.strip_prefix("||") {
+        return Ok(vec![(normalise(adguard_body(rest)?)?, Scope::Suffix)]);
+    }
+    if let Some(rest) = first.strip_prefix('|') {
+        return Ok(vec![(normalise(adguard_body(rest)?)?, Scope::Exact)]);
+    }
+    if first.contains(['^', '$', '/']) {
+        return Err(format!(
+            "{first:?} is not a domain, a hosts line or an AdGuard `||name^` rule"
+        ));
+    }
+    // `*.name` means the subdomains of name; suffix rules include them.
+    let name = first.strip_prefix("*.").unwrap_or(first);
+    Ok(vec![(normalise(name)?, Scope::Suffix)])
+}
+
+fn adguard_body(rest: &str) -> Result<&str, String> {
+    let body = rest.strip_suffix('^').unwrap_or(rest);
+    if body.contains(['$', '^', '/', '|']) {
+        return Err(format!(
+            "AdGuard rule {rest:?} uses modifiers or paths; only `||name^` and `|name^` apply to server names"
+        ));
+    }
+    Ok(body)
+}
+
+/// Lowercase ASCII (punycode for internationalised names), no trailing dot, valid labels.
+pub fn normalise(name: &str) -> Result<String, String> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.contains('*') {
+        return Err(format!(
+            "{name:?}: wildcard rules are not supported by this version"
+        ));
+    }
+    let ascii = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(trimmed)
+            .map_err(|_| format!("{name:?} is not a valid internationalised domain name"))?
+    };
+    if ascii.is_empty() || ascii.len() > NAME_TEXT_MAX {
+        return Err(format!(
+            "{name:?} must be 1 to {NAME_TEXT_MAX} characters long"
+        ));
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() || label.len() > LABEL_MAX {
+            return Err(format!(
+                "{name:?} has a label that is empty or over {LABEL_MAX} characters"
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "{name:?} has a character not allowed in a host name"
+            ));
+        }
+    }
+    Ok(ascii)
+}
+
+/// Reads a rule list, naming file and line in every error.
+pub fn read_list(path: &Path) -> Result<Vec<Rule>, Error> {
+    let text = fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut rules = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let origin = format!("{}:{}", path.display(), i + 1);
+        let parsed = parse_line(line).map_err(|reason| Error::config(&origin, reason))?;
+        rules.extend(parsed.into_iter().map(|(name, scope)| Rule {
+            name,
+            scope,
+            origin: origin.clone(),
+        }));
+    }
+    Ok(rules)
+}
+
+fn app_rules(config: &Config, app: &App) -> Result<Vec<Rule>, Error> {
+    let mut rules = Vec::new();
+    for (domain, line) in &app.domains {
+        let origin = format!("{}:{line}", config.path.display());
+        let parsed = parse_line(domain).map_err(|r| Error::config(&origin, r))?;
+        if parsed.is_empty() {
+            return Err(Error::config(&origin, format!("{domain:?} is not a rule")));
+        }
+        rules.extend(parsed.into_iter().map(|(name, scope)| Rule {
+            name,
+            scope,
+            origin: origin.clone(),
+        }));
+    }
+    for (list, line) in &app.lists {
+        let origin = format!("{}:{line}", config.path.display());
+        if !list.is_file() {
+            return Err(Error::config(
+                origin,
+                format!("rule list {} does not exist", list.display()),
+            ));
+        }
+        rules.extend(read_list(list)?);
+    }
+    Ok(rules)
+}
+
+impl RuleSet {
+    /// Reads every app's rules and checks them against each other.
+    pub fn compile(config: &Config) -> Result<Self, Error> {
+        let mut set = RuleSet::default();
+        // name -> (app index, scope, origin) of the first rule seen, for duplicate warnings.
+        let mut seen: HashMap<String, (usize, Scope, String)> = HashMap::new();
+        for (index, app) in config.apps.iter().enumerate() {
+            let mut kept = Vec::new();
+            for rule in app_rules(config, app)? {
+                if let Some((other, _, first)) = seen.get(&rule.name) {
+                    let owner = &config.apps[*other].name;
+                    set.warnings.push(format!(
+                        "{}: {} repeats the rule of {first} (app {owner}); the first one counts",
+                        rule.origin, rule.name
+                    ));
+                    continue;
+                }
+                seen.insert(rule.name.clone(), (index, rule.scope, rule.origin.clone()));
+                kept.push(rule);
+            }
+            let policy = AppPolicy {
+                action: filter_common::Action::from(app.action) as u8,
+                enabled: u8::from(app.enabled),
+                _pad: [0; 6],
+            };
+            set.apps.push(AppRules {
+                name: app.name.clone(),
+                policy,
+                rules: kept,
+            });
+        }
+        set.warn_shadowed(&seen);
+        if set.rule_count() > config.rules_max as usize {
+            return Err(Error::config(
+                config.path.display(),
+                format!(
+                    "{} rules exceed rules_max = {}",
+                    set.rule_count(),
+                    config.rules_max
+                ),
+            ));
+        }
+        Ok(set)
+    }
+
+    /// Warns about rules that a broader suffix rule of the same app already covers.
+    fn warn_shadowed(&mut self, seen: &HashMap<String, (usize, Scope, String)>) {
+        for (index, app) in self.apps.iter().enumerate() {
+            for rule in &app.rules {
+                let mut rest = rule.name.as_str();
+                while let Some((_, parent)) = rest.split_once('.') {
+                    if let Some((owner, Scope::Suffix, origin)) = seen.get(parent)
+                        && *owner == index
+                    {
+                        self.warnings.push(format!(
+                            "{}: {} is already covered by {parent} ({origin})",
+                            rule.origin, rule.name
+                        ));
+                        break;
+                    }
+                    rest = parent;
+                }
+            }
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.apps.iter().map(|a| a.rules.len()).sum()
+    }
+
+    /// The map entries for a hash seed.
+    pub fn entries(&self, seed: u64) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
+        self.apps.iter().enumerate().flat_map(move |(app, rules)| {
+            rules.rules.iter().map(move |r| {
+                let flags = match r.scope {
+                    Scope::Suffix => RULE_SUFFIX,
+                    Scope::Exact => RULE_EXACT,
+                };
+                (
+                    rule_key(seed, r.name.as_bytes()),
+                    RuleValue {
+                        app: app as u16,
+                        flags,
+                    },
+                )
+            })
+        })
+    }
+
+    /// Which app and rule would match `host`, judged exactly as the program judges it.
+    pub fn lookup(&self, host: &str) -> Option<(&AppRules, &Rule)> {
+        let seed = 0x5eed;
+        let table: HashMap<RuleKey, (usize, usize)> = self
+            .apps
+            .iter()
+            .enumerate()
+            .flat_map(|(a, app)| {
+                app.rules
+                    .iter()
+                    .enumerate()
+                    .map(move |(r, rule)| (rule_key(seed, rule.name.as_bytes()), (a, r)))
+            })
+            .collect();
+        let values: HashMap<RuleKey, RuleValue> = self.entries(seed).collect();
+        let mut buf = [0u8; filter_common::name::NAME_BUF];
+        let bytes = host.as_bytes();
+        let len = bytes.len().min(filter_common::name::NAME_MAX);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        let mut found = None;
+        filter_common::name::match_name(&buf, len, seed, |k| {
+            let v = values.get(&k).copied();
+            if v.is_some() {
+                found = table.get(&k).copied().or(found);
+            }
+            v
+        })?;
+        let (a, r) = found?;
+        Some((&self.apps[a], &self.apps[a].rules[r]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_formats_engineers_have() {
+        assert_eq!(
+            parse_line("tiktok.com").unwrap(),
+            [("tiktok.com".into(), Scope::Suffix)]
+        );
+        assert_eq!(
+            parse_line("  TikTok.COM.  # main").unwrap(),
+            [("tiktok.com".into(), Scope::Suffix)]
+        );
+        assert_eq!(
+            parse_line("*.tiktokv.com").unwrap(),
+            [("tiktokv.com".into(), Scope::Suffix)]
+        );
+        assert_eq!(
+            parse_line("0.0.0.0 a.tiktok.com b.tiktok.com").unwrap(),
+            [
+                ("a.tiktok.com".into(), Scope::Exact),
+                ("b.tiktok.com".into(), Scope::Exact)
+            ]
+        );
+        assert_eq!(parse_line("127.0.0.1 localhost").unwrap(), []);
+        assert_eq!(
+            parse_line("||musical.ly^").unwrap(),
+            [("musical.ly".into(), Scope::Suffix)]
+        );
+        assert_eq!(
+            parse_line("|byteoversea.com^").unwrap(),
+            [("byteoversea.com".into(), Scope::Exact)]
+        );
+        assert_eq!(parse_line("# comment").unwrap(), []);
+        assert_eq!(parse_line("! adguard comment").unwrap(), []);
+        assert_eq!(parse_line("").unwrap(), []);
+    }
+
+    #[test]
+    fn internationalised_names_become_punycode() {
+        assert_eq!(
+            parse_line("bücher.example").unwrap(),
+            [("xn--bcher-kva.example".into(), Scope::Suffix)]
+        );
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        for (line, why) in [
+            ("tik tok.com", "more than one word"),
+            ("||tiktok.com^$third-party", "modifiers"),
+            ("tiktok..com", "label"),
+            ("tik!tok.com", "character"),
+            ("0.0.0.0", "no name"),
+            ("example.com/path", "not a domain"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+        let long = format!("{}.com", "a".repeat(64));
+        assert!(parse_line(&long).unwrap_err().contains("63"));
+    }
+
+    #[test]
+    fn lookup_judges_like_the_program() {
+        let dir = std::env::temp_dir().join(format!("sni-filter-rules-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let cfg = Config::parse(
+            &dir.join("f.toml"),
+            "[apps.tiktok]\naction = \"drop\"\ndomains = [\"tiktok.com\", \"|exact.example^\", \"www.tiktok.com\"]\n",
+        )
+        .unwrap();
+        let set = RuleSet::compile(&cfg).unwrap();
+        assert_eq!(
+            set.lookup("WWW.tiktok.com.").unwrap().1.name,
+            "www.tiktok.com"
+        );
+        assert_eq!(set.lookup("v16.tiktok.com").unwrap().1.name, "tiktok.com");
+        assert!(set.lookup("nottiktok.com").is_none());
+        assert!(set.lookup("exact.example").is_some());
+        assert!(set.lookup("sub.exact.example").is_none());
+        assert!(
+            set.warnings
+                .iter()
+                .any(|w| w.contains("already covered by tiktok.com")),
+            "{:?}",
+            set.warnings
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! The rule set the daemon loads: names by seeded hash, per-app policies and settings.
+//! All three are written by userspace only, so the program maps them read-only.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG},
+    helpers::generated::bpf_loop,
+    macros::map,
+    maps::{Array, HashMap},
+};
+use filter_common::{
+    APPS_MAX, Action, AppPolicy, RULES_DEFAULT_MAX, RuleValue, Settings,
+    name::{MATCH_STEPS_MAX, NameMatch, RuleKey},
+};
+
+#[map(name = "RULES")]
+static RULES: HashMap<RuleKey, RuleValue> =
+    HashMap::with_max_entries(RULES_DEFAULT_MAX, BPF_F_RDONLY_PROG | BPF_F_NO_PREALLOC);
+
+#[map(name = "APPS")]
+static APPS: Array<AppPolicy> = Array::with_max_entries(APPS_MAX, BPF_F_RDONLY_PROG);
+
+#[map(name = "SETTINGS")]
+static SETTINGS: Array<Settings> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
+
+/// The action of the app whose rules match the name the walker just read, if any.
+#[inline(always)]
+pub fn action_for_name() -> Option<Action> {
+    let seed = SETTINGS.get(0)?.hash_seed;
+    let j = crate::tls::judging()?;
+    j.name = NameMatch::new(&j.walk.name, j.walk.name_len as usize, seed);
+    // One label per round keeps the verifier's view to one label's bytes.
+    // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
+    unsafe {
+        bpf_loop(
+            MATCH_STEPS_MAX,
+            match_round as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    let rule = crate::tls::judging()?.name.result()?;
+    let app = APPS.get(rule.app as u32)?;
+    if app.enabled == 0 {
+        return None;
+    }
+    Action::from_u8(app.action)
+}
+
+extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(j) = crate::tls::judging() else {
+        return 1;
+    };
+    // SAFETY: rule values are plain data; an update in flight gives the old or new value.
+    i64::from(
+        j.name
+            .step(&j.walk.name, |key| unsafe { RULES.get(&key) }.copied()),
+    )
+}
