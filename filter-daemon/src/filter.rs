@@ -116,6 +116,29 @@ impl Filter {
             .expect("the program was checked at load")
     }
 
+    /// Runs one frame through the loaded program (`BPF_PROG_TEST_RUN`) with this filter's
+    /// maps, so state carries over from frame to frame as on a live interface. Returns the
+    /// XDP action.
+    pub fn run_frame(&self, frame: &[u8]) -> Result<u32, Error> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let result = self
+            .program()
+            .test_run(opts)
+            .map_err(|e| Error::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+        Ok(result.return_value)
+    }
+
+    /// Whether the object has a map of this name.
+    pub fn has_map(&self, name: &str) -> bool {
+        self.ebpf.map(name).is_some()
+    }
+
     /// The kernel's id of the loaded program.
     pub fn program_id(&self) -> Option<u32> {
         self.program().info().ok().map(|i| i.id())
