@@ -53,6 +53,43 @@ pub const WALK_SNI_SEEN: u8 = 2;
 /// At least one host name was read.
 pub const WALK_NAME_SEEN: u8 = 4;
 
+/// Stream bytes of a hello kept to compare retransmissions and overlaps with: Chrome's
+/// post-quantum hello is ~1.8 KB; an overlap beyond this is uninspectable.
+pub const HELLO_KEEP: usize = 4096;
+
+/// TCP segments one hello may span before it is uninspectable (real ones take 1-2; the
+/// evasion tools split into more).
+pub const HELLO_SEGMENTS_MAX: u16 = 32;
+
+/// A hello being reassembled across segments, in the `HELLOS` table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HelloFlow {
+    /// `bpf_ktime_get_ns` when the state was created or last refreshed by a conflict.
+    pub touched_ns: u64,
+    /// Non-zero while a CPU works on this flow (claimed with an atomic exchange; 64 bits
+    /// because the BPF target has no 32-bit atomics).
+    pub busy: u64,
+    pub walk: HelloWalk,
+    /// Sequence numbers of the hello's first byte and of the next byte expected.
+    pub start_seq: u32,
+    pub next_seq: u32,
+    pub segments: u16,
+    /// 1 once the walk reached the hello's end; kept to check overlaps.
+    pub done: u8,
+    /// 1 once bytes conflicting with the kept ones were seen: kept longer, see the program.
+    pub conflict: u8,
+    /// The first monitored app (or `NO_APP`), reported when the hello ends.
+    pub monitored_app: u16,
+    /// 1 once an uninspectable event was emitted for this flow.
+    pub reported: u8,
+    pub _pad: [u8; 5],
+    /// Stream bytes from `start_seq`. Only the first `HELLO_KEEP` are used; the rest is
+    /// slack so that a copy of up to `HELLO_KEEP` bytes at any offset below `HELLO_KEEP`
+    /// stays inside the value for the verifier.
+    pub kept: [u8; 2 * HELLO_KEEP],
+}
+
 /// What one call to [`HelloWalk::feed`] ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -157,6 +194,12 @@ impl HelloWalk {
     /// Whether the walk has passed the end of the hello.
     pub fn is_done(&self) -> bool {
         self.stage == ST_DONE
+    }
+
+    /// Whether the walk has read past the first record header and handshake header, i.e.
+    /// the bytes so far are the start of a real ClientHello.
+    pub fn past_hello_header(&self) -> bool {
+        self.stage != ST_HS_HEADER
     }
 
     /// Walks `buf[*pos..end]` for up to `STEPS` steps, advancing `*pos` over what it consumed.

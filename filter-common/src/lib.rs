@@ -6,7 +6,7 @@ pub mod hello;
 pub mod name;
 
 mod reason;
-pub use reason::{REASON_COUNT, Reason, reason_from_u32};
+pub use reason::{Fate, NOTE_COUNT, Note, REASON_COUNT, Reason, reason_from_u32};
 
 /// Names of the maps and the program as they appear in the compiled object. aya's
 /// `#[map(name = ...)]` wants a literal, so a test checks these against the object.
@@ -16,8 +16,27 @@ pub mod names {
     pub const RULES: &str = "RULES";
     pub const APPS: &str = "APPS";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const NOTES: &str = "NOTES";
+    pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
+    pub const APP_COUNTERS: &str = "APP_COUNTERS";
+    pub const VERDICTS: &str = "VERDICTS";
+    pub const HELLOS: &str = "HELLOS";
+    pub const PORTS: &str = "PORTS";
     /// Every map the daemon reads or writes.
-    pub const MAPS: [&str; 4] = [COUNTERS, RULES, APPS, SETTINGS];
+    pub const MAPS: [&str; 11] = [
+        COUNTERS,
+        RULES,
+        APPS,
+        SETTINGS,
+        EVENTS,
+        NOTES,
+        IFACE_COUNTERS,
+        APP_COUNTERS,
+        VERDICTS,
+        HELLOS,
+        PORTS,
+    ];
 }
 
 /// Apps per rule set. The app id is a `u16`, but an array of policies the program reads on
@@ -26,6 +45,16 @@ pub const APPS_MAX: u32 = 256;
 
 /// Default bound of the rules table: 1M rules (DESIGN.md plans for 100k+).
 pub const RULES_DEFAULT_MAX: u32 = 1 << 20;
+
+/// Default bound of the blocked-flow table.
+pub const VERDICTS_DEFAULT_MAX: u32 = 65536;
+
+/// Default bound of the table of hellos being reassembled: hellos that span segments are a
+/// few per second per thousand clients, and each lives a round trip.
+pub const HELLOS_DEFAULT_MAX: u32 = 8192;
+
+/// Words of the inspected-ports bitmap (`PORTS`): one bit per TCP port.
+pub const PORT_WORDS: u32 = 65536 / 64;
 
 /// What happens to a flow whose name matched an app's rules.
 #[repr(u8)]
@@ -92,6 +121,93 @@ pub struct Settings {
     /// Seed of the rule-name hash; random per loaded rule set so that names cannot be
     /// chosen offline to collide with a rule.
     pub hash_seed: u64,
+    /// A blocked flow idle this long (nanoseconds) is forgotten.
+    pub flow_idle_ns: u64,
+    /// 1: a hello the program cannot read completely has its packet dropped; 0: passed.
+    /// Counted by reason either way.
+    pub uninspectable_drop: u8,
+    /// 1: an event for every judged hello, allowed ones too. Only `replay` sets it, on maps
+    /// of its own: a live filter never logs allowed flows (that would be a browsing history).
+    pub trace_all: u8,
+    /// 1: every TCP port is inspected; 0: only the ports set in `PORTS`.
+    pub all_ports: u8,
+    pub _pad: [u8; 5],
+}
+
+/// A TCP or UDP flow as the client sent it: addresses (IPv4 in the first 4 bytes), ports in
+/// host order, address family (4 or 6) and IP protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+}
+
+/// What the program did with a flow, as events report it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventAction {
+    Pass = 0,
+    Drop = 1,
+    Reject = 2,
+    Monitor = 3,
+}
+
+impl EventAction {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Pass),
+            1 => Some(Self::Drop),
+            2 => Some(Self::Reject),
+            3 => Some(Self::Monitor),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::Reject => "reject",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+/// No app matched.
+pub const NO_APP: u16 = u16::MAX;
+
+/// The event's name was read from a TCP segment after the first one of the hello.
+pub const EVENT_SNI_LATER_SEGMENT: u8 = 1;
+/// The hello carried an `encrypted_client_hello` extension.
+pub const EVENT_ECH: u8 = 2;
+
+/// One record of the `EVENTS` ring buffer: a blocked, monitored or uninspectable flow (or,
+/// with `trace_all`, any judged hello).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the verdict was made.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Index of the matching app, or [`NO_APP`].
+    pub app: u16,
+    /// An [`EventAction`].
+    pub action: u8,
+    /// A [`Reason`] as `u8`.
+    pub reason: u8,
+    pub flow: FlowKey,
+    /// Length of the first server name in `sni` (0: none read).
+    pub sni_len: u16,
+    /// `EVENT_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    pub sni: [u8; name::NAME_BUF],
 }
 
 /// Per-CPU counter of one [`Reason`].
@@ -100,6 +216,49 @@ pub struct Settings {
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+    /// Of `packets`, those dropped (the `uninspectable` policy can go either way).
+    pub dropped: u64,
+}
+
+/// Slots of the per-interface counters: indexed by `ifindex % IFACE_SLOTS`. The daemon
+/// checks that the interfaces it attaches to do not share a slot.
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// Per-CPU counters of one interface, by address family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceCounters {
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub other: u64,
+    pub vlan_tagged: u64,
+    pub dropped: u64,
+}
+
+/// Per-CPU counters of one app.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AppCounters {
+    /// Flows whose hello matched the app (blocked or monitored).
+    pub flows: u64,
+    /// Packets dropped: the hellos and every later packet of the flows.
+    pub packets_dropped: u64,
+    pub bytes_dropped: u64,
+    /// TCP resets sent to clients (`reject`).
+    pub resets: u64,
+}
+
+/// A flow judged blocked, in the `VERDICTS` table: its later packets are dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BlockedFlow {
+    /// `bpf_ktime_get_ns` when the verdict was made and when the flow was last seen.
+    pub since_ns: u64,
+    pub last_ns: u64,
+    pub app: u16,
+    /// An [`Action`].
+    pub action: u8,
+    pub _pad: [u8; 5],
 }
 
 #[cfg(feature = "user")]
@@ -110,7 +269,13 @@ mod pod {
     unsafe impl aya::Pod for super::AppPolicy {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::IfaceCounters {}
+    unsafe impl aya::Pod for super::AppCounters {}
+    unsafe impl aya::Pod for super::BlockedFlow {}
+    unsafe impl aya::Pod for super::hello::HelloFlow {}
     unsafe impl aya::Pod for super::name::RuleKey {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Event {}
 }
 
 #[cfg(test)]
@@ -122,8 +287,12 @@ mod tests {
     fn shared_types_have_no_implicit_padding() {
         assert_eq!(size_of::<RuleValue>(), 4);
         assert_eq!(size_of::<AppPolicy>(), 8);
-        assert_eq!(size_of::<Settings>(), 8);
-        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<Settings>(), 24);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<Event>(), 8 + 4 + 2 + 1 + 1 + 40 + 2 + 1 + 5 + 256);
+        assert_eq!(size_of::<Counter>(), 24);
+        assert_eq!(size_of::<BlockedFlow>(), 24);
+        assert_eq!(size_of::<hello::HelloFlow>() % 8, 0);
         assert_eq!(size_of::<name::RuleKey>(), 8);
     }
 

@@ -1,5 +1,5 @@
 //! The one enum of verdict reasons: the counter index in the program and the name the CLI
-//! prints. Adding a reason means adding a variant here and its name below.
+//! prints. Adding a reason means adding a variant here, its name and its fate below.
 
 /// Why the program passed or dropped a packet. Each packet is counted under exactly one.
 #[repr(u32)]
@@ -9,15 +9,17 @@ pub enum Reason {
     NotIp = 0,
     /// IP, but neither TCP nor UDP.
     OtherProtocol,
-    /// UDP: passed (QUIC inspection is not in this program yet).
+    /// UDP: passed (QUIC is not inspected by this program).
     Udp,
     /// Headers cut short or inconsistent before the payload: passed, never judged.
     HeaderMalformed,
-    /// A non-first IP fragment: no ports, passed.
+    /// A non-first IP fragment: no ports, passed (IKE, DNS... must keep working).
     IpFragment,
     /// TCP without payload (SYN, ACK, FIN...).
     TcpNoPayload,
-    /// TCP payload that does not start a TLS handshake record.
+    /// TCP to a port the configuration does not inspect.
+    TcpPortNotInspected,
+    /// TCP payload that does not start or continue a TLS ClientHello.
     TcpNotHandshake,
     /// A TLS handshake record that does not carry a ClientHello.
     NotClientHello,
@@ -25,22 +27,49 @@ pub enum Reason {
     HelloAllowed,
     /// A ClientHello without a server name.
     HelloNoSni,
-    /// A ClientHello whose structure is inconsistent.
+    /// A ClientHello whose structure is inconsistent (servers refuse it too).
     HelloMalformed,
-    /// A ClientHello that does not end in this packet (reassembly is not done yet).
+    /// A segment of a ClientHello that goes on in a later segment: passed while reading.
     HelloIncomplete,
-    /// A ClientHello that needed more parser steps than the bound allows.
-    HelloTooComplex,
+    /// A retransmitted segment of a hello, byte for byte the same as the first copy.
+    HelloRetransmit,
     /// A ClientHello matched an app in `monitor` mode: passed and counted.
     HelloMonitored,
-    /// A ClientHello matched an app in `drop` (or `reject`) mode: dropped.
+    /// A ClientHello matched an app in `drop` or `reject` mode: dropped.
     HelloBlocked,
+    /// A later packet of a flow judged blocked: dropped.
+    BlockedFlow,
+    /// A payload-less FIN or RST of a blocked flow: passed so both ends can clean up.
+    BlockedFlowTeardown,
+    /// Uninspectable: hello data at a sequence number after a gap (out of order).
+    UninspectableOutOfOrder,
+    /// Uninspectable: bytes that overlap earlier hello bytes with different content.
+    UninspectableOverlap,
+    /// Uninspectable: an IP fragment that starts a hello.
+    UninspectableFragment,
+    /// Uninspectable: the reassembly table is full.
+    UninspectableTableFull,
+    /// Uninspectable: another CPU was reading the same hello at that moment.
+    UninspectableBusy,
+    /// Uninspectable: the hello needs more segments, bytes or steps than the bounds allow.
+    UninspectableTooLong,
+    /// Uninspectable: more IPv6 extension headers than the walk allows.
+    UninspectableIpv6Chain,
     /// The program's own state could not be read (a map lookup failed): passed.
     InternalError,
 }
 
 /// Number of reasons; the size of the counters array.
 pub const REASON_COUNT: u32 = Reason::InternalError as u32 + 1;
+
+/// What happens to a packet counted under a reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Pass,
+    Drop,
+    /// The configured `uninspectable` policy decides.
+    Policy,
+}
 
 /// The reason with this counter index; `InternalError` for an index out of range.
 #[inline(always)]
@@ -61,15 +90,25 @@ impl Reason {
         Reason::HeaderMalformed,
         Reason::IpFragment,
         Reason::TcpNoPayload,
+        Reason::TcpPortNotInspected,
         Reason::TcpNotHandshake,
         Reason::NotClientHello,
         Reason::HelloAllowed,
         Reason::HelloNoSni,
         Reason::HelloMalformed,
         Reason::HelloIncomplete,
-        Reason::HelloTooComplex,
+        Reason::HelloRetransmit,
         Reason::HelloMonitored,
         Reason::HelloBlocked,
+        Reason::BlockedFlow,
+        Reason::BlockedFlowTeardown,
+        Reason::UninspectableOutOfOrder,
+        Reason::UninspectableOverlap,
+        Reason::UninspectableFragment,
+        Reason::UninspectableTableFull,
+        Reason::UninspectableBusy,
+        Reason::UninspectableTooLong,
+        Reason::UninspectableIpv6Chain,
         Reason::InternalError,
     ];
 
@@ -82,22 +121,110 @@ impl Reason {
             Reason::HeaderMalformed => "header_malformed",
             Reason::IpFragment => "ip_fragment",
             Reason::TcpNoPayload => "tcp_no_payload",
+            Reason::TcpPortNotInspected => "tcp_port_not_inspected",
             Reason::TcpNotHandshake => "tcp_not_handshake",
             Reason::NotClientHello => "not_client_hello",
             Reason::HelloAllowed => "hello_allowed",
             Reason::HelloNoSni => "hello_no_sni",
             Reason::HelloMalformed => "hello_malformed",
             Reason::HelloIncomplete => "hello_incomplete",
-            Reason::HelloTooComplex => "hello_too_complex",
+            Reason::HelloRetransmit => "hello_retransmit",
             Reason::HelloMonitored => "hello_monitored",
             Reason::HelloBlocked => "hello_blocked",
+            Reason::BlockedFlow => "blocked_flow",
+            Reason::BlockedFlowTeardown => "blocked_flow_teardown",
+            Reason::UninspectableOutOfOrder => "uninspectable_out_of_order",
+            Reason::UninspectableOverlap => "uninspectable_overlap",
+            Reason::UninspectableFragment => "uninspectable_ip_fragment",
+            Reason::UninspectableTableFull => "uninspectable_table_full",
+            Reason::UninspectableBusy => "uninspectable_busy",
+            Reason::UninspectableTooLong => "uninspectable_too_long",
+            Reason::UninspectableIpv6Chain => "uninspectable_ipv6_chain",
             Reason::InternalError => "internal_error",
         }
     }
 
-    /// Whether packets counted under this reason were dropped.
-    pub const fn drops(self) -> bool {
-        matches!(self, Reason::HelloBlocked)
+    /// What happens to packets counted under this reason.
+    pub const fn fate(self) -> Fate {
+        match self {
+            Reason::HelloBlocked | Reason::BlockedFlow => Fate::Drop,
+            Reason::UninspectableOutOfOrder
+            | Reason::UninspectableOverlap
+            | Reason::UninspectableFragment
+            | Reason::UninspectableTableFull
+            | Reason::UninspectableBusy
+            | Reason::UninspectableTooLong
+            | Reason::UninspectableIpv6Chain => Fate::Policy,
+            _ => Fate::Pass,
+        }
+    }
+
+    /// Whether the reason is one of the `uninspectable` ones.
+    pub const fn uninspectable(self) -> bool {
+        matches!(self.fate(), Fate::Policy)
+    }
+}
+
+/// Things worth counting that are not a packet's verdict: a packet may add to several.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A hello carried an `encrypted_client_hello` extension (real or GREASE).
+    EchSeen = 0,
+    /// A server name was read from a TCP segment after the hello's first.
+    SniFromLaterSegment,
+    /// A frame carried one or more VLAN tags.
+    VlanTagged,
+    /// An IPv6 packet carried extension headers.
+    Ipv6ExtHeaders,
+    /// A hello went on past its first segment and its reassembly began.
+    ReassemblyStarted,
+    /// A blocked verdict could not be stored (verdict table full): later packets of that
+    /// flow are judged again by their content only.
+    VerdictTableFull,
+    /// A blocked verdict ended because the client opened a new connection on its 5-tuple.
+    VerdictEndedBySyn,
+    /// A blocked verdict ended after the idle timeout.
+    VerdictExpired,
+    /// A TCP RST was sent to a client (`reject`).
+    ResetSent,
+    /// A RST could not be built; the packet was dropped instead.
+    ResetFailed,
+    /// An event was lost because the ring buffer was full.
+    EventLost,
+}
+
+pub const NOTE_COUNT: u32 = Note::EventLost as u32 + 1;
+
+impl Note {
+    pub const ALL: [Note; NOTE_COUNT as usize] = [
+        Note::EchSeen,
+        Note::SniFromLaterSegment,
+        Note::VlanTagged,
+        Note::Ipv6ExtHeaders,
+        Note::ReassemblyStarted,
+        Note::VerdictTableFull,
+        Note::VerdictEndedBySyn,
+        Note::VerdictExpired,
+        Note::ResetSent,
+        Note::ResetFailed,
+        Note::EventLost,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Note::EchSeen => "ech_seen",
+            Note::SniFromLaterSegment => "sni_from_later_segment",
+            Note::VlanTagged => "vlan_tagged",
+            Note::Ipv6ExtHeaders => "ipv6_extension_headers",
+            Note::ReassemblyStarted => "reassembly_started",
+            Note::VerdictTableFull => "verdict_table_full",
+            Note::VerdictEndedBySyn => "verdict_ended_by_syn",
+            Note::VerdictExpired => "verdict_expired",
+            Note::ResetSent => "reset_sent",
+            Note::ResetFailed => "reset_failed",
+            Note::EventLost => "event_lost",
+        }
     }
 }
 
@@ -110,6 +237,9 @@ mod tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{} out of order", r.name());
         }
+        for (i, n) in Note::ALL.iter().enumerate() {
+            assert_eq!(*n as usize, i, "{} out of order", n.name());
+        }
     }
 
     #[test]
@@ -118,6 +248,23 @@ mod tests {
             for b in &Reason::ALL[i + 1..] {
                 assert_ne!(a.name(), b.name());
             }
+        }
+        for (i, a) in Note::ALL.iter().enumerate() {
+            for b in &Note::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+    }
+
+    #[test]
+    fn only_uninspectable_reasons_follow_the_policy() {
+        for r in Reason::ALL {
+            assert_eq!(
+                r.uninspectable(),
+                r.name().starts_with("uninspectable_"),
+                "{}",
+                r.name()
+            );
         }
     }
 }

@@ -19,22 +19,22 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// The counters table: reason, verdict, packets, bytes. Zero rows are left out unless `all`.
+/// The counters table: reason, packets, of them dropped, bytes. Zero rows are left out
+/// unless `all`.
 pub fn table(counters: &[Counter], all: bool) -> String {
     let mut out = format!(
-        "{:<20} {:<7} {:>12} {:>12}\n",
-        "reason", "verdict", "packets", "bytes"
+        "{:<28} {:>12} {:>12} {:>12}\n",
+        "reason", "packets", "dropped", "bytes"
     );
     for (reason, c) in Reason::ALL.iter().zip(counters) {
         if c.packets == 0 && !all {
             continue;
         }
-        let verdict = if reason.drops() { "drop" } else { "pass" };
         out.push_str(&format!(
-            "{:<20} {:<7} {:>12} {:>12}\n",
+            "{:<28} {:>12} {:>12} {:>12}\n",
             reason.name(),
-            verdict,
             c.packets,
+            c.dropped,
             human_bytes(c.bytes)
         ));
     }
@@ -82,7 +82,7 @@ mod tests {
         };
         let t = table(&c, false);
         assert!(t.contains("hello_blocked"), "{t}");
-        assert!(t.contains("drop"), "{t}");
+        assert!(t.contains("1.5 KiB"), "{t}");
         assert!(!t.contains("hello_allowed"), "{t}");
         assert_eq!(
             summary_line(&vec![Counter::default(); c.len()], &c),

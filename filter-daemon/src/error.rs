@@ -20,6 +20,8 @@ pub enum Error {
     Map(String),
     #[error("{0}")]
     State(String),
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 impl Error {

@@ -5,10 +5,12 @@ use std::{fs::File, io::Read as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
-use filter_common::{AppPolicy, Counter, REASON_COUNT, RuleValue, Settings, name::RuleKey, names};
+use filter_common::{
+    AppPolicy, Counter, Event, REASON_COUNT, RuleValue, Settings, name::RuleKey, names,
+};
 
 use crate::{Error, config::XdpMode, rules::RuleSet};
 
@@ -18,8 +20,11 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// A loaded (and possibly attached) filter. Dropping it detaches and unloads it.
 pub struct Filter {
     ebpf: Ebpf,
-    seed: u64,
+    settings: Settings,
 }
+
+/// A blocked flow idle for this long is forgotten (its ports may be reused).
+pub const FLOW_IDLE_DEFAULT_NS: u64 = 120_000_000_000;
 
 /// Counters summed over every CPU, indexed by `Reason`.
 pub type Counters = Vec<Counter>;
@@ -45,13 +50,18 @@ impl Filter {
         program
             .load()
             .map_err(|e| Error::Load(verifier_message(&e)))?;
-        Ok(Self { ebpf, seed: 0 })
+        let settings = Settings {
+            flow_idle_ns: FLOW_IDLE_DEFAULT_NS,
+            all_ports: 1,
+            ..Settings::default()
+        };
+        Ok(Self { ebpf, settings })
     }
 
     /// Replaces the rule set: the new rules go in under a fresh hash seed, then one write
     /// of the settings switches the program to them, then the old entries are removed.
     pub fn install(&mut self, set: &RuleSet) -> Result<(), Error> {
-        let old_seed = self.seed;
+        let old_seed = self.settings.hash_seed;
         let seed = random_seed()? | 1;
         let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> = self.map_mut(names::RULES)?;
         let mut inserted = 0usize;
@@ -73,11 +83,8 @@ impl Filter {
             apps.set(i, AppPolicy::default(), 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
         }
-        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
-        settings
-            .set(0, Settings { hash_seed: seed }, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))?;
-        self.seed = seed;
+        self.settings.hash_seed = seed;
+        self.write_settings()?;
         if old_seed != 0 {
             let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
                 self.map_mut(names::RULES)?;
@@ -89,6 +96,14 @@ impl Filter {
             }
         }
         Ok(())
+    }
+
+    fn write_settings(&mut self) -> Result<(), Error> {
+        let value = self.settings;
+        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
+        settings
+            .set(0, value, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))
     }
 
     fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, Error>
@@ -132,6 +147,31 @@ impl Filter {
             .test_run(opts)
             .map_err(|e| Error::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
         Ok(result.return_value)
+    }
+
+    /// Sets `trace_all`: an event for every judged hello. Only for filters of their own
+    /// (replay), never for the live one.
+    pub fn set_trace_all(&mut self, on: bool) -> Result<(), Error> {
+        self.settings.trace_all = u8::from(on);
+        self.write_settings()
+    }
+
+    /// Takes every event the program has written since the last call.
+    pub fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
+        let map = self
+            .ebpf
+            .map_mut(names::EVENTS)
+            .ok_or_else(|| Error::Map("events map missing".into()))?;
+        let mut ring: RingBuf<&mut MapData> =
+            RingBuf::try_from(map).map_err(|e| Error::Map(format!("{}: {e}", names::EVENTS)))?;
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the program writes whole `Event` records; read unaligned from the ring.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        Ok(events)
     }
 
     /// Whether the object has a map of this name.
@@ -214,6 +254,7 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
             Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                 packets: acc.packets + c.packets,
                 bytes: acc.bytes + c.bytes,
+                dropped: acc.dropped + c.dropped,
             }))
         })
         .collect()
@@ -235,6 +276,10 @@ fn verifier_message(e: &aya::programs::ProgramError) -> String {
     let full = format!("{e:?}");
     if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
         let log = verifier_log.to_string();
+        // For whoever changes the program: the whole log, which is long.
+        if let Some(path) = std::env::var_os("SNI_FILTER_VERIFIER_LOG") {
+            let _ = std::fs::write(path, &log);
+        }
         let tail: Vec<&str> = log.lines().rev().take(25).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return format!("the verifier refused the program:\n{}", tail.join("\n"));

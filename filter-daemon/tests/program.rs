@@ -2,7 +2,10 @@
 //! name, the frames sent in order, the rules, the action expected for the last frame and
 //! the counters expected to move. Needs root (loading BPF programs).
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU16, Ordering},
+};
 
 use filter_common::{Counter, REASON_COUNT, Reason, names};
 use sni_filter::{config::Config, filter::Filter, rules::RuleSet};
@@ -48,8 +51,11 @@ fn hello_frame(name: &str) -> Vec<u8> {
     ))
 }
 
+/// A segment of a new flow: each call takes the next client port, so that the verdict of
+/// one case (a blocked flow stays blocked) never leaks into another.
 fn tcp(ip: IpPair) -> TcpSegment {
-    TcpSegment::new(ip, 40000, 443)
+    static NEXT_PORT: AtomicU16 = AtomicU16::new(20000);
+    TcpSegment::new(ip, NEXT_PORT.fetch_add(1, Ordering::Relaxed), 443)
 }
 
 struct Case {

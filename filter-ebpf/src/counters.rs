@@ -1,21 +1,136 @@
-//! Per-CPU counters by reason, and the program's single exit that bumps them.
-//! No atomics: each CPU owns its slot and userspace sums them.
+//! Per-CPU counters — by reason, by note, by interface and by app — and the program's single
+//! exit that bumps them. No atomics: each CPU owns its slot and userspace sums them.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
-use filter_common::{Counter, REASON_COUNT, Reason};
+use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext};
+use filter_common::{
+    APPS_MAX, AppCounters, Counter, Fate, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
+    REASON_COUNT, Reason,
+};
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(REASON_COUNT, 0);
 
-/// Counts the packet under `reason` and returns the XDP action for it.
+#[map(name = "NOTES")]
+static NOTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(NOTE_COUNT, 0);
+
+#[map(name = "IFACE_COUNTERS")]
+static IFACE_COUNTERS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(IFACE_SLOTS, 0);
+
+#[map(name = "APP_COUNTERS")]
+static APP_COUNTERS: PerCpuArray<AppCounters> = PerCpuArray::with_max_entries(APPS_MAX, 0);
+
+/// What the parse saw of the frame, for the per-interface counters.
+#[derive(Default)]
+pub struct Seen {
+    /// 4, 6, or 0 for not IP.
+    pub family: u8,
+    pub vlan: bool,
+}
+
+/// How a packet leaves the program.
+#[derive(Clone, Copy)]
+pub struct Exit {
+    pub reason: Reason,
+    /// The packet was rewritten into a TCP RST for the client: send it back (`XDP_TX`).
+    pub transmit: bool,
+}
+
+impl Exit {
+    #[inline(always)]
+    pub const fn of(reason: Reason) -> Self {
+        Self {
+            reason,
+            transmit: false,
+        }
+    }
+}
+
 #[inline(always)]
-pub fn record(ctx: &XdpContext, reason: Reason) -> u32 {
-    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+pub fn note(n: Note) {
+    if let Some(c) = NOTES.get_ptr_mut(n as u32) {
+        // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Adds a dropped packet (and its flow, when `new_flow`) to the app's counters.
+#[inline(always)]
+pub fn app_dropped(app: u16, bytes: u64, new_flow: bool) {
+    if let Some(c) = APP_COUNTERS.get_ptr_mut(app as u32) {
+        // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
+        unsafe {
+            (*c).packets_dropped += 1;
+            (*c).bytes_dropped += bytes;
+            if new_flow {
+                (*c).flows += 1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub fn app_monitored(app: u16) {
+    if let Some(c) = APP_COUNTERS.get_ptr_mut(app as u32) {
+        // SAFETY: as above.
+        unsafe { (*c).flows += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn app_reset(app: u16) {
+    if let Some(c) = APP_COUNTERS.get_ptr_mut(app as u32) {
+        // SAFETY: as above.
+        unsafe { (*c).resets += 1 };
+    }
+}
+
+/// The frame's length, including the fragments of a multi-buffer frame.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> u64 {
+    // SAFETY: the context pointer is the program's own.
+    unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) }
+}
+
+/// The single exit: counts the packet under its reason and interface, returns the action.
+#[inline(always)]
+pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
+    let drop = match exit.reason.fate() {
+        Fate::Pass => false,
+        Fate::Drop => true,
+        Fate::Policy => crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0),
+    };
+    let bytes = frame_len(ctx);
+    if let Some(c) = COUNTERS.get_ptr_mut(exit.reason as u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe {
             (*c).packets += 1;
-            (*c).bytes += (ctx.data_end() - ctx.data()) as u64;
+            (*c).bytes += bytes;
+            if drop || exit.transmit {
+                (*c).dropped += 1;
+            }
         }
     }
-    crate::action_for(reason)
+    if let Some(c) = IFACE_COUNTERS.get_ptr_mut(ctx.ingress_ifindex() as u32 % IFACE_SLOTS) {
+        // SAFETY: as above.
+        unsafe {
+            match seen.family {
+                4 => (*c).ipv4 += 1,
+                6 => (*c).ipv6 += 1,
+                _ => (*c).other += 1,
+            }
+            if seen.vlan {
+                (*c).vlan_tagged += 1;
+            }
+            if drop || exit.transmit {
+                (*c).dropped += 1;
+            }
+        }
+    }
+    if exit.transmit {
+        xdp_action::XDP_TX
+    } else if drop {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
 }

@@ -1,8 +1,8 @@
-//! Ethernet, VLAN, IPv4, IPv6 and TCP headers, parsed with a cursor: each `parse_*` checks
-//! bounds, advances the cursor and says what comes next.
+//! Ethernet, VLAN, IPv4, IPv6 (with extension headers) and TCP headers, parsed with a
+//! cursor: each `parse_*` checks bounds, advances the cursor and says what comes next.
 
-use aya_ebpf::programs::XdpContext;
-use filter_common::Reason;
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
+use filter_common::{FlowKey, Note, Reason};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
@@ -10,15 +10,33 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// Bound of header offsets that went through map memory: far above Ethernet, two tags, IPv6,
+/// six extension headers and TCP with options in any real packet.
+pub const HEADERS_LEN_MAX: usize = 4096;
 
 /// VLAN tags walked: 802.1ad QinQ carries at most an outer S-tag and an inner C-tag.
 const VLAN_MAX_DEPTH: usize = 2;
+
+/// IPv6 extension headers walked. RFC 8200 §4.1 recommends at most one of each (two
+/// destination options): hop-by-hop, destination, routing, fragment, AH, destination
+/// makes six; a longer chain is uninspectable rather than waved through.
+const IPV6_EXT_MAX_CHAIN: usize = 6;
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const IPV4_HLEN_MIN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_HLEN_MIN: usize = 20;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 
 /// Offset of the next unparsed byte from the start of the frame.
 pub struct Cursor {
@@ -34,8 +52,10 @@ impl Cursor {
 /// What the IP header says follows it. `end` is where the IP packet ends, which may be
 /// before the frame's end (Ethernet pads short frames).
 pub enum L4 {
+    /// `first_fragment`: the packet is the first fragment of a fragmented datagram.
     Tcp {
         end: usize,
+        first_fragment: bool,
     },
     Udp,
     Other,
@@ -43,15 +63,56 @@ pub enum L4 {
     Fragment,
 }
 
-/// The TCP payload of the packet.
-pub struct Payload {
+/// The TCP header fields the program uses, and where the payload lies.
+#[repr(C)]
+pub struct Tcp {
+    /// Offset of the IP header from the start of the frame (for `reject`).
+    pub ip_offset: usize,
+    /// Offset of the TCP header.
     pub offset: usize,
-    pub len: usize,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub payload_offset: usize,
+    pub payload_len: usize,
 }
 
-/// A pointer to `N` bytes at `off`, if they are inside the packet.
+impl Tcp {
+    pub fn syn(&self) -> bool {
+        self.flags & TCP_SYN != 0
+    }
+
+    pub fn fin_or_rst(&self) -> bool {
+        self.flags & (TCP_FIN | TCP_RST) != 0
+    }
+
+    /// Sequence number of the first payload byte: a SYN takes one before its data (TFO).
+    pub fn data_seq(&self) -> u32 {
+        self.seq.wrapping_add(u32::from(self.syn()))
+    }
+}
+
+#[map(name = "TCP_SEEN")]
+static TCP_SEEN: PerCpuArray<Tcp> = PerCpuArray::with_max_entries(1, 0);
+
+/// Passes the parsed header through map memory, whose contents the verifier does not track.
+/// Each path through the headers (VLAN tags, IPv4 options, IPv6 extension headers) leaves
+/// offsets with different known ranges, and the verifier would check everything after
+/// once per combination; past this point it checks it once. Every later use of an offset
+/// is checked at run time (packet bounds, `bpf_xdp_load_bytes`).
 #[inline(always)]
-fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Result<&[u8; N], Reason> {
+pub fn launder(tcp: Tcp) -> Option<&'static Tcp> {
+    let slot = TCP_SEEN.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
+    unsafe {
+        slot.write(tcp);
+        Some(&*slot)
+    }
+}
+
+/// A pointer to `N` bytes at `off`, if they are inside the packet's linear part.
+#[inline(always)]
+pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Result<&[u8; N], Reason> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + N > end {
@@ -66,12 +127,14 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Ethernet and up to [`VLAN_MAX_DEPTH`] VLAN tags; returns the EtherType of the payload.
+/// Ethernet and up to [`VLAN_MAX_DEPTH`] VLAN tags; returns the EtherType of the payload
+/// and the number of tags.
 #[inline(always)]
-pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<u16, Reason> {
+pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<(u16, u8), Reason> {
     let eth = bytes_at::<ETH_HLEN>(ctx, cur.off)?;
     let mut proto = be16([eth[12], eth[13]]);
     cur.off += ETH_HLEN;
+    let mut tags = 0;
     for _ in 0..VLAN_MAX_DEPTH {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
@@ -79,70 +142,147 @@ pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<u16, Reason>
         let tag = bytes_at::<VLAN_HLEN>(ctx, cur.off)?;
         proto = be16([tag[2], tag[3]]);
         cur.off += VLAN_HLEN;
+        tags += 1;
     }
-    Ok(proto)
+    Ok((proto, tags))
 }
 
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor) -> Result<L4, Reason> {
+fn l4_of(proto: u8, end: usize, first_fragment: bool) -> L4 {
+    match proto {
+        IPPROTO_TCP => L4::Tcp {
+            end,
+            first_fragment,
+        },
+        IPPROTO_UDP => L4::Udp,
+        _ => L4::Other,
+    }
+}
+
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext, cur: &mut Cursor, flow: &mut FlowKey) -> Result<L4, Reason> {
     let ip = bytes_at::<IPV4_HLEN_MIN>(ctx, cur.off)?;
     let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let total = be16([ip[2], ip[3]]) as usize;
     if ip[0] >> 4 != 4 || ihl < IPV4_HLEN_MIN || total < ihl {
         return Err(Reason::HeaderMalformed);
     }
+    flow.family = 4;
+    flow.proto = ip[9];
+    flow.saddr[..4].copy_from_slice(&ip[12..16]);
+    flow.daddr[..4].copy_from_slice(&ip[16..20]);
+    let frag = be16([ip[6], ip[7]]);
     // Fragment offset in 8-byte units: a non-first fragment has no transport header.
-    if be16([ip[6], ip[7]]) & 0x1fff != 0 {
+    if frag & 0x1fff != 0 {
         return Ok(L4::Fragment);
     }
-    let proto = ip[9];
+    let more_fragments = frag & 0x2000 != 0;
     let end = cur.off + total;
     cur.off += ihl;
-    Ok(match proto {
-        IPPROTO_TCP => L4::Tcp { end },
-        IPPROTO_UDP => L4::Udp,
-        _ => L4::Other,
-    })
+    Ok(l4_of(ip[9], end, more_fragments))
 }
 
 #[inline(always)]
-pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor) -> Result<L4, Reason> {
+pub fn parse_ipv6(ctx: &XdpContext, cur: &mut Cursor, flow: &mut FlowKey) -> Result<L4, Reason> {
     let ip = bytes_at::<IPV6_HLEN>(ctx, cur.off)?;
     if ip[0] >> 4 != 6 {
         return Err(Reason::HeaderMalformed);
     }
+    flow.family = 6;
+    flow.saddr.copy_from_slice(&ip[8..24]);
+    flow.daddr.copy_from_slice(&ip[24..40]);
     let payload = be16([ip[4], ip[5]]) as usize;
-    let next = ip[6];
+    let mut next = ip[6];
     cur.off += IPV6_HLEN;
     let end = cur.off + payload;
-    Ok(match next {
-        IPPROTO_TCP => L4::Tcp { end },
-        IPPROTO_UDP => L4::Udp,
-        _ => L4::Other,
-    })
+    let mut first_fragment = false;
+    let mut walked = false;
+    for _ in 0..IPV6_EXT_MAX_CHAIN {
+        let len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let h = bytes_at::<2>(ctx, cur.off)?;
+                next = h[0];
+                (h[1] as usize + 1) * 8
+            }
+            IPPROTO_AH => {
+                let h = bytes_at::<2>(ctx, cur.off)?;
+                next = h[0];
+                (h[1] as usize + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let h = bytes_at::<4>(ctx, cur.off)?;
+                next = h[0];
+                let frag = be16([h[2], h[3]]);
+                if frag & 0xfff8 != 0 {
+                    counters_note_ext(walked);
+                    return Ok(L4::Fragment);
+                }
+                first_fragment = frag & 1 != 0;
+                8
+            }
+            _ => {
+                counters_note_ext(walked);
+                flow.proto = next;
+                return Ok(l4_of(next, end, first_fragment));
+            }
+        };
+        walked = true;
+        cur.off += len;
+    }
+    counters_note_ext(walked);
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Err(Reason::UninspectableIpv6Chain)
+        }
+        _ => {
+            flow.proto = next;
+            Ok(l4_of(next, end, first_fragment))
+        }
+    }
 }
 
-/// The TCP header; returns where its payload lies (bounded by the IP length).
 #[inline(always)]
-pub fn parse_tcp(ctx: &XdpContext, cur: &mut Cursor, ip_end: usize) -> Result<Payload, Reason> {
+fn counters_note_ext(walked: bool) {
+    if walked {
+        crate::counters::note(Note::Ipv6ExtHeaders);
+    }
+}
+
+/// The TCP header; returns its fields and where its payload lies (bounded by the IP length).
+#[inline(always)]
+pub fn parse_tcp(
+    ctx: &XdpContext,
+    cur: &mut Cursor,
+    ip_end: usize,
+    flow: &mut FlowKey,
+) -> Result<Tcp, Reason> {
     let tcp = bytes_at::<TCP_HLEN_MIN>(ctx, cur.off)?;
+    flow.sport = be16([tcp[0], tcp[1]]);
+    flow.dport = be16([tcp[2], tcp[3]]);
     let doff = ((tcp[12] >> 4) as usize) * 4;
     if doff < TCP_HLEN_MIN {
         return Err(Reason::HeaderMalformed);
     }
-    let offset = cur.off + doff;
-    let frame_end = ctx.data_end() - ctx.data();
+    let offset = cur.off;
+    let payload_offset = cur.off + doff;
+    // The whole frame, fragments of a multi-buffer frame included.
+    let frame_end = crate::counters::frame_len(ctx) as usize;
     let end = if ip_end < frame_end {
         ip_end
     } else {
         frame_end
     };
-    if offset > end {
+    if payload_offset > end {
         return Err(Reason::HeaderMalformed);
     }
-    cur.off = offset;
-    Ok(Payload {
+    cur.off = payload_offset;
+    Ok(Tcp {
+        ip_offset: 0,
         offset,
-        len: end - offset,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        flags: tcp[13],
+        payload_offset,
+        payload_len: end - payload_offset,
     })
 }

@@ -1,58 +1,103 @@
 //! The XDP program of sni-filter: at ingress of a LAN-facing interface it reads the server
-//! name of each TLS ClientHello and drops the packets of banned names; all else passes.
+//! name of each TLS ClientHello and drops the flows of banned names; all else passes.
 #![no_std]
 #![no_main]
+// `atomic_xchg`: the BPF target's `core` atomics have no read-modify-write operations.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod counters;
+mod events;
+mod flows;
 mod headers;
+mod reassembly;
+mod reset;
 mod rules;
 mod tls;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use filter_common::Reason;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use filter_common::{FlowKey, Note, Reason};
 
-use crate::headers::{Cursor, L4};
+use crate::{
+    counters::{Exit, Seen},
+    headers::{Cursor, L4},
+};
 
-#[xdp]
+#[xdp(frags)]
 pub fn sni_filter(ctx: XdpContext) -> u32 {
-    let reason = match try_sni_filter(&ctx) {
-        Ok(reason) | Err(reason) => reason,
+    let mut seen = Seen::default();
+    let exit = match try_sni_filter(&ctx, &mut seen) {
+        Ok(exit) => exit,
+        Err(reason) => Exit::of(reason),
     };
-    counters::record(&ctx, reason)
+    counters::record(&ctx, &seen, exit)
 }
 
-/// Parses down to the TCP payload and judges it. `Err` carries the reason a packet could
-/// not be parsed; both arms end in the one exit above.
+/// Parses down to the transport header and judges the packet. `Err` carries the reason a
+/// packet could not be parsed; both arms end in the one exit above.
 #[inline(always)]
-fn try_sni_filter(ctx: &XdpContext) -> Result<Reason, Reason> {
+fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
     let mut cur = Cursor::new();
-    let l4 = match headers::parse_ethernet(ctx, &mut cur)? {
-        headers::ETH_P_IP => headers::parse_ipv4(ctx, &mut cur)?,
-        headers::ETH_P_IPV6 => headers::parse_ipv6(ctx, &mut cur)?,
-        _ => return Ok(Reason::NotIp),
+    let mut flow = FlowKey::default();
+    let (ethertype, vlans) = headers::parse_ethernet(ctx, &mut cur)?;
+    if vlans > 0 {
+        seen.vlan = true;
+        counters::note(Note::VlanTagged);
+    }
+    let ip_offset = cur.off;
+    let l4 = match ethertype {
+        headers::ETH_P_IP => {
+            seen.family = 4;
+            headers::parse_ipv4(ctx, &mut cur, &mut flow)?
+        }
+        headers::ETH_P_IPV6 => {
+            seen.family = 6;
+            headers::parse_ipv6(ctx, &mut cur, &mut flow)?
+        }
+        _ => return Ok(Exit::of(Reason::NotIp)),
     };
     match l4 {
-        L4::Tcp { end } => {
-            let payload = headers::parse_tcp(ctx, &mut cur, end)?;
-            if payload.len == 0 {
-                return Ok(Reason::TcpNoPayload);
-            }
-            Ok(tls::judge_payload(ctx, payload.offset, payload.len))
+        L4::Tcp {
+            end,
+            first_fragment,
+        } => {
+            let mut tcp = headers::parse_tcp(ctx, &mut cur, end, &mut flow)?;
+            tcp.ip_offset = ip_offset;
+            let tcp = headers::launder(tcp).ok_or(Reason::InternalError)?;
+            judge_tcp(ctx, &flow, tcp, first_fragment)
         }
-        L4::Udp => Ok(Reason::Udp),
-        L4::Other => Ok(Reason::OtherProtocol),
-        L4::Fragment => Ok(Reason::IpFragment),
+        L4::Udp => Ok(Exit::of(Reason::Udp)),
+        L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
+        L4::Fragment => Ok(Exit::of(Reason::IpFragment)),
     }
 }
 
-/// Maps the reason to the XDP action.
+/// A TCP segment: the flow's standing verdict first, then its payload.
 #[inline(always)]
-fn action_for(reason: Reason) -> u32 {
-    if reason.drops() {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
+fn judge_tcp(
+    ctx: &XdpContext,
+    flow: &FlowKey,
+    tcp: &headers::Tcp,
+    first_fragment: bool,
+) -> Result<Exit, Reason> {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(exit) = flows::standing_verdict(ctx, flow, tcp, now) {
+        return Ok(exit);
     }
+    if tcp.payload_len == 0 {
+        return Ok(Exit::of(Reason::TcpNoPayload));
+    }
+    if !rules::port_inspected(flow.dport) {
+        return Ok(Exit::of(Reason::TcpPortNotInspected));
+    }
+    let seg = reassembly::Segment {
+        ctx,
+        flow,
+        tcp,
+        now,
+    };
+    Ok(reassembly::judge_segment(&seg, first_fragment))
 }
 
 // A reachable panic would be an infinite loop, which the verifier refuses: so a panic path

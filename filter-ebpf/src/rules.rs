@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, HashMap},
 };
 use filter_common::{
-    APPS_MAX, Action, AppPolicy, RULES_DEFAULT_MAX, RuleValue, Settings,
+    APPS_MAX, Action, AppPolicy, PORT_WORDS, RULES_DEFAULT_MAX, RuleValue, Settings,
     name::{MATCH_STEPS_MAX, NameMatch, RuleKey},
 };
 
@@ -24,9 +24,25 @@ static APPS: Array<AppPolicy> = Array::with_max_entries(APPS_MAX, BPF_F_RDONLY_P
 #[map(name = "SETTINGS")]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
-/// The action of the app whose rules match the name the walker just read, if any.
+/// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
+#[map(name = "PORTS")]
+static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, BPF_F_RDONLY_PROG);
+
+/// Whether payload to this destination port is inspected.
 #[inline(always)]
-pub fn action_for_name() -> Option<Action> {
+pub fn port_inspected(port: u16) -> bool {
+    match settings() {
+        Some(s) if s.all_ports != 0 => true,
+        Some(_) => PORTS
+            .get(u32::from(port) / 64)
+            .is_some_and(|w| w & (1 << (port % 64)) != 0),
+        None => true,
+    }
+}
+
+/// The app whose rules match the name the walker just read, and its action, if any.
+#[inline(always)]
+pub fn action_for_name() -> Option<(u16, Action)> {
     let seed = SETTINGS.get(0)?.hash_seed;
     let j = crate::tls::judging()?;
     j.name = NameMatch::new(&j.walk.name, j.walk.name_len as usize, seed);
@@ -45,7 +61,13 @@ pub fn action_for_name() -> Option<Action> {
     if app.enabled == 0 {
         return None;
     }
-    Action::from_u8(app.action)
+    Some((rule.app, Action::from_u8(app.action)?))
+}
+
+/// The settings userspace wrote; `None` only before the first rule set is installed.
+#[inline(always)]
+pub fn settings() -> Option<&'static Settings> {
+    SETTINGS.get(0)
 }
 
 extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {

@@ -1,5 +1,5 @@
-//! Judges a TCP payload that starts a TLS handshake: copies it into per-CPU scratch, walks
-//! the ClientHello and matches every server name it carries.
+//! Walks a chunk of ClientHello bytes: copies the payload into per-CPU scratch, runs the
+//! walker from the state the caller prepared and matches every server name it completes.
 
 use core::{ffi::c_void, ptr};
 
@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    Action, Reason,
+    Action, NO_APP, Note, Reason,
     hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_SEEN},
     name::NameMatch,
     reason_from_u32,
@@ -20,11 +20,11 @@ use filter_common::{
 /// the verifier explores; a round costs a direct call once the kernel inlines bpf_loop.
 const ROUND_STEPS: u32 = 1;
 
-/// Rounds per packet: enough for a full-size segment cut into the smallest TLS records
+/// Rounds per chunk: enough for a full-size segment cut into the smallest TLS records
 /// (1460 bytes / 6 bytes per 1-byte record, two steps each), far above real hellos (~50).
 const WALK_ROUNDS_MAX: u32 = 1024;
 
-const TLS_CONTENT_HANDSHAKE: u8 = 22;
+pub const TLS_CONTENT_HANDSHAKE: u8 = 22;
 
 /// Marks a verdict not reached yet.
 const NO_VERDICT: u32 = u32::MAX;
@@ -34,7 +34,7 @@ pub struct Scratch {
     pub data: [u8; SCRATCH_LEN],
 }
 
-/// Everything the judging of one packet carries between `bpf_loop` rounds. It lives in map
+/// Everything the judging of one chunk carries between `bpf_loop` rounds. It lives in map
 /// memory, whose contents the verifier does not track, so that its check of a round
 /// converges at once instead of following every counter value through every round.
 #[repr(C)]
@@ -43,9 +43,19 @@ pub struct Judging {
     pub name: NameMatch,
     pub pos: u32,
     pub end: u32,
-    pub monitored: u32,
     /// The verdict once reached, as a `Reason`; `NO_VERDICT` while walking.
     pub verdict: u32,
+    /// The app that blocked the hello, or `NO_APP`.
+    pub app: u16,
+    /// The first monitored app, or `NO_APP`; carried across segments by the caller.
+    pub monitored_app: u16,
+    /// The [`Action`] of `app`.
+    pub action: u8,
+    /// 1 when this chunk is not the hello's first segment.
+    pub later_segment: u8,
+    /// 1 when a name was completed in a later segment.
+    pub name_in_later_segment: u8,
+    pub _pad: u8,
 }
 
 #[map(name = "SCRATCH")]
@@ -61,35 +71,50 @@ pub fn judging() -> Option<&'static mut Judging> {
     JUDGING.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// This CPU's scratch copy of the payload.
 #[inline(always)]
-pub fn judge_payload(ctx: &XdpContext, offset: usize, len: usize) -> Reason {
-    // The fast path: a payload whose first byte is not a handshake record is never copied.
-    let mut first = [0u8; 1];
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: as above.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The first payload byte, read without copying the payload.
+#[inline(always)]
+pub fn first_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
+    let mut b = [0u8; 1];
     // SAFETY: one byte into a stack buffer of one byte.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, first.as_mut_ptr().cast(), 1) } != 0 {
-        return Reason::HeaderMalformed;
-    }
-    if first[0] != TLS_CONTENT_HANDSHAKE {
-        return Reason::TcpNotHandshake;
-    }
-    let (Some(scratch), Some(j)) = (SCRATCH.get_ptr_mut(0), judging()) else {
-        return Reason::InternalError;
-    };
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, b.as_mut_ptr().cast(), 1) };
+    if rc == 0 { Some(b[0]) } else { None }
+}
+
+/// Copies `len` payload bytes at `offset` into scratch; returns how many, or `None` when
+/// the payload does not fit (a frame above the scratch size) or cannot be read.
+#[inline(always)]
+pub fn load_payload(ctx: &XdpContext, offset: usize, len: usize) -> Option<u32> {
     if len == 0 || len > SCRATCH_LEN {
-        return Reason::HelloTooComplex;
+        return None;
     }
+    let scratch = SCRATCH.get_ptr_mut(0)?;
     // Masked so the verifier sees 1..=SCRATCH_LEN; `black_box` stops LLVM from proving the
     // mask redundant and dropping it.
     let n = ((core::hint::black_box(len as u32) - 1) & (SCRATCH_LEN as u32 - 1)) + 1;
     // SAFETY: scratch is a per-CPU map value of SCRATCH_LEN bytes and n <= SCRATCH_LEN.
-    if unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, scratch.cast(), n) } != 0 {
-        return Reason::HeaderMalformed;
-    }
-    j.walk.reset();
-    j.pos = 0;
-    j.end = n;
-    j.monitored = 0;
+    let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, scratch.cast(), n) };
+    if rc == 0 { Some(n) } else { None }
+}
+
+/// Walks scratch `[pos, end)` from the walk state in `judging()`, which the caller set up.
+/// Returns the reason the chunk ends with; `HelloIncomplete` when the hello goes on.
+#[inline(always)]
+pub fn walk(pos: u32, end: u32) -> Reason {
+    let Some(j) = judging() else {
+        return Reason::InternalError;
+    };
+    j.pos = pos;
+    j.end = end;
     j.verdict = NO_VERDICT;
+    j.app = NO_APP;
+    j.name_in_later_segment = 0;
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
     unsafe {
         bpf_loop(
@@ -99,10 +124,16 @@ pub fn judge_payload(ctx: &XdpContext, offset: usize, len: usize) -> Reason {
             0,
         )
     };
-    match judging() {
-        Some(j) if j.verdict != NO_VERDICT => reason_from_u32(j.verdict),
-        Some(_) => Reason::HelloTooComplex,
-        None => Reason::InternalError,
+    let Some(j) = judging() else {
+        return Reason::InternalError;
+    };
+    if j.name_in_later_segment != 0 {
+        crate::counters::note(Note::SniFromLaterSegment);
+    }
+    if j.verdict == NO_VERDICT {
+        Reason::UninspectableTooLong
+    } else {
+        reason_from_u32(j.verdict)
     }
 }
 
@@ -112,7 +143,7 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
     let (Some(scratch), Some(j)) = (SCRATCH.get_ptr(0), judging()) else {
         return 1;
     };
-    // SAFETY: a per-CPU value filled by `judge_payload` for this packet.
+    // SAFETY: a per-CPU value filled by `load_payload` for this packet.
     let buf = unsafe { &(*scratch).data };
     let verdict = match j.walk.feed::<ROUND_STEPS>(buf, &mut j.pos, j.end) {
         Step::Paused => return 0,
@@ -120,23 +151,32 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
             if !j.walk.take_name(buf, &mut j.pos, j.end) {
                 return 0;
             }
+            if j.later_segment != 0 {
+                j.name_in_later_segment = 1;
+            }
             match crate::rules::action_for_name() {
-                Some(Action::Drop | Action::Reject) => Reason::HelloBlocked,
-                Some(Action::Monitor) => {
-                    j.monitored = 1;
+                Some((app, action @ (Action::Drop | Action::Reject))) => {
+                    j.app = app;
+                    j.action = action as u8;
+                    Reason::HelloBlocked
+                }
+                Some((app, Action::Monitor)) => {
+                    if j.monitored_app == NO_APP {
+                        j.monitored_app = app;
+                    }
                     return 0;
                 }
                 None => return 0,
             }
         }
-        Step::Done | Step::NeedMore if j.monitored != 0 => Reason::HelloMonitored,
-        Step::Done | Step::NeedMore if j.walk.flags & WALK_NAME_SEEN != 0 => Reason::HelloAllowed,
-        Step::Done => Reason::HelloNoSni,
         Step::NeedMore => Reason::HelloIncomplete,
+        Step::Done if j.monitored_app != NO_APP => Reason::HelloMonitored,
+        Step::Done if j.walk.flags & WALK_NAME_SEEN != 0 => Reason::HelloAllowed,
+        Step::Done => Reason::HelloNoSni,
         Step::NotHandshake => Reason::TcpNotHandshake,
         Step::NotClientHello => Reason::NotClientHello,
         Step::Malformed => Reason::HelloMalformed,
-        Step::TooComplex => Reason::HelloTooComplex,
+        Step::TooComplex => Reason::UninspectableTooLong,
     };
     j.verdict = verdict as u32;
     1

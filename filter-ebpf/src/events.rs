@@ -1,0 +1,44 @@
+//! The ring buffer of flow events: one per blocked, monitored or uninspectable flow, never
+//! per allowed flow and never per packet. The daemon formats and rate-limits them.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::RingBuf, programs::XdpContext};
+use filter_common::{Event, EventAction, FlowKey, Reason, name::NAME_BUF};
+
+/// Room for about 3000 events between two reads by the daemon.
+const EVENTS_BYTES: u32 = 1 << 20;
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// Emits one event; a full buffer loses it (the daemon counts what it reads, and the
+/// counters stay exact either way).
+#[inline(always)]
+pub fn emit(
+    ctx: &XdpContext,
+    flow: &FlowKey,
+    app: u16,
+    action: EventAction,
+    reason: Reason,
+    name: &[u8; NAME_BUF],
+    name_len: u16,
+    flags: u8,
+) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved, writable record of `size_of::<Event>()` bytes.
+    unsafe {
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).ifindex = ctx.ingress_ifindex() as u32;
+        (*e).app = app;
+        (*e).action = action as u8;
+        (*e).reason = reason as u8;
+        (*e).flow = *flow;
+        (*e).sni_len = name_len;
+        (*e).flags = flags;
+        (*e)._pad = [0; 5];
+        (*e).sni = *name;
+    }
+    entry.submit(0);
+}

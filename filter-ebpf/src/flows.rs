@@ -1,0 +1,57 @@
+//! The blocked-flow table: once a flow's hello is judged blocked, its later packets are
+//! dropped too, until a new SYN on the 5-tuple or the idle timeout ends the verdict.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::HashMap, programs::XdpContext};
+use filter_common::{Action, BlockedFlow, FlowKey, Note, Reason, VERDICTS_DEFAULT_MAX};
+
+use crate::{
+    counters::{self, Exit},
+    headers::Tcp,
+};
+
+/// Written by the program, read and flushed by userspace (`sni-filter flows`). A plain hash,
+/// not LRU: a full table must be counted, never silently evict a standing verdict.
+#[map(name = "VERDICTS")]
+static VERDICTS: HashMap<FlowKey, BlockedFlow> = HashMap::with_max_entries(VERDICTS_DEFAULT_MAX, 0);
+
+/// The standing verdict of the flow, if it has one that still holds.
+#[inline(always)]
+pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: &Tcp, now: u64) -> Option<Exit> {
+    let v = VERDICTS.get_ptr_mut(flow)?;
+    // SAFETY: a map value; fields are plain data and a racing update gives old or new values.
+    let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
+    let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);
+    if tcp.syn() {
+        // Ports are reused: a new connection is judged afresh.
+        let _ = VERDICTS.remove(flow);
+        counters::note(Note::VerdictEndedBySyn);
+        return None;
+    }
+    if now.wrapping_sub(last) > idle {
+        let _ = VERDICTS.remove(flow);
+        counters::note(Note::VerdictExpired);
+        return None;
+    }
+    if tcp.payload_len == 0 && tcp.fin_or_rst() {
+        return Some(Exit::of(Reason::BlockedFlowTeardown));
+    }
+    // SAFETY: as above.
+    unsafe { (*v).last_ns = now };
+    counters::app_dropped(app, counters::frame_len(ctx), false);
+    Some(Exit::of(Reason::BlockedFlow))
+}
+
+/// Records a blocked verdict for the flow; a full table is counted.
+#[inline(always)]
+pub fn block(flow: &FlowKey, app: u16, action: Action, now: u64) {
+    let v = BlockedFlow {
+        since_ns: now,
+        last_ns: now,
+        app,
+        action: action as u8,
+        _pad: [0; 5],
+    };
+    if VERDICTS.insert(flow, &v, BPF_NOEXIST as u64).is_err() && VERDICTS.get_ptr(flow).is_none() {
+        counters::note(Note::VerdictTableFull);
+    }
+}

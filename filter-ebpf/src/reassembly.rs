@@ -1,0 +1,514 @@
+//! Judges TCP payload that starts or continues a ClientHello. A hello that ends in its first
+//! segment needs no state; one that goes on gets a `HELLOS` entry holding the walk and the
+//! bytes read so far, so later segments continue the walk and retransmissions or overlaps
+//! are compared with what was read: different bytes at a position already read are
+//! uninspectable, so a fake hello can never open the way for the real one.
+
+use core::intrinsics::{AtomicOrdering, atomic_xchg};
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use filter_common::{
+    Action, EVENT_ECH, EVENT_SNI_LATER_SEGMENT, EventAction, FlowKey, HELLOS_DEFAULT_MAX, NO_APP,
+    Note, Reason,
+    hello::{
+        HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow, SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_SEEN,
+    },
+};
+
+use crate::{
+    counters::{self, Exit},
+    flows,
+    headers::Tcp,
+    tls::{self, TLS_CONTENT_HANDSHAKE},
+};
+
+/// A hello whose next segment has not come for this long is forgotten. Servers wait about
+/// as long for a handshake (nginx `ssl_handshake_timeout` 60 s), so a slower hello gains
+/// nothing: its later segments are no longer a handshake the server accepts.
+const HELLO_IDLE_NS: u64 = 60_000_000_000;
+
+/// A flow that sent conflicting bytes is remembered longer than TCP's largest
+/// retransmission interval (`TCP_RTO_MAX`, 120 s), so that a retransmission of the
+/// conflicting bytes is never taken for plain data once the state is gone.
+const HELLO_CONFLICT_IDLE_NS: u64 = 180_000_000_000;
+
+const KEEP_MASK: u32 = HELLO_KEEP as u32 - 1;
+
+/// Bytes compared per `bpf_loop` round when checking an overlap.
+const COMPARE_ROUND: u32 = 64;
+
+/// Written by the program only; userspace reads it for `status` and removes stale entries.
+#[map(name = "HELLOS")]
+static HELLOS: HashMap<FlowKey, HelloFlow> =
+    HashMap::with_max_entries(HELLOS_DEFAULT_MAX, BPF_F_NO_PREALLOC);
+
+/// Where a new entry is built before it is inserted (it is too large for the stack).
+#[map(name = "NEW_HELLO")]
+static NEW_HELLO: PerCpuArray<HelloFlow> = PerCpuArray::with_max_entries(1, 0);
+
+/// State of an overlap comparison between `bpf_loop` rounds.
+#[map(name = "COMPARE")]
+static COMPARE: PerCpuArray<Compare> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct Compare {
+    /// Offset in `kept` and in scratch, bytes to compare, and whether all matched so far.
+    kept_off: u32,
+    scratch_off: u32,
+    len: u32,
+    done: u32,
+    same: u32,
+    _pad: u32,
+    flow: FlowKey,
+}
+
+/// The packet being judged; passed by reference because BPF functions take at most five
+/// arguments.
+pub struct Segment<'a> {
+    pub ctx: &'a XdpContext,
+    pub flow: &'a FlowKey,
+    pub tcp: &'a Tcp,
+    pub now: u64,
+}
+
+/// What to do with a segment, decided before any walking so that the walk (and the
+/// verdict after it) has one call site: each call site of a BPF function is verified anew.
+enum Plan {
+    Exit(Exit),
+    /// Walk the payload as the start of a new hello (after dropping any old state).
+    Fresh,
+    /// Walk the payload from byte `pos` on from the flow's state.
+    ReadOn {
+        pos: u32,
+    },
+}
+
+pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
+    let (ctx, flow) = (seg.ctx, seg.flow);
+    let Some(first) = tls::first_byte(ctx, seg.tcp.payload_offset) else {
+        return Exit::of(Reason::HeaderMalformed);
+    };
+    let starts = first == TLS_CONTENT_HANDSHAKE;
+    let mut state = None;
+    let mut plan = Plan::Fresh;
+    if let Some(st) = HELLOS.get_ptr_mut(flow) {
+        // SAFETY: a map value that stays valid for this program run (RCU).
+        let st = unsafe { &mut *st };
+        let idle = if st.conflict != 0 {
+            HELLO_CONFLICT_IDLE_NS
+        } else {
+            HELLO_IDLE_NS
+        };
+        if seg.now.wrapping_sub(st.touched_ns) <= idle {
+            // `core`'s atomic types offer no read-modify-write on the BPF target, so the
+            // intrinsic: whoever swaps 0 for 1 owns the flow; the others back out.
+            // SAFETY: `busy` is an aligned u64 inside the map value.
+            if unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut st.busy, 1) } != 0 {
+                return Exit::of(Reason::UninspectableBusy);
+            }
+            plan = plan_continue(seg, st, starts);
+            if let Plan::ReadOn { .. } = plan {
+                state = Some(st);
+            } else {
+                // SAFETY: as above.
+                unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut st.busy, 0) };
+            }
+        } else {
+            let _ = HELLOS.remove(flow);
+        }
+    }
+    match plan {
+        Plan::Exit(exit) => exit,
+        Plan::Fresh if !starts => Exit::of(Reason::TcpNotHandshake),
+        Plan::Fresh if first_fragment => {
+            report(
+                seg,
+                Reason::UninspectableFragment,
+                NO_APP,
+                EventAction::Pass,
+                0,
+            );
+            Exit::of(Reason::UninspectableFragment)
+        }
+        Plan::Fresh => read(seg, None, 0),
+        Plan::ReadOn { pos } => read(seg, state, pos),
+    }
+}
+
+/// Decides what a segment of a flow with reassembly state means.
+fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
+    let (flow, tcp) = (seg.flow, seg.tcp);
+    let seq = tcp.data_seq();
+    let len = tcp.payload_len as u32;
+    let off = seq.wrapping_sub(st.start_seq);
+    let consumed = st.next_seq.wrapping_sub(st.start_seq);
+    if (off as i32) < 0 {
+        // Data from before the hello: a new hello there is judged afresh; bytes reaching
+        // into the hello cannot be compared and are uninspectable.
+        if starts {
+            let _ = HELLOS.remove(flow);
+            return Plan::Fresh;
+        }
+        if (off.wrapping_add(len) as i32) > 0 {
+            return Plan::Exit(conflict(seg, st, Reason::UninspectableOverlap));
+        }
+        return Plan::Exit(Exit::of(Reason::TcpNotHandshake));
+    }
+    if off > consumed {
+        // A gap: inspection resumes when the missing bytes arrive in order.
+        if st.reported == 0 {
+            st.reported = 1;
+            report(
+                seg,
+                Reason::UninspectableOutOfOrder,
+                NO_APP,
+                EventAction::Pass,
+                0,
+            );
+        }
+        return Plan::Exit(Exit::of(Reason::UninspectableOutOfOrder));
+    }
+    if off == consumed {
+        if st.done != 0 {
+            // The hello is over: this is the data after it, or a second hello (after a
+            // HelloRetryRequest), which is judged afresh.
+            let _ = HELLOS.remove(flow);
+            return if starts {
+                Plan::Fresh
+            } else {
+                Plan::Exit(Exit::of(Reason::TcpNotHandshake))
+            };
+        }
+        return Plan::ReadOn { pos: 0 };
+    }
+    // Overlap with bytes already read: compare.
+    let overlap = min(len, consumed - off);
+    if off + overlap > HELLO_KEEP as u32 {
+        return Plan::Exit(conflict(seg, st, Reason::UninspectableOverlap));
+    }
+    if tls::load_payload(seg.ctx, tcp.payload_offset, tcp.payload_len).is_none() {
+        return Plan::Exit(Exit::of(Reason::UninspectableTooLong));
+    }
+    if !same_bytes(flow, off, overlap) {
+        // A different hello at the very start, before anything was decided from the first
+        // copy (e.g. junk bytes that looked like a record header): read the new one instead.
+        if off == 0 && starts && st.walk.flags & WALK_NAME_SEEN == 0 && st.done == 0 {
+            let _ = HELLOS.remove(flow);
+            return Plan::Fresh;
+        }
+        return Plan::Exit(conflict(seg, st, Reason::UninspectableOverlap));
+    }
+    if len <= consumed - off {
+        return Plan::Exit(Exit::of(Reason::HelloRetransmit));
+    }
+    if st.done != 0 {
+        let _ = HELLOS.remove(flow);
+        return Plan::Exit(Exit::of(Reason::TcpNotHandshake));
+    }
+    Plan::ReadOn { pos: overlap }
+}
+
+/// Walks the payload from `pos`: from the flow's state when there is one (which the caller
+/// claimed), else as a new hello. Stores what was read and concludes.
+fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
+    let tcp = seg.tcp;
+    let Some(end) = tls::load_payload(seg.ctx, tcp.payload_offset, tcp.payload_len) else {
+        release(state);
+        return Exit::of(Reason::UninspectableTooLong);
+    };
+    let Some(j) = tls::judging() else {
+        release(state);
+        return Exit::of(Reason::InternalError);
+    };
+    match &state {
+        Some(st) => {
+            j.walk = st.walk;
+            j.monitored_app = st.monitored_app;
+            j.later_segment = 1;
+        }
+        None => {
+            j.walk.reset();
+            j.monitored_app = NO_APP;
+            j.later_segment = 0;
+        }
+    }
+    let mut reason = tls::walk(pos, end);
+    match state {
+        Some(st) => {
+            reason = store(seg, st, reason, pos, end);
+            // SAFETY: `busy` is an aligned u64 inside the map value.
+            unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut st.busy, 0) };
+        }
+        None if reason == Reason::HelloIncomplete => reason = start_reassembly(seg, end),
+        None => {}
+    }
+    conclude(seg, reason)
+}
+
+/// Saves the walk into the flow's state after a later segment; returns the reason to
+/// conclude with.
+fn store(seg: &Segment, st: &mut HelloFlow, reason: Reason, pos: u32, end: u32) -> Reason {
+    if st.segments >= HELLO_SEGMENTS_MAX {
+        return conflict(seg, st, Reason::UninspectableTooLong).reason;
+    }
+    let Some(j) = tls::judging() else {
+        return Reason::InternalError;
+    };
+    let consumed = st.next_seq.wrapping_sub(st.start_seq);
+    keep_bytes(
+        seg.ctx,
+        &mut st.kept,
+        seg.tcp.payload_offset,
+        pos,
+        consumed,
+        end - pos,
+    );
+    st.walk = j.walk;
+    st.monitored_app = j.monitored_app;
+    st.next_seq = st.next_seq.wrapping_add(end - pos);
+    st.segments += 1;
+    match reason {
+        Reason::HelloIncomplete | Reason::HelloBlocked => {}
+        // Kept until the data after the hello, to check overlaps with what was read.
+        Reason::HelloAllowed | Reason::HelloNoSni | Reason::HelloMonitored => st.done = 1,
+        Reason::UninspectableTooLong => return conflict(seg, st, reason).reason,
+        _ => {
+            let _ = HELLOS.remove(seg.flow);
+        }
+    }
+    reason
+}
+
+/// A first segment whose hello goes on: keep its walk and bytes.
+fn start_reassembly(seg: &Segment, n: u32) -> Reason {
+    let (Some(ns), Some(j)) = (NEW_HELLO.get_ptr_mut(0), tls::judging()) else {
+        return Reason::InternalError;
+    };
+    // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
+    let ns = unsafe { &mut *ns };
+    let tcp = seg.tcp;
+    ns.touched_ns = seg.now;
+    ns.busy = 0;
+    ns.walk = j.walk;
+    ns.start_seq = tcp.data_seq();
+    ns.next_seq = tcp.data_seq().wrapping_add(n);
+    ns.segments = 1;
+    ns.done = 0;
+    ns.conflict = 0;
+    ns.monitored_app = j.monitored_app;
+    ns.reported = 0;
+    ns._pad = [0; 5];
+    keep_bytes(seg.ctx, &mut ns.kept, tcp.payload_offset, 0, 0, n);
+    if HELLOS.insert(seg.flow, &*ns, BPF_NOEXIST as u64).is_err() {
+        return Reason::UninspectableTableFull;
+    }
+    counters::note(Note::ReassemblyStarted);
+    Reason::HelloIncomplete
+}
+
+#[inline(always)]
+fn release(state: Option<&mut HelloFlow>) {
+    if let Some(st) = state {
+        // SAFETY: `busy` is an aligned u64 inside the map value.
+        unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut st.busy, 0) };
+    }
+}
+
+/// Bytes that contradict what was read: uninspectable, and remembered long.
+fn conflict(seg: &Segment, st: &mut HelloFlow, reason: Reason) -> Exit {
+    st.conflict = 1;
+    st.touched_ns = seg.now;
+    if st.reported == 0 {
+        st.reported = 1;
+        report(seg, reason, NO_APP, EventAction::Pass, 0);
+    }
+    Exit::of(reason)
+}
+
+/// The end of a hello: a blocked verdict is stored (and the client reset for `reject`),
+/// a monitored one counted, and the event emitted.
+fn conclude(seg: &Segment, reason: Reason) -> Exit {
+    let (ctx, flow, tcp, now) = (seg.ctx, seg.flow, seg.tcp, seg.now);
+    let Some(j) = tls::judging() else {
+        return Exit::of(Reason::InternalError);
+    };
+    let mut flags = 0;
+    if j.walk.flags & WALK_ECH_SEEN != 0 {
+        flags |= EVENT_ECH;
+        if reason != Reason::HelloBlocked {
+            counters::note(Note::EchSeen);
+        }
+    }
+    if j.name_in_later_segment != 0 {
+        flags |= EVENT_SNI_LATER_SEGMENT;
+    }
+    match reason {
+        Reason::HelloBlocked => {
+            let (app, action) = (j.app, j.action);
+            let action = Action::from_u8(action).unwrap_or(Action::Drop);
+            let _ = HELLOS.remove(flow);
+            flows::block(flow, app, action, now);
+            counters::app_dropped(app, counters::frame_len(ctx), true);
+            if action == Action::Reject {
+                if crate::reset::answer_with_rst(ctx, tcp) {
+                    counters::note(Note::ResetSent);
+                    counters::app_reset(app);
+                    report(seg, reason, app, EventAction::Reject, flags);
+                    return Exit {
+                        reason,
+                        transmit: true,
+                    };
+                }
+                counters::note(Note::ResetFailed);
+            }
+            report(seg, reason, app, EventAction::Drop, flags);
+            Exit::of(reason)
+        }
+        Reason::HelloMonitored => {
+            let app = j.monitored_app;
+            counters::app_monitored(app);
+            report(seg, reason, app, EventAction::Monitor, flags);
+            Exit::of(reason)
+        }
+        Reason::HelloIncomplete => Exit::of(reason),
+        _ => {
+            if reason == Reason::UninspectableTableFull
+                || crate::rules::settings().is_some_and(|s| s.trace_all != 0)
+            {
+                report(seg, reason, NO_APP, EventAction::Pass, flags);
+            }
+            Exit::of(reason)
+        }
+    }
+}
+
+/// Emits a flow event with the walker's last name (if one was read).
+fn report(seg: &Segment, reason: Reason, app: u16, action: EventAction, flags: u8) {
+    let traced = crate::rules::settings().is_some_and(|s| s.trace_all != 0);
+    if action == EventAction::Pass && !reason.uninspectable() && !traced {
+        return;
+    }
+    let Some(j) = tls::judging() else {
+        return;
+    };
+    let len = if j.walk.flags & WALK_NAME_SEEN != 0 {
+        j.walk.name_len
+    } else {
+        0
+    };
+    let action = if action == EventAction::Pass && reason.uninspectable() {
+        if crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0) {
+            EventAction::Drop
+        } else {
+            action
+        }
+    } else {
+        action
+    };
+    crate::events::emit(
+        seg.ctx,
+        seg.flow,
+        app,
+        action,
+        reason,
+        &j.walk.name,
+        len,
+        flags,
+    );
+}
+
+/// Stores `n` payload bytes from `pos` at `kept[at..]`, as far as `HELLO_KEEP` allows.
+#[inline(always)]
+fn keep_bytes(
+    ctx: &XdpContext,
+    kept: &mut [u8; 2 * HELLO_KEEP],
+    payload_offset: usize,
+    pos: u32,
+    at: u32,
+    n: u32,
+) {
+    if at >= HELLO_KEEP as u32 || n == 0 {
+        return;
+    }
+    let n = min(n, HELLO_KEEP as u32 - at);
+    // Masked for the verifier: at < HELLO_KEEP and 1 <= n <= HELLO_KEEP keep the copy
+    // inside the 2 * HELLO_KEEP bytes of `kept`.
+    let at = core::hint::black_box(at) & KEEP_MASK;
+    let n = ((core::hint::black_box(n) - 1) & KEEP_MASK) + 1;
+    // SAFETY: the destination range is inside `kept` (see above).
+    unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (payload_offset as u32).wrapping_add(pos),
+            kept.as_mut_ptr().add(at as usize).cast(),
+            n,
+        );
+    }
+}
+
+/// Whether scratch `[0, len)` equals `kept[off, off + len)` of the flow's state.
+fn same_bytes(flow: &FlowKey, off: u32, len: u32) -> bool {
+    let Some(c) = COMPARE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
+    let c = unsafe { &mut *c };
+    c.kept_off = off;
+    c.scratch_off = 0;
+    c.len = len;
+    c.done = 0;
+    c.same = 1;
+    c.flow = *flow;
+    let rounds = (len + COMPARE_ROUND - 1) / COMPARE_ROUND;
+    // SAFETY: the callback has the signature bpf_loop expects; its state is in COMPARE.
+    unsafe {
+        bpf_loop(
+            rounds,
+            compare_round as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
+    COMPARE
+        .get_ptr(0)
+        .is_some_and(|c| unsafe { (*c).same != 0 && (*c).done >= (*c).len })
+}
+
+extern "C" fn compare_round(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(c), Some(scratch)) = (COMPARE.get_ptr_mut(0), tls::scratch()) else {
+        return 1;
+    };
+    // SAFETY: a per-CPU value set up by `same_bytes`.
+    let c = unsafe { &mut *c };
+    let Some(st) = HELLOS.get_ptr(&c.flow) else {
+        c.same = 0;
+        return 1;
+    };
+    // SAFETY: a map value valid for this program run.
+    let kept = unsafe { &(*st).kept };
+    for i in 0..COMPARE_ROUND {
+        if c.done >= c.len {
+            return 1;
+        }
+        let k = kept[((c.kept_off + c.done) & (2 * HELLO_KEEP as u32 - 1)) as usize];
+        let s = scratch.data[((c.scratch_off + c.done) as usize) & (SCRATCH_LEN - 1)];
+        if k != s {
+            c.same = 0;
+            return 1;
+        }
+        c.done += 1;
+        let _ = i;
+    }
+    0
+}
+
+#[inline(always)]
+const fn min(a: u32, b: u32) -> u32 {
+    if a < b { a } else { b }
+}

@@ -1,0 +1,171 @@
+//! The `sni-filter` daemon under test, run in the lab's gateway namespace on the gateway's
+//! client-facing interface, with its output kept in files for assertions and error reports.
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::child::ChildGuard;
+use crate::lab::{Lab, Node};
+use crate::scratch::ScratchDir;
+
+/// What `sni-filter run` prints once its program is attached.
+pub const ATTACHED_MARKER: &str = "attached";
+/// How long the daemon gets to load and attach the program.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon gets to exit on SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A running `sni-filter run`, stopped with SIGTERM (then SIGKILL after 5 s) on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    // Field order is drop order: stop the daemon before its log files go.
+    process: ChildGuard,
+    bin: PathBuf,
+    instance: String,
+    dir: ScratchDir,
+}
+
+impl Daemon {
+    /// Starts `BIN --instance NAME run --config CONFIG --interface GW_CLIENT_IF [EXTRA...]` in
+    /// the gateway namespace and waits until it prints a line containing [`ATTACHED_MARKER`].
+    ///
+    /// The instance name (`sni-filter-LAB`) keeps the pinned state and run-time files of
+    /// daemons in parallel labs apart.
+    pub fn start<I, S>(lab: &Lab, bin: &Path, config: &Path, extra: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        ensure!(bin.exists(), "no daemon binary at {}", bin.display());
+        ensure!(config.exists(), "no configuration at {}", config.display());
+        let bin = bin
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", bin.display()))?;
+        let config = config
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", config.display()))?;
+        let dir = ScratchDir::new("daemon")?;
+        let stdout = File::create(dir.path().join("stdout"))?;
+        let stderr = File::create(dir.path().join("stderr"))?;
+        let instance = format!("sni-filter-{}", lab.name());
+        let mut cmd = lab.exec(Node::Gateway, &bin);
+        cmd.arg("--instance")
+            .arg(&instance)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--interface")
+            .arg(lab.gateway_client_if())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let process = ChildGuard::spawn(&mut cmd)?.graceful(libc::SIGTERM, STOP_GRACE);
+        let mut daemon = Self {
+            process,
+            bin,
+            instance,
+            dir,
+        };
+
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            if daemon.log().lines().any(|l| l.contains(ATTACHED_MARKER)) {
+                return Ok(daemon);
+            }
+            if let Some(status) = daemon.process.try_wait()? {
+                bail!(
+                    "`{}` exited ({status}) before attaching:\n{}",
+                    daemon.process.label(),
+                    daemon.log_or_none()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "`{}` printed no line with {ATTACHED_MARKER:?} within {ATTACH_TIMEOUT:?}:\n{}",
+                    daemon.process.label(),
+                    daemon.log_or_none()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_or_none(&self) -> String {
+        let log = self.log();
+        if log.trim().is_empty() {
+            "(it printed nothing)".to_owned()
+        } else {
+            log
+        }
+    }
+
+    /// Everything the daemon printed so far: stdout, then stderr.
+    pub fn log(&self) -> String {
+        let mut text = self.stdout();
+        let stderr = self.stderr();
+        if !stderr.is_empty() {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&stderr);
+        }
+        text
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// The `--instance` name it runs under.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Whether the daemon is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.process.try_wait(), Ok(None))
+    }
+
+    /// A command running the same binary and instance (`BIN --instance NAME ARGS...`, e.g.
+    /// `status`) with the daemon's view of the system: its network namespace, and its mount
+    /// namespace, where `ip netns exec` gave it a `/sys` of its own and the bpffs holding its
+    /// pins is mounted.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("--target")
+            .arg(self.pid().to_string())
+            .args(["--mount", "--net", "--"])
+            .arg(&self.bin)
+            .arg("--instance")
+            .arg(&self.instance)
+            .args(args);
+        cmd
+    }
+
+    /// Sends SIGTERM, waits up to 5 s (then SIGKILL); returns how it ended and its full log.
+    pub fn stop(self) -> Result<(ExitStatus, String)> {
+        let Self { process, dir, .. } = self;
+        let status = process.stop()?;
+        let read = |f: &str| fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+        Ok((status, read("stdout") + &read("stderr")))
+    }
+}

@@ -1,0 +1,381 @@
+//! The lab network: three namespaces, client — gateway — server, joined by two veth pairs, with
+//! IPv4 and IPv6 routed through the gateway, where the filter attaches.
+//!
+//! Names are unique per lab (prefix, pid, counter), so labs of parallel tests and of runs one
+//! after another never collide; a lab removes everything it made when dropped.
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context as _, Result, bail, ensure};
+
+use crate::netns::{self, Netns, netns_exec};
+use crate::run::{cmd, run};
+
+/// Linux interface names hold at most 15 bytes (`IFNAMSIZ` 16 with the NUL).
+const IFNAME_MAX: usize = 15;
+/// Characters of the prefix kept in interface names, so that they stay within `IFNAME_MAX`.
+const IFNAME_PREFIX_MAX: usize = 4;
+/// Longest prefix accepted: namespace names stay readable in `ip netns list`.
+const PREFIX_MAX: usize = 12;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// One of the lab's three machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Node {
+    Client,
+    Gateway,
+    Server,
+}
+
+/// A client — gateway — server lab in network namespaces.
+///
+/// ```text
+///  client ns                 gateway ns (forwarding)                 server ns
+///  [client_if] 10.N.1.2 ---- 10.N.1.1 [gateway_client_if]
+///                                     [gateway_server_if] 10.N.2.1 ---- 10.N.2.2 [server_if]
+///              fd00:N:1::2   fd00:N:1::1                 fd00:N:2::1    fd00:N:2::2
+/// ```
+/// The filter attaches at ingress of `gateway_client_if`.
+#[derive(Debug)]
+pub struct Lab {
+    name: String,
+    // Each namespace guard kills whatever still runs inside before deleting it.
+    client: Netns,
+    gateway: Netns,
+    server: Netns,
+    client_if: String,
+    gateway_client_if: String,
+    gateway_server_if: String,
+    server_if: String,
+    subnet: u8,
+}
+
+impl Lab {
+    /// Builds a lab whose namespaces are named `PREFIX-PID-COUNTER-{cl,gw,sv}`.
+    ///
+    /// `prefix` is ASCII letters and digits, at most 12; use distinct prefixes for runs that
+    /// may overlap (the demo, each test suite) so that [`Lab::cleanup_stale`] stays targeted.
+    pub fn new(prefix: &str) -> Result<Self> {
+        netns::require_root()?;
+        ensure!(
+            !prefix.is_empty()
+                && prefix.len() <= PREFIX_MAX
+                && prefix.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "lab prefix {prefix:?} must be 1 to {PREFIX_MAX} ASCII letters or digits"
+        );
+        let pid = std::process::id();
+        let counter = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{prefix}-{pid}-{counter}");
+        let short = format!(
+            "{}{}{}",
+            &prefix[..prefix.len().min(IFNAME_PREFIX_MAX)],
+            base36(pid),
+            base36(counter)
+        );
+        let client_if = format!("{short}cl");
+        let gateway_client_if = format!("{short}gwc");
+        let gateway_server_if = format!("{short}gws");
+        let server_if = format!("{short}sv");
+        if gateway_client_if.len() > IFNAME_MAX {
+            bail!("interface name {gateway_client_if} is longer than {IFNAME_MAX} bytes");
+        }
+        // Namespaces isolate the labs, so addresses only need to differ inside one lab; still,
+        // spreading labs over subnets keeps their captures and logs apart.
+        let subnet = ((pid.wrapping_mul(7).wrapping_add(counter)) % 254 + 1) as u8;
+
+        let client = Netns::new(&format!("{tag}-cl"))?;
+        let gateway = Netns::new(&format!("{tag}-gw"))?;
+        let server = Netns::new(&format!("{tag}-sv"))?;
+        let lab = Self {
+            name: tag.clone(),
+            client,
+            gateway,
+            server,
+            client_if,
+            gateway_client_if,
+            gateway_server_if,
+            server_if,
+            subnet,
+        };
+        lab.wire()
+            .with_context(|| format!("cannot build the lab {tag}"))?;
+        Ok(lab)
+    }
+
+    fn wire(&self) -> Result<()> {
+        let (cl, gw, sv) = (self.client.name(), self.gateway.name(), self.server.name());
+        // Each veth is created in the gateway with its peer straight in the other namespace,
+        // so the names never exist in (or clash with) the namespace this process runs in.
+        for (gw_if, peer_if, peer_ns) in [
+            (&self.gateway_client_if, &self.client_if, cl),
+            (&self.gateway_server_if, &self.server_if, sv),
+        ] {
+            run(&mut cmd(
+                "ip",
+                [
+                    "-n", gw, "link", "add", gw_if, "type", "veth", "peer", "name", peer_if,
+                    "netns", peer_ns,
+                ],
+            ))?;
+        }
+        let n = self.subnet;
+        let addrs: [(&str, &str, String, String); 4] = [
+            (
+                cl,
+                &self.client_if,
+                format!("10.{n}.1.2/24"),
+                format!("fd00:{n}:1::2/64"),
+            ),
+            (
+                gw,
+                &self.gateway_client_if,
+                format!("10.{n}.1.1/24"),
+                format!("fd00:{n}:1::1/64"),
+            ),
+            (
+                gw,
+                &self.gateway_server_if,
+                format!("10.{n}.2.1/24"),
+                format!("fd00:{n}:2::1/64"),
+            ),
+            (
+                sv,
+                &self.server_if,
+                format!("10.{n}.2.2/24"),
+                format!("fd00:{n}:2::2/64"),
+            ),
+        ];
+        for (ns, ifname, v4, v6) in &addrs {
+            run(&mut cmd("ip", ["-n", ns, "addr", "add", v4, "dev", ifname]))?;
+            // nodad: the address is usable at once instead of after duplicate detection.
+            run(&mut cmd(
+                "ip",
+                ["-n", ns, "-6", "addr", "add", v6, "dev", ifname, "nodad"],
+            ))?;
+            run(&mut cmd("ip", ["-n", ns, "link", "set", ifname, "up"]))?;
+        }
+        for (ns, v4, v6) in [
+            (cl, format!("10.{n}.1.1"), format!("fd00:{n}:1::1")),
+            (sv, format!("10.{n}.2.1"), format!("fd00:{n}:2::1")),
+        ] {
+            run(&mut cmd(
+                "ip",
+                ["-n", ns, "route", "add", "default", "via", &v4],
+            ))?;
+            run(&mut cmd(
+                "ip",
+                ["-n", ns, "-6", "route", "add", "default", "via", &v6],
+            ))?;
+        }
+        run(netns_exec(gw, "sysctl").args([
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]))?;
+        // Without TSO/GSO the sending stack cuts a 2 KB ClientHello into wire-sized segments,
+        // as a real NIC would, instead of handing the veth one super-packet.
+        for (ns, ifname) in &addrs.map(|(ns, ifname, _, _)| (ns, ifname)) {
+            run(netns_exec(ns, "ethtool").args(["-K", ifname, "tso", "off", "gso", "off"]))?;
+        }
+        // A frame the program sends back with XDP_TX reaches the client's veth end only if
+        // that end has NAPI, which GRO turns on; otherwise it counts as xdp_tx_errors.
+        run(netns_exec(cl, "ethtool").args(["-K", &self.client_if, "gro", "on"]))?;
+        Ok(())
+    }
+
+    /// The lab's name, `PREFIX-PID-N`, which its namespace names start with.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of a node's namespace.
+    pub fn ns(&self, node: Node) -> &str {
+        match node {
+            Node::Client => self.client.name(),
+            Node::Gateway => self.gateway.name(),
+            Node::Server => self.server.name(),
+        }
+    }
+
+    pub fn client_ns(&self) -> &str {
+        self.client.name()
+    }
+
+    pub fn gateway_ns(&self) -> &str {
+        self.gateway.name()
+    }
+
+    pub fn server_ns(&self) -> &str {
+        self.server.name()
+    }
+
+    /// The gateway's interface towards the client: where the filter attaches.
+    pub fn gateway_client_if(&self) -> &str {
+        &self.gateway_client_if
+    }
+
+    /// The gateway's interface towards the server.
+    pub fn gateway_server_if(&self) -> &str {
+        &self.gateway_server_if
+    }
+
+    /// The client's interface (peer of [`Lab::gateway_client_if`]).
+    pub fn client_if(&self) -> &str {
+        &self.client_if
+    }
+
+    /// The server's interface (peer of [`Lab::gateway_server_if`]).
+    pub fn server_if(&self) -> &str {
+        &self.server_if
+    }
+
+    pub fn client_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.subnet, 1, 2)
+    }
+
+    pub fn gateway_client_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.subnet, 1, 1)
+    }
+
+    pub fn gateway_server_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.subnet, 2, 1)
+    }
+
+    pub fn server_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.subnet, 2, 2)
+    }
+
+    pub fn client_v6(&self) -> Ipv6Addr {
+        self.v6(1, 2)
+    }
+
+    pub fn gateway_client_v6(&self) -> Ipv6Addr {
+        self.v6(1, 1)
+    }
+
+    pub fn gateway_server_v6(&self) -> Ipv6Addr {
+        self.v6(2, 1)
+    }
+
+    pub fn server_v6(&self) -> Ipv6Addr {
+        self.v6(2, 2)
+    }
+
+    /// The client's address in the given family.
+    pub fn client_addr(&self, ipv6: bool) -> IpAddr {
+        if ipv6 {
+            self.client_v6().into()
+        } else {
+            self.client_v4().into()
+        }
+    }
+
+    /// The server's address in the given family.
+    pub fn server_addr(&self, ipv6: bool) -> IpAddr {
+        if ipv6 {
+            self.server_v6().into()
+        } else {
+            self.server_v4().into()
+        }
+    }
+
+    /// `fd00:N:SIDE::HOST`, where N is written with the same digits as in `10.N.SIDE.HOST`.
+    fn v6(&self, side: u16, host: u16) -> Ipv6Addr {
+        let n = u16::from_str_radix(&self.subnet.to_string(), 16).unwrap_or(0);
+        Ipv6Addr::new(0xfd00, n, side, 0, 0, 0, 0, host)
+    }
+
+    /// A command that runs `program` on the given node (`ip netns exec NS PROGRAM`).
+    pub fn exec(&self, node: Node, program: impl AsRef<OsStr>) -> Command {
+        netns_exec(self.ns(node), program)
+    }
+
+    /// Deletes namespaces named `PREFIX-PID-...` whose process no longer runs (a run killed
+    /// before it could clean up), killing whatever still runs inside them. Labs of live
+    /// processes, this one included, are kept: a process removes its own labs by dropping
+    /// them or with [`crate::shutdown`]. Returns the deleted names.
+    pub fn cleanup_stale(prefix: &str) -> Result<Vec<String>> {
+        Self::cleanup_where(|lab_prefix| lab_prefix == prefix)
+    }
+
+    /// Like [`Lab::cleanup_stale`] for labs of any prefix: every namespace named like a lab's
+    /// (`PREFIX-PID-N-cl|gw|sv`) whose process no longer runs.
+    ///
+    /// Both also remove the temporary folders (certificates, logs) of processes that no longer
+    /// run.
+    pub fn cleanup_stale_labs() -> Result<Vec<String>> {
+        Self::cleanup_where(|_| true)
+    }
+
+    fn cleanup_where(wanted_prefix: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        netns::require_root()?;
+        let mut deleted = Vec::new();
+        for name in netns::list()? {
+            let Some((prefix, owner)) = parse_lab_name(&name) else {
+                continue;
+            };
+            if !wanted_prefix(prefix) || netns::process_exists(owner) {
+                continue;
+            }
+            netns::delete(&name);
+            deleted.push(name);
+        }
+        crate::scratch::remove_stale();
+        Ok(deleted)
+    }
+}
+
+/// The prefix and owner pid of a lab namespace name `PREFIX-PID-N-{cl,gw,sv}`.
+fn parse_lab_name(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.split('-');
+    let (prefix, pid, counter, role) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && !prefix.is_empty()
+        && prefix.len() <= PREFIX_MAX
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && counter.parse::<u32>().is_ok()
+        && ["cl", "gw", "sv"].contains(&role);
+    valid.then_some((prefix, pid.parse().ok()?))
+}
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{base36, parse_lab_name};
+
+    #[test]
+    fn lab_names_parse() {
+        assert_eq!(parse_lab_name("sfdemo-1234-0-gw"), Some(("sfdemo", 1234)));
+        assert_eq!(parse_lab_name("sf-1-22-cl"), Some(("sf", 1)));
+        assert_eq!(parse_lab_name("sf-1-22-xx"), None);
+        assert_eq!(parse_lab_name("sf-abc-0-gw"), None);
+        assert_eq!(parse_lab_name("t1"), None);
+        assert_eq!(parse_lab_name("a-b-1-2-gw"), None);
+    }
+
+    #[test]
+    fn base36_is_short() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        // pid_max is at most 2^22: five characters.
+        assert_eq!(base36(1 << 22).len(), 5);
+    }
+}

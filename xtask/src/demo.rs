@@ -1,0 +1,196 @@
+//! `cargo xtask demo`: shows the filter at work in a namespace lab — the banned name served
+//! without the filter, then blocked with it, next to an allowed name that stays served.
+//!
+//! Ctrl-C (or SIGTERM) at any point stops every process and deletes every namespace.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use sni_filter_lab::{CurlOutcome, Daemon, Lab, TlsServer, curl};
+
+use crate::shell::{self, cmd};
+
+/// Namespaces of the demo are named `sfdemo-PID-N-*`.
+const LAB_PREFIX: &str = "sfdemo";
+const BANNED: &str = "www.tiktok.com";
+const ALLOWED: &str = "www.example.org";
+/// How long curl waits before a name counts as blocked.
+const CURL_MAX_TIME: Duration = Duration::from_secs(4);
+
+/// Set once a signal arrived: the handler owns the exit from then on.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Use this sni-filter binary instead of building one with `cargo build --release`.
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
+    /// The configuration the daemon runs with.
+    #[arg(long, value_name = "FILE", default_value = "config/filter.toml")]
+    config: PathBuf,
+    /// Skip `cargo xtask setup`.
+    #[arg(long)]
+    no_setup: bool,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    install_signal_handler()?;
+    let result = demo(args);
+    yield_to_signal_handler();
+    result
+}
+
+/// Once a signal arrived, the handler tears the lab down and exits the process; what this
+/// thread was doing fails meanwhile, and must neither print nor exit.
+fn yield_to_signal_handler() {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM: stop every lab process, delete the lab's namespaces, exit 130.
+fn install_signal_handler() -> Result<()> {
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).context("cannot install the signal handler")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            let name = if signal == SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            eprintln!("\ndemo: {name}: stopping the lab");
+            let deleted = sni_filter_lab::shutdown();
+            eprintln!("demo: removed {} namespaces", deleted.len());
+            std::process::exit(130);
+        }
+    });
+    Ok(())
+}
+
+fn demo(args: &Args) -> Result<ExitCode> {
+    if !sni_filter_lab::is_root() {
+        bail!("the demo needs root (network namespaces, XDP): run `sudo cargo xtask demo`");
+    }
+    let root = shell::workspace_root();
+    let config = root.join(&args.config);
+    if !config.exists() {
+        bail!("no configuration at {}", config.display());
+    }
+    if !args.no_setup {
+        section("setup");
+        crate::setup::run(&crate::setup::Args::default())?;
+    }
+    let bin = if let Some(bin) = &args.bin {
+        bin.clone()
+    } else {
+        section("build");
+        shell::run(cmd("cargo", ["build", "--release", "-p", "filter-daemon"]).current_dir(&root))?;
+        shell::target_dir().join("release").join("sni-filter")
+    };
+
+    section("lab");
+    let stale = Lab::cleanup_stale(LAB_PREFIX)?;
+    if !stale.is_empty() {
+        println!(
+            "removed namespaces left by an earlier run: {}",
+            stale.join(" ")
+        );
+    }
+    let lab = Lab::new(LAB_PREFIX)?;
+    println!(
+        "client {} ({}) -> gateway {} -> server {} ({})",
+        lab.client_ns(),
+        lab.client_v4(),
+        lab.gateway_ns(),
+        lab.server_ns(),
+        lab.server_v4()
+    );
+    let server = TlsServer::start(&lab, &[BANNED, ALLOWED])?;
+    println!(
+        "nginx serves {BANNED} and {ALLOWED} on {}:443",
+        lab.server_v4()
+    );
+
+    section("without the filter");
+    for host in [BANNED, ALLOWED] {
+        let outcome = fetch(&lab, &server, host)?;
+        print_outcome(host, &outcome);
+        if !outcome.served() {
+            bail!("the lab does not serve {host} even without the filter");
+        }
+    }
+
+    section("with sni-filter on the gateway");
+    let daemon = Daemon::start(&lab, &bin, &config, std::iter::empty::<&str>())?;
+    let log = daemon.log();
+    let attached = log
+        .lines()
+        .find(|l| l.contains(sni_filter_lab::ATTACHED_MARKER))
+        .unwrap_or_default();
+    println!(
+        "sni-filter runs in {} with {}: {}",
+        lab.gateway_ns(),
+        args.config.display(),
+        attached.trim()
+    );
+    let banned = fetch(&lab, &server, BANNED)?;
+    let allowed = fetch(&lab, &server, ALLOWED)?;
+    print_outcome(BANNED, &banned);
+    print_outcome(ALLOWED, &allowed);
+
+    section("counters (sni-filter status)");
+    let status = daemon
+        .command(["status"])
+        .output()
+        .context("cannot run `sni-filter status`")?;
+    print!("{}", String::from_utf8_lossy(&status.stdout));
+    eprint!("{}", String::from_utf8_lossy(&status.stderr));
+    if !status.status.success() {
+        println!("(sni-filter status exited with {})", status.status);
+    }
+
+    section("stop");
+    let (exit, _) = daemon.stop()?;
+    println!("sni-filter stopped ({exit}); removing the lab");
+    drop(server);
+    drop(lab);
+
+    if banned.served() || !allowed.served() {
+        println!(
+            "\nRESULT: the filter did not do its job ({BANNED} must be blocked, {ALLOWED} served)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("\nRESULT: {BANNED} blocked, {ALLOWED} served");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+fn fetch(lab: &Lab, server: &TlsServer, host: &str) -> Result<CurlOutcome> {
+    let outcome = curl(lab, host, &server.curl_opts().max_time(CURL_MAX_TIME));
+    yield_to_signal_handler();
+    outcome
+}
+
+/// One aligned line per name: `SERVED  (HTTP 200, "...")` or `BLOCKED (why)`.
+fn print_outcome(host: &str, outcome: &CurlOutcome) {
+    let width = BANNED.len().max(ALLOWED.len()) + 2;
+    let verdict = if outcome.served() {
+        "SERVED "
+    } else {
+        "BLOCKED"
+    };
+    println!("  {host:<width$} {verdict} ({})", outcome.summary());
+}

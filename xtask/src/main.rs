@@ -1,0 +1,57 @@
+//! `cargo xtask`: the project's tasks — installing the tools, the demo lab, the test suites.
+//! This file parses arguments and dispatches; each task lives in a file of its own.
+
+mod demo;
+mod setup;
+mod shell;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tasks of the sni-filter project.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building, the tests and the demo need: nightly rust-src, bpf-linker built
+    /// against nightly's LLVM, and Debian packages (nginx, curl, openssl, iproute2, ...).
+    ///
+    /// Safe to run again: what is present is skipped, and each step says what it did.
+    ///
+    /// Example: cargo xtask setup
+    Setup(setup::Args),
+    /// Show the filter at work: a client, a gateway and a server in network namespaces; both
+    /// names served without the filter, then www.tiktok.com blocked and www.example.org
+    /// served once `sni-filter` runs on the gateway. Needs root. Ctrl-C cleans up.
+    ///
+    /// Example: sudo cargo xtask demo
+    Demo(demo::Args),
+    /// Run every check in order, stopping at the first failure: formatting, clippy, and the
+    /// unit, BPF and namespace tests. Needs root.
+    ///
+    /// Example: sudo cargo xtask test
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup(args) => setup::run(&args),
+        Task::Demo(args) => demo::run(&args),
+        Task::Test(args) => test::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
