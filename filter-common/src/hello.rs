@@ -61,6 +61,16 @@ pub const HELLO_KEEP: usize = 4096;
 /// evasion tools split into more).
 pub const HELLO_SEGMENTS_MAX: u16 = 32;
 
+/// A hello whose next segment has not come for this long is forgotten. Servers wait about
+/// as long for a handshake (nginx `ssl_handshake_timeout` 60 s), so a slower hello gains
+/// nothing: its later segments are no longer a handshake the server accepts.
+pub const HELLO_IDLE_NS: u64 = 60_000_000_000;
+
+/// A flow that sent conflicting bytes is remembered longer than TCP's largest
+/// retransmission interval (`TCP_RTO_MAX`, 120 s), so that a retransmission of the
+/// conflicting bytes is never taken for plain data once the state is gone.
+pub const HELLO_CONFLICT_IDLE_NS: u64 = 180_000_000_000;
+
 /// A hello being reassembled across segments, in the `HELLOS` table.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -371,8 +381,9 @@ impl HelloWalk {
         Ok(())
     }
 
-    /// Acts on a complete field of the current stage.
+    /// Acts on a complete field of the current stage: one arm per field of RFC 8446 §4.1.2.
     #[inline(always)]
+    #[allow(clippy::too_many_lines)]
     fn on_field(&mut self) -> Result<(), Step> {
         let f = self.field;
         match self.stage {
@@ -605,7 +616,7 @@ mod tests {
             loop {
                 match w.next_name(&buf, &mut pos, chunk.len() as u32) {
                     Ok(()) => {
-                        names.push(String::from_utf8_lossy(&w.name[..w.name_len as usize]).into())
+                        names.push(String::from_utf8_lossy(&w.name[..w.name_len as usize]).into());
                     }
                     Err(step) => {
                         last = step;

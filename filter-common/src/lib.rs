@@ -1,6 +1,11 @@
 //! Types, limits and parsers shared by the XDP program and the `sni-filter` daemon.
 //! Everything here is `#![no_std]`, `#[repr(C)]` and free of implicit padding.
 #![no_std]
+// The walker and matcher run inside the XDP program, where a call that is not inlined is a
+// BPF-to-BPF call verified per call site: inlining is part of their design there.
+#![allow(clippy::inline_always)]
+// `_pad` fields are public so both sides can build values; they are always zero.
+#![allow(clippy::pub_underscore_fields)]
 
 pub mod hello;
 pub mod name;
@@ -192,7 +197,7 @@ pub const EVENT_ECH: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Event {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the verdict was made.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the verdict was made.
     pub ts_ns: u64,
     pub ifindex: u32,
     /// Index of the matching app, or [`NO_APP`].

@@ -118,13 +118,13 @@ pub struct App {
 /// Default interval between counter summaries.
 pub const SUMMARY_INTERVAL_DEFAULT: u64 = 60;
 
+fn bytecount(bytes: &[u8]) -> usize {
+    bytes.split(|&b| b == b'\n').count() - 1
+}
+
 /// The 1-based line of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    bytecount(&text.as_bytes()[..offset.min(text.len())]) + 1
 }
 
 impl Config {

@@ -1,11 +1,15 @@
 //! Counters as the CLI prints them and the daemon logs them: one name per reason (the
 //! shared enum), aligned columns, human units.
 
+use std::fmt::Write as _;
+
 use filter_common::{Counter, Reason};
 
 /// `1.5 KiB`, `3.2 MiB`...
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    // Display only: a rounded value is what is wanted.
+    #[allow(clippy::cast_precision_loss)]
     let mut v = n as f64;
     let mut unit = 0;
     while v >= 1024.0 && unit + 1 < UNITS.len() {
@@ -30,13 +34,14 @@ pub fn table(counters: &[Counter], all: bool) -> String {
         if c.packets == 0 && !all {
             continue;
         }
-        out.push_str(&format!(
-            "{:<28} {:>12} {:>12} {:>12}\n",
+        let _ = writeln!(
+            out,
+            "{:<28} {:>12} {:>12} {:>12}",
             reason.name(),
             c.packets,
             c.dropped,
             human_bytes(c.bytes)
-        ));
+        );
     }
     out
 }
@@ -79,6 +84,7 @@ mod tests {
         c[Reason::HelloBlocked as usize] = Counter {
             packets: 3,
             bytes: 1536,
+            dropped: 3,
         };
         let t = table(&c, false);
         assert!(t.contains("hello_blocked"), "{t}");

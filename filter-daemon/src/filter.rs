@@ -9,7 +9,10 @@ use aya::{
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
 use filter_common::{
-    AppPolicy, Counter, Event, REASON_COUNT, RuleValue, Settings, name::RuleKey, names,
+    AppPolicy, BlockedFlow, Counter, Event, FlowKey, REASON_COUNT, RuleValue, Settings,
+    hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
+    name::RuleKey,
+    names,
 };
 
 use crate::{Error, config::XdpMode, rules::RuleSet};
@@ -64,15 +67,13 @@ impl Filter {
         let old_seed = self.settings.hash_seed;
         let seed = random_seed()? | 1;
         let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> = self.map_mut(names::RULES)?;
-        let mut inserted = 0usize;
-        for (key, value) in set.entries(seed) {
+        for (inserted, (key, value)) in set.entries(seed).enumerate() {
             rules.insert(key, value, 0).map_err(|e| {
                 Error::Map(format!(
                     "inserting rule {inserted} into {}: {e}",
                     names::RULES
                 ))
             })?;
-            inserted += 1;
         }
         let mut apps: Array<&mut MapData, AppPolicy> = self.map_mut(names::APPS)?;
         for (i, app) in set.apps.iter().enumerate() {
@@ -172,6 +173,43 @@ impl Filter {
             }
         }
         Ok(events)
+    }
+
+    /// Removes reassembly states and blocked verdicts that went idle (the program forgets
+    /// them when it meets them again; this frees the table for flows it never meets again).
+    /// Returns how many of each were removed.
+    pub fn sweep(&mut self) -> Result<(usize, usize), Error> {
+        let now = monotonic_ns();
+        let idle = self.settings.flow_idle_ns;
+        let mut hellos: HashMap<&mut MapData, FlowKey, HelloFlow> = self.map_mut(names::HELLOS)?;
+        let stale: Vec<FlowKey> = hellos
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, h)| {
+                let limit = if h.conflict != 0 {
+                    HELLO_CONFLICT_IDLE_NS
+                } else {
+                    HELLO_IDLE_NS
+                };
+                now.saturating_sub(h.touched_ns) > limit
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = hellos.remove(k);
+        }
+        let mut verdicts: HashMap<&mut MapData, FlowKey, BlockedFlow> =
+            self.map_mut(names::VERDICTS)?;
+        let expired: Vec<FlowKey> = verdicts
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| now.saturating_sub(v.last_ns) > idle)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &expired {
+            let _ = verdicts.remove(k);
+        }
+        Ok((stale.len(), expired.len()))
     }
 
     /// Whether the object has a map of this name.
@@ -285,6 +323,18 @@ fn verifier_message(e: &aya::programs::ProgramError) -> String {
         return format!("the verifier refused the program:\n{}", tail.join("\n"));
     }
     full
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    // Both fields are non-negative for CLOCK_MONOTONIC.
+    ts.tv_sec.unsigned_abs() * 1_000_000_000 + ts.tv_nsec.unsigned_abs()
 }
 
 fn random_seed() -> Result<u64, Error> {

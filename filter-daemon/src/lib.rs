@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod config;
 pub mod counters;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod rules;
 pub mod state;

@@ -75,6 +75,8 @@ fn case(name: &'static str, frames: Vec<Vec<u8>>, action: u32, counted: &[(Reaso
     }
 }
 
+// One table: long by nature.
+#[allow(clippy::too_many_lines)]
 fn cases() -> Vec<Case> {
     let v4 = IpPair::v4_example();
     let v6 = IpPair::v6_example();

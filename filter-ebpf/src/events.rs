@@ -13,6 +13,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// Emits one event; a full buffer loses it (the daemon counts what it reads, and the
 /// counters stay exact either way).
 #[inline(always)]
+// Inlined into its callers: a struct of these fields would only move them once more.
+#[allow(clippy::too_many_arguments)]
 pub fn emit(
     ctx: &XdpContext,
     flow: &FlowKey,

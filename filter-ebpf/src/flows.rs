@@ -51,7 +51,7 @@ pub fn block(flow: &FlowKey, app: u16, action: Action, now: u64) {
         action: action as u8,
         _pad: [0; 5],
     };
-    if VERDICTS.insert(flow, &v, BPF_NOEXIST as u64).is_err() && VERDICTS.get_ptr(flow).is_none() {
+    if VERDICTS.insert(flow, v, BPF_NOEXIST as u64).is_err() && VERDICTS.get_ptr(flow).is_none() {
         counters::note(Note::VerdictTableFull);
     }
 }

@@ -17,7 +17,8 @@ use filter_common::{
     Action, EVENT_ECH, EVENT_SNI_LATER_SEGMENT, EventAction, FlowKey, HELLOS_DEFAULT_MAX, NO_APP,
     Note, Reason,
     hello::{
-        HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow, SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_SEEN,
+        HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
+        SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_SEEN,
     },
 };
 
@@ -27,16 +28,6 @@ use crate::{
     headers::Tcp,
     tls::{self, TLS_CONTENT_HANDSHAKE},
 };
-
-/// A hello whose next segment has not come for this long is forgotten. Servers wait about
-/// as long for a handshake (nginx `ssl_handshake_timeout` 60 s), so a slower hello gains
-/// nothing: its later segments are no longer a handshake the server accepts.
-const HELLO_IDLE_NS: u64 = 60_000_000_000;
-
-/// A flow that sent conflicting bytes is remembered longer than TCP's largest
-/// retransmission interval (`TCP_RTO_MAX`, 120 s), so that a retransmission of the
-/// conflicting bytes is never taken for plain data once the state is gone.
-const HELLO_CONFLICT_IDLE_NS: u64 = 180_000_000_000;
 
 const KEEP_MASK: u32 = HELLO_KEEP as u32 - 1;
 
@@ -305,7 +296,10 @@ fn start_reassembly(seg: &Segment, n: u32) -> Reason {
     ns.reported = 0;
     ns._pad = [0; 5];
     keep_bytes(seg.ctx, &mut ns.kept, tcp.payload_offset, 0, 0, n);
-    if HELLOS.insert(seg.flow, &*ns, BPF_NOEXIST as u64).is_err() {
+    // By reference: by value, the 8 KiB entry would be copied onto the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
+    let inserted = HELLOS.insert(seg.flow, &*ns, BPF_NOEXIST as u64);
+    if inserted.is_err() {
         return Reason::UninspectableTableFull;
     }
     counters::note(Note::ReassemblyStarted);
@@ -465,7 +459,7 @@ fn same_bytes(flow: &FlowKey, off: u32, len: u32) -> bool {
     c.done = 0;
     c.same = 1;
     c.flow = *flow;
-    let rounds = (len + COMPARE_ROUND - 1) / COMPARE_ROUND;
+    let rounds = len.div_ceil(COMPARE_ROUND);
     // SAFETY: the callback has the signature bpf_loop expects; its state is in COMPARE.
     unsafe {
         bpf_loop(
@@ -486,7 +480,7 @@ extern "C" fn compare_round(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: a per-CPU value set up by `same_bytes`.
     let c = unsafe { &mut *c };
-    let Some(st) = HELLOS.get_ptr(&c.flow) else {
+    let Some(st) = HELLOS.get_ptr(c.flow) else {
         c.same = 0;
         return 1;
     };

@@ -15,6 +15,8 @@ const RESET_TTL: u8 = 64;
 
 /// A mutable pointer to `N` bytes at `off`, if they are inside the packet.
 #[inline(always)]
+// The context only locates the packet; the bytes written are the packet's, not the context's.
+#[allow(clippy::mut_from_ref)]
 fn bytes_mut<const N: usize>(ctx: &XdpContext, off: usize) -> Option<&mut [u8; N]> {
     // Offsets come through map memory (see `headers::launder`): bound them for the verifier.
     if off > crate::headers::HEADERS_LEN_MAX {

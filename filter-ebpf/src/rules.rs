@@ -77,6 +77,6 @@ extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: rule values are plain data; an update in flight gives the old or new value.
     i64::from(
         j.name
-            .step(&j.walk.name, |key| unsafe { RULES.get(&key) }.copied()),
+            .step(&j.walk.name, |key| unsafe { RULES.get(key) }.copied()),
     )
 }

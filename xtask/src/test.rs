@@ -30,18 +30,29 @@ enum Stage {
 const STAGES: &[(&str, Stage)] = &[
     ("setup", Stage::Setup),
     ("format", Stage::Cargo(&["fmt", "--all", "--", "--check"])),
+    // The default members: everything built for the host.
     (
         "clippy",
+        Stage::Cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]),
+    ),
+    // The XDP program, built for the BPF target as filter-daemon's build.rs builds it.
+    (
+        "clippy-bpf",
         Stage::Cargo(&[
+            "+nightly",
             "clippy",
-            "--workspace",
-            "--all-targets",
+            "--package",
+            "filter-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
             "--",
             "-D",
             "warnings",
         ]),
     ),
-    ("tests", Stage::Cargo(&["test", "--workspace"])),
+    ("tests", Stage::Cargo(&["test"])),
 ];
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -85,7 +96,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     println!("\n== summary");
     for (name, took, ok) in &results {
         let verdict = if *ok { "ok" } else { "FAILED" };
-        println!("  {name:<8} {verdict:<7} {:>6.1} s", took.as_secs_f64());
+        println!("  {name:<10} {verdict:<7} {:>6.1} s", took.as_secs_f64());
     }
     if interrupted.load(Ordering::SeqCst) {
         println!("interrupted");

@@ -8,25 +8,22 @@ use crate::{Error, config::Config, rules::RuleSet, state::Instance};
 pub fn check(instance: &Instance, config_path: &Path, host: &str) -> Result<bool, Error> {
     let config = Config::load(config_path)?;
     let set = RuleSet::compile(&config)?;
-    let matched = match set.lookup(host) {
-        Some((app, rule)) => {
-            let action = filter_common::Action::from_u8(app.policy.action)
-                .map_or("?", filter_common::Action::name);
-            let enabled = if app.policy.enabled == 0 {
-                " (app disabled: passes)"
-            } else {
-                ""
-            };
-            println!(
-                "{host}: app {} action {action}{enabled}, rule {} ({})",
-                app.name, rule.name, rule.origin
-            );
-            app.policy.enabled != 0
-        }
-        None => {
-            println!("{host}: no rule matches; passes");
-            false
-        }
+    let matched = if let Some((app, rule)) = set.lookup(host) {
+        let action = filter_common::Action::from_u8(app.policy.action)
+            .map_or("?", filter_common::Action::name);
+        let enabled = if app.policy.enabled == 0 {
+            " (app disabled: passes)"
+        } else {
+            ""
+        };
+        println!(
+            "{host}: app {} action {action}{enabled}, rule {} ({})",
+            app.name, rule.name, rule.origin
+        );
+        app.policy.enabled != 0
+    } else {
+        println!("{host}: no rule matches; passes");
+        false
     };
     match instance.read_state() {
         Some(state) if state.config_fingerprint == config.fingerprint() => {

@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use filter_common::{Event, EventAction, NO_APP, reason_from_u32};
+use filter_common::{Event, EventAction, NO_APP, Reason, reason_from_u32};
 use serde::Serialize;
 
 use crate::{
@@ -175,6 +175,10 @@ impl Flows {
     /// Several events may come for one flow (a retransmitted hello, a second hello after a
     /// HelloRetryRequest): the flow keeps its first name and its most severe verdict.
     fn note(&mut self, event: &Event, set: &RuleSet, capture: &str) {
+        let reason = reason_from_u32(u32::from(event.reason));
+        if !carries_hello(reason) {
+            return;
+        }
         let flow = &event.flow;
         let client = endpoint(flow.family, &flow.saddr, flow.sport);
         let server = endpoint(flow.family, &flow.daddr, flow.dport);
@@ -183,7 +187,7 @@ impl Flows {
         let action = EventAction::from_u8(event.action);
         let severity = action.map_or(0, severity);
         let action = action.map_or("unknown", EventAction::name);
-        let reason = reason_from_u32(u32::from(event.reason)).name();
+        let reason = reason.name();
         let app = (event.app != NO_APP)
             .then(|| set.apps.get(usize::from(event.app)))
             .flatten()
@@ -215,6 +219,24 @@ impl Flows {
             severity,
         });
     }
+}
+
+/// Whether an event's packet was (part of) a `ClientHello`. With `trace_all` the program also
+/// reports handshakes it judged to be something else, such as the server's hello in the
+/// other direction; those flows carried no `ClientHello` and are not listed.
+fn carries_hello(reason: Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::NotIp
+            | Reason::OtherProtocol
+            | Reason::Udp
+            | Reason::HeaderMalformed
+            | Reason::IpFragment
+            | Reason::TcpNoPayload
+            | Reason::TcpPortNotInspected
+            | Reason::TcpNotHandshake
+            | Reason::NotClientHello
+    )
 }
 
 /// Blocking verdicts outrank monitoring, which outranks passing.
@@ -337,7 +359,7 @@ fn summary(path: &str, replay: &Replay) -> String {
         let _ = write!(skipped_text, " ({})", per_type.join(", "));
     }
     let mut parts = vec![
-        format!("{} packets read", s.read),
+        format!("{} read", count(s.read, "packet")),
         format!("{} run", s.run),
         skipped_text,
     ];
@@ -357,10 +379,18 @@ fn summary(path: &str, replay: &Replay) -> String {
         parts.push(format!("unreadable from record {record} on ({why})"));
     }
     format!(
-        "{path}: {}; {} flows with a ClientHello",
+        "{path}: {}; {} with a ClientHello",
         parts.join(", "),
-        replay.flows.len()
+        count(replay.flows.len() as u64, "flow")
     )
+}
+
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 #[cfg(test)]
@@ -434,6 +464,15 @@ mod tests {
         assert_eq!(a.app.as_deref(), Some("tiktok"));
         assert_eq!(b.sni.as_deref(), Some("example.org"));
         assert_eq!((b.action, b.app.as_deref()), ("pass", None));
+    }
+
+    #[test]
+    fn handshakes_that_are_not_client_hellos_are_not_flows() {
+        let mut server_hello = event(40000, EventAction::Pass, NO_APP, "");
+        server_hello.reason = Reason::NotClientHello as u8;
+        let mut flows = Flows::default();
+        flows.note(&server_hello, &rules(), "c.pcap");
+        assert!(flows.list.is_empty(), "{:?}", flows.list);
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! End to end through a real gateway: client, gateway and server namespaces, nginx serving
+//! both names, the real `sni-filter` daemon attached to the gateway's client-facing
+//! interface, and curl as the client. Needs root.
+
+use std::{path::PathBuf, time::Duration};
+
+use sni_filter_lab::{CurlOpts, Daemon, Lab, TlsServer, curl, response_body};
+
+const BANNED: &str = "www.tiktok.com";
+const ALLOWED: &str = "www.example.org";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
+}
+
+fn repo_config() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/filter.toml"
+    ))
+}
+
+/// `sni-filter status` of the lab's daemon, as text.
+fn status(daemon: &Daemon) -> String {
+    let out = daemon.command(["status"]).output().expect("status runs");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The packets column of a reason's row in `status`.
+fn packets(status: &str, reason: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(reason))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .map_or(0, |n| n.parse().expect("packets is a number"))
+}
+
+fn check_gateway(ipv6: bool) {
+    let lab = Lab::new("e2e").expect("lab");
+    let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
+    let opts = CurlOpts::new(server.ca_path())
+        .ipv6(ipv6)
+        .max_time(Duration::from_secs(3));
+    // Without the filter both names are served: the lab itself is not what blocks.
+    assert!(
+        curl(&lab, BANNED, &opts).unwrap().served(),
+        "baseline: {BANNED} must be served"
+    );
+
+    let banned_requests = || {
+        server
+            .access_log()
+            .matches(&format!("sni={BANNED}"))
+            .count()
+    };
+    let baseline_requests = banned_requests();
+    let daemon =
+        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let before = packets(&status(&daemon), "hello_blocked");
+
+    let blocked = curl(&lab, BANNED, &opts).unwrap();
+    assert!(
+        !blocked.served(),
+        "{BANNED} was served through the filter: {}",
+        blocked.summary()
+    );
+    let allowed = curl(&lab, ALLOWED, &opts).unwrap();
+    assert_eq!(
+        allowed.http_status,
+        Some(200),
+        "{ALLOWED}: {}",
+        allowed.summary()
+    );
+    assert_eq!(allowed.body, response_body(ALLOWED));
+
+    let after = status(&daemon);
+    assert!(
+        packets(&after, "hello_blocked") > before,
+        "hello_blocked did not move:\n{after}"
+    );
+    assert!(
+        packets(&after, "hello_allowed") >= 1,
+        "hello_allowed did not move:\n{after}"
+    );
+    // The server never completed a handshake for the banned name through the filter.
+    assert_eq!(
+        banned_requests(),
+        baseline_requests,
+        "{}",
+        server.access_log()
+    );
+    println!("{after}");
+}
+
+#[test]
+fn banned_name_fails_and_allowed_name_is_served_over_ipv4() {
+    check_gateway(false);
+}
+
+#[test]
+fn banned_name_fails_and_allowed_name_is_served_over_ipv6() {
+    check_gateway(true);
+}
