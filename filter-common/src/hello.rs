@@ -87,7 +87,9 @@ pub struct HelloFlow {
     pub segments: u16,
     /// 1 once the walk reached the hello's end; kept to check overlaps.
     pub done: u8,
-    /// 1 once bytes conflicting with the kept ones were seen: kept longer, see the program.
+    /// Once bytes conflicted with the kept ones or passed the bounds: the uninspectable
+    /// `Reason` (as `u8`) every later segment gets; the state is kept longer (see
+    /// `HELLO_CONFLICT_IDLE_NS`). 0: none.
     pub conflict: u8,
     /// The first monitored app (or `NO_APP`), reported when the hello ends.
     pub monitored_app: u16,

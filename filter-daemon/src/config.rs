@@ -69,8 +69,26 @@ struct RawFilter {
     xdp_mode: XdpMode,
     #[serde(default)]
     generic_fallback: bool,
-    summary_interval_secs: Option<u64>,
-    rules_max: Option<u32>,
+    summary_interval_secs: Option<Spanned<u64>>,
+    rules_max: Option<Spanned<u64>>,
+    #[serde(default)]
+    uninspectable: Uninspectable,
+    #[serde(default)]
+    inspected_ports: Vec<Spanned<u64>>,
+    flow_idle_secs: Option<Spanned<u64>>,
+    verdicts_max: Option<Spanned<u64>>,
+    hellos_max: Option<Spanned<u64>>,
+}
+
+/// What happens to a packet of a hello the program cannot read completely.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uninspectable {
+    /// Drop it: no banned app gets through a gap. TCP resends, so a lossy link recovers.
+    #[default]
+    Drop,
+    /// Pass it, counted by reason.
+    Pass,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,8 +118,17 @@ pub struct Config {
     pub generic_fallback: bool,
     pub summary_interval_secs: u64,
     pub rules_max: u32,
+    pub uninspectable: Uninspectable,
+    /// Inspected TCP destination ports; empty means all.
+    pub inspected_ports: Vec<u16>,
+    pub flow_idle_secs: u64,
+    pub verdicts_max: u32,
+    pub hellos_max: u32,
     pub apps: Vec<App>,
 }
+
+/// A blocked flow silent this long is forgotten (its ports may be reused).
+pub const FLOW_IDLE_DEFAULT_SECS: u64 = 120;
 
 #[derive(Debug, Clone)]
 pub struct App {
@@ -153,19 +180,62 @@ impl Config {
                 ));
             }
         }
-        let summary_interval_secs = f.summary_interval_secs.unwrap_or(SUMMARY_INTERVAL_DEFAULT);
-        if summary_interval_secs == 0 {
-            return Err(Error::config(
-                path.display(),
-                "summary_interval_secs must be at least 1",
-            ));
-        }
-        let rules_max = f.rules_max.unwrap_or(filter_common::RULES_DEFAULT_MAX);
-        if rules_max == 0 {
-            return Err(Error::config(
-                path.display(),
-                "rules_max must be at least 1",
-            ));
+        // A number key with its line, checked against its range.
+        let number = |v: &Option<Spanned<u64>>, name: &str, default: u64, range: (u64, u64)| {
+            let Some(v) = v else { return Ok(default) };
+            let n = *v.get_ref();
+            if n < range.0 || n > range.1 {
+                return Err(Error::config(
+                    at(v.span().start),
+                    format!("{name} = {n} is outside {}..={}", range.0, range.1),
+                ));
+            }
+            Ok(n)
+        };
+        let summary_interval_secs = number(
+            &f.summary_interval_secs,
+            "summary_interval_secs",
+            SUMMARY_INTERVAL_DEFAULT,
+            (1, 86_400),
+        )?;
+        let u32_max = u64::from(u32::MAX / 2);
+        let rules_max = number(
+            &f.rules_max,
+            "rules_max",
+            filter_common::RULES_DEFAULT_MAX.into(),
+            (1, u32_max),
+        )?;
+        let flow_idle_secs = number(
+            &f.flow_idle_secs,
+            "flow_idle_secs",
+            FLOW_IDLE_DEFAULT_SECS,
+            (1, 86_400),
+        )?;
+        let verdicts_max = number(
+            &f.verdicts_max,
+            "verdicts_max",
+            filter_common::VERDICTS_DEFAULT_MAX.into(),
+            (16, u32_max),
+        )?;
+        let hellos_max = number(
+            &f.hellos_max,
+            "hellos_max",
+            filter_common::HELLOS_DEFAULT_MAX.into(),
+            (16, u32_max),
+        )?;
+        let mut inspected_ports = Vec::new();
+        for p in &f.inspected_ports {
+            inspected_ports.push(
+                u16::try_from(*p.get_ref())
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| {
+                        Error::config(
+                            at(p.span().start),
+                            format!("port {} is not a TCP port (1..=65535)", p.get_ref()),
+                        )
+                    })?,
+            );
         }
 
         let mut apps = Vec::new();
@@ -223,7 +293,12 @@ impl Config {
             xdp_mode: f.xdp_mode,
             generic_fallback: f.generic_fallback,
             summary_interval_secs,
-            rules_max,
+            rules_max: rules_max as u32,
+            uninspectable: f.uninspectable,
+            inspected_ports,
+            flow_idle_secs,
+            verdicts_max: verdicts_max as u32,
+            hellos_max: hellos_max as u32,
             apps,
         })
     }
@@ -269,6 +344,20 @@ mod tests {
         assert!(e.starts_with("/etc/sni-filter/filter.toml:2:"), "{e}");
         let e = parse("[apps.x]\naction = \"drop\"\n").unwrap_err();
         assert!(e.contains("no lists and no domains"), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_name_their_line() {
+        let e = parse("[filter]\ninterfaces = []\nsummary_interval_secs = 0\n").unwrap_err();
+        assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");
+        assert!(e.contains("summary_interval_secs = 0"), "{e}");
+        let e = parse("[filter]\ninspected_ports = [443,\n 70000]\n").unwrap_err();
+        assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");
+        let c =
+            parse("[filter]\ninspected_ports = [443, 8443]\nuninspectable = \"pass\"\n").unwrap();
+        assert_eq!(c.inspected_ports, [443, 8443]);
+        assert_eq!(c.uninspectable, Uninspectable::Pass);
+        assert_eq!(parse("").unwrap().uninspectable, Uninspectable::Drop);
     }
 
     #[test]

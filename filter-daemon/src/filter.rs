@@ -15,7 +15,11 @@ use filter_common::{
     names,
 };
 
-use crate::{Error, config::XdpMode, rules::RuleSet};
+use crate::{
+    Error,
+    config::{Config, Uninspectable, XdpMode},
+    rules::RuleSet,
+};
 
 /// The object file built from `filter-ebpf` by build.rs.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter-ebpf"));
@@ -26,18 +30,34 @@ pub struct Filter {
     settings: Settings,
 }
 
-/// A blocked flow idle for this long is forgotten (its ports may be reused).
-pub const FLOW_IDLE_DEFAULT_NS: u64 = 120_000_000_000;
-
 /// Counters summed over every CPU, indexed by `Reason`.
 pub type Counters = Vec<Counter>;
 
 impl Filter {
-    /// Loads the program into the kernel with room for `rules_max` rules. During a reload
-    /// the old and new rule sets live side by side, so the map holds twice that.
+    /// Loads the program with the table sizes and policy of a configuration.
+    pub fn load_for(config: &Config) -> Result<Self, Error> {
+        let mut f = Self::load_sized(config.rules_max, config.verdicts_max, config.hellos_max)?;
+        f.set_policy(config)?;
+        Ok(f)
+    }
+
+    /// Loads the program into the kernel with room for `rules_max` rules and default
+    /// tables, for filters of their own (replay, tests).
     pub fn load(rules_max: u32) -> Result<Self, Error> {
+        Self::load_sized(
+            rules_max,
+            filter_common::VERDICTS_DEFAULT_MAX,
+            filter_common::HELLOS_DEFAULT_MAX,
+        )
+    }
+
+    /// During a reload the old and new rule sets live side by side, so the rules map holds
+    /// twice `rules_max`.
+    fn load_sized(rules_max: u32, verdicts_max: u32, hellos_max: u32) -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::RULES, rules_max.saturating_mul(2))
+            .map_max_entries(names::VERDICTS, verdicts_max)
+            .map_max_entries(names::HELLOS, hellos_max)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e}")))?;
         let program: &mut Xdp = ebpf
@@ -54,7 +74,7 @@ impl Filter {
             .load()
             .map_err(|e| Error::Load(verifier_message(&e)))?;
         let settings = Settings {
-            flow_idle_ns: FLOW_IDLE_DEFAULT_NS,
+            flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
             ..Settings::default()
         };
@@ -136,6 +156,12 @@ impl Filter {
     /// maps, so state carries over from frame to frame as on a live interface. Returns the
     /// XDP action.
     pub fn run_frame(&self, frame: &[u8]) -> Result<u32, Error> {
+        self.run_frame_out(frame).map(|(action, _)| action)
+    }
+
+    /// As [`Filter::run_frame`], with the frame as the program left it (a `reject` turns
+    /// it into the reset sent back to the client).
+    pub fn run_frame_out(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), Error> {
         use aya::programs::{TestRun as _, TestRunOptions};
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
@@ -147,7 +173,27 @@ impl Filter {
             .program()
             .test_run(opts)
             .map_err(|e| Error::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
-        Ok(result.return_value)
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
+    /// Applies the policy keys of a configuration: the `uninspectable` policy, the blocked
+    /// flows' idle timeout and the inspected ports (the bitmap first, then the switch).
+    pub fn set_policy(&mut self, config: &Config) -> Result<(), Error> {
+        let mut words = vec![0u64; filter_common::PORT_WORDS as usize];
+        for &p in &config.inspected_ports {
+            words[usize::from(p) / 64] |= 1 << (p % 64);
+        }
+        let mut ports: Array<&mut MapData, u64> = self.map_mut(names::PORTS)?;
+        for (i, w) in words.iter().enumerate() {
+            ports
+                .set(i as u32, *w, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::PORTS)))?;
+        }
+        self.settings.all_ports = u8::from(config.inspected_ports.is_empty());
+        self.settings.uninspectable_drop = u8::from(config.uninspectable == Uninspectable::Drop);
+        self.settings.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
+        self.write_settings()
     }
 
     /// Sets `trace_all`: an event for every judged hello. Only for filters of their own

@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use filter_common::{Counter, REASON_COUNT, Reason, names};
+use filter_common::{Counter, EventAction, REASON_COUNT, Reason, names};
 use sni_filter::{config::Config, filter::Filter, rules::RuleSet};
 use sni_filter_lab::hello::{
     ClientHelloBuilder, IpPair, Link, SniPosition, TcpFlags, TcpSegment, UdpDatagram, VlanTag,
@@ -16,6 +16,7 @@ use sni_filter_lab::hello::{
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
 const RULES: &str = r#"
 [apps.tiktok]
@@ -35,9 +36,15 @@ domains = ["disabled.example"]
 fn filter(rules: &str) -> Filter {
     let config = Config::parse(Path::new("/nonexistent/table.toml"), rules).expect("table config");
     let set = RuleSet::compile(&config).expect("table rules");
-    let mut f = Filter::load(1024).expect("the program loads (run as root)");
+    let mut f = Filter::load_for(&config).expect("the program loads (run as root)");
     f.install(&set).expect("rules install");
     f
+}
+
+/// The table's rules with `uninspectable = "pass"` or `"drop"`.
+fn table_filter(strict: bool) -> Filter {
+    let policy = if strict { "drop" } else { "pass" };
+    filter(&format!("[filter]\nuninspectable = \"{policy}\"\n{RULES}"))
 }
 
 fn counters(f: &Filter) -> Vec<Counter> {
@@ -61,6 +68,8 @@ fn tcp(ip: IpPair) -> TcpSegment {
 struct Case {
     name: &'static str,
     frames: Vec<Vec<u8>>,
+    /// Run with `uninspectable = "drop"` (else "pass").
+    strict: bool,
     action: u32,
     /// Reasons expected to rise, with the number of packets; all others stay.
     counted: Vec<(Reason, u64)>,
@@ -70,8 +79,22 @@ fn case(name: &'static str, frames: Vec<Vec<u8>>, action: u32, counted: &[(Reaso
     Case {
         name,
         frames,
+        strict: false,
         action,
         counted: counted.to_vec(),
+    }
+}
+
+/// A case run with `uninspectable = "drop"`.
+fn strict(
+    name: &'static str,
+    frames: Vec<Vec<u8>>,
+    action: u32,
+    counted: &[(Reason, u64)],
+) -> Case {
+    Case {
+        strict: true,
+        ..case(name, frames, action, counted)
     }
 }
 
@@ -88,6 +111,15 @@ fn cases() -> Vec<Case> {
     let small_records = tls_records(&ClientHelloBuilder::minimal("www.tiktok.com").build(), 40);
     let mut syn = tcp(v4);
     syn.flags = TcpFlags::SYN;
+    // The same hello with a name of the same length: identical bytes but the name.
+    let decoy_sni_last = tls_records(
+        &ClientHelloBuilder::chrome("www.example.ca")
+            .sni_position(SniPosition::Last)
+            .build(),
+        16384,
+    );
+    let mut first_fragment = hello_frame("www.tiktok.com");
+    first_fragment[20] = 0x20; // more fragments, offset 0
     let mut fragment = hello_frame("www.tiktok.com");
     // IPv4 flags/fragment offset (bytes 20-21 of the frame): offset 185 (x8 bytes).
     fragment[20] = 0x00;
@@ -292,6 +324,232 @@ fn cases() -> Vec<Case> {
             &[(Reason::IpFragment, 1)],
         ),
         case(
+            "Chrome hello split after the record header, name in the second segment: dropped",
+            tcp(v4).frames_split(&chrome_sni_last, &[5]),
+            XDP_DROP,
+            &[(Reason::HelloIncomplete, 1), (Reason::HelloBlocked, 1)],
+        ),
+        case(
+            "hello split across segments for an allowed name passes",
+            tcp(v4).frames_split(&chrome_ok, &[700]),
+            XDP_PASS,
+            &[(Reason::HelloIncomplete, 1), (Reason::HelloAllowed, 1)],
+        ),
+        case(
+            "hello in 20 segments is read",
+            tcp(v4).frames(&chrome_sni_last, chrome_sni_last.len().div_ceil(20)),
+            XDP_DROP,
+            &[(Reason::HelloIncomplete, 19), (Reason::HelloBlocked, 1)],
+        ),
+        strict(
+            "hello in more segments than the bound is uninspectable",
+            tcp(v4).frames(&chrome_sni_last, 40),
+            XDP_DROP,
+            // 32 segments are read (HELLO_SEGMENTS_MAX); every later one is uninspectable.
+            &[
+                (Reason::HelloIncomplete, 32),
+                (
+                    Reason::UninspectableTooLong,
+                    chrome_sni_last.len().div_ceil(40) as u64 - 32,
+                ),
+            ],
+        ),
+        case(
+            "later data of a blocked flow is dropped",
+            {
+                let s = tcp(v4);
+                let hello = tls_records(
+                    &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                    16384,
+                );
+                let later = TcpSegment {
+                    seq: s.seq + hello.len() as u32,
+                    ..s.clone()
+                };
+                vec![s.frame(&hello), later.frame(b"\x17\x03\x03\x00\x05hello")]
+            },
+            XDP_DROP,
+            &[(Reason::HelloBlocked, 1), (Reason::BlockedFlow, 1)],
+        ),
+        case(
+            "a FIN without payload of a blocked flow passes",
+            {
+                let s = tcp(v4);
+                let fin = TcpSegment {
+                    flags: TcpFlags::FIN_ACK,
+                    ..s.clone()
+                };
+                vec![
+                    s.frame(&tls_records(
+                        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                        16384,
+                    )),
+                    fin.frame(&[]),
+                ]
+            },
+            XDP_PASS,
+            &[(Reason::HelloBlocked, 1), (Reason::BlockedFlowTeardown, 1)],
+        ),
+        case(
+            "a new SYN on the 5-tuple ends the verdict",
+            {
+                let s = tcp(v4);
+                let syn = TcpSegment {
+                    flags: TcpFlags::SYN,
+                    ..s.clone()
+                };
+                vec![
+                    s.frame(&tls_records(
+                        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                        16384,
+                    )),
+                    syn.frame(&[]),
+                    s.frame(&tls_records(
+                        &ClientHelloBuilder::minimal("www.example.org").build(),
+                        16384,
+                    )),
+                ]
+            },
+            XDP_PASS,
+            &[
+                (Reason::HelloBlocked, 1),
+                (Reason::TcpNoPayload, 1),
+                (Reason::HelloAllowed, 1),
+            ],
+        ),
+        case(
+            "a hello in the SYN (TCP Fast Open) is read",
+            {
+                let mut s = tcp(v4);
+                s.flags = TcpFlags::SYN;
+                vec![s.frame(&tls_records(
+                    &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                    16384,
+                ))]
+            },
+            XDP_DROP,
+            &[(Reason::HelloBlocked, 1)],
+        ),
+        case(
+            "a retransmitted first segment is recognised",
+            {
+                let f = tcp(v4).frames_split(&chrome_sni_last, &[600]);
+                vec![f[0].clone(), f[0].clone(), f[1].clone()]
+            },
+            XDP_DROP,
+            &[
+                (Reason::HelloIncomplete, 1),
+                (Reason::HelloRetransmit, 1),
+                (Reason::HelloBlocked, 1),
+            ],
+        ),
+        case(
+            "a retransmission cut differently goes on where the first copy ended",
+            {
+                let s = tcp(v4);
+                let first = s.frames_split(&chrome_sni_last, &[600]);
+                let again = s.frames_split(&chrome_sni_last, &[1000]);
+                vec![first[0].clone(), again[0].clone(), first[1].clone()]
+            },
+            XDP_DROP,
+            // The second copy overlaps the first (compared) and carries 400 new bytes; the
+            // last segment overlaps those and carries the name.
+            &[(Reason::HelloIncomplete, 2), (Reason::HelloBlocked, 1)],
+        ),
+        strict(
+            "a fake second segment for an allowed name cannot open the way for the real one",
+            {
+                let s = tcp(v4);
+                let real = s.frames_split(&chrome_sni_last, &[600]);
+                let fake = s.frames_split(&decoy_sni_last, &[600]);
+                assert_eq!(real[0], fake[0], "the decoy must differ in its name only");
+                vec![real[0].clone(), fake[1].clone(), real[1].clone()]
+            },
+            XDP_DROP,
+            &[
+                (Reason::HelloIncomplete, 1),
+                (Reason::HelloAllowed, 1),
+                (Reason::UninspectableOverlap, 1),
+            ],
+        ),
+        case(
+            "a fake first hello for an allowed name, then the real one at the same sequence",
+            {
+                let s = tcp(v4);
+                let fake = s.frame(&tls_records(
+                    &ClientHelloBuilder::minimal("www.example.ca").build(),
+                    16384,
+                ));
+                vec![
+                    fake,
+                    s.frame(&tls_records(
+                        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                        16384,
+                    )),
+                ]
+            },
+            XDP_DROP,
+            &[(Reason::HelloAllowed, 1), (Reason::HelloBlocked, 1)],
+        ),
+        strict(
+            "a segment after a gap is uninspectable, and reading resumes in order",
+            {
+                let f = tcp(v4).frames_split(&chrome_sni_last, &[600, 1200]);
+                vec![f[0].clone(), f[2].clone(), f[1].clone(), f[2].clone()]
+            },
+            XDP_DROP,
+            &[
+                (Reason::HelloIncomplete, 2),
+                (Reason::UninspectableOutOfOrder, 1),
+                (Reason::HelloBlocked, 1),
+            ],
+        ),
+        case(
+            "with the lenient policy the gap passes, counted",
+            {
+                let f = tcp(v4).frames_split(&chrome_sni_last, &[600, 1200]);
+                vec![f[0].clone(), f[2].clone()]
+            },
+            XDP_PASS,
+            &[
+                (Reason::HelloIncomplete, 1),
+                (Reason::UninspectableOutOfOrder, 1),
+            ],
+        ),
+        case(
+            "two junk bytes at the hello's sequence number do not blind the parser",
+            {
+                let s = tcp(v4);
+                vec![
+                    s.frame(&[0x16, 0x01]),
+                    s.frame(&tls_records(
+                        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+                        16384,
+                    )),
+                ]
+            },
+            XDP_DROP,
+            &[(Reason::HelloIncomplete, 1), (Reason::HelloBlocked, 1)],
+        ),
+        strict(
+            "the first IPv4 fragment of a hello is uninspectable",
+            vec![first_fragment],
+            XDP_DROP,
+            &[(Reason::UninspectableFragment, 1)],
+        ),
+        case(
+            "IPv6 extension headers in front of TCP are walked",
+            vec![with_ipv6_extensions(&tcp(v6).frame(&chrome), 2)],
+            XDP_DROP,
+            &[(Reason::HelloBlocked, 1)],
+        ),
+        strict(
+            "an IPv6 chain beyond the bound is uninspectable",
+            vec![with_ipv6_extensions(&tcp(v6).frame(&chrome), 7)],
+            XDP_DROP,
+            &[(Reason::UninspectableIpv6Chain, 1)],
+        ),
+        case(
             "truncated IP header passes, counted",
             vec![hello_frame("www.tiktok.com")[..20].to_vec()],
             XDP_PASS,
@@ -300,17 +558,35 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Puts `count` 8-byte destination-options headers between the IPv6 header and TCP.
+fn with_ipv6_extensions(frame: &[u8], count: usize) -> Vec<u8> {
+    const IP: usize = 14;
+    let mut out = frame[..IP + 40].to_vec();
+    let tcp_next = out[IP + 6];
+    out[IP + 6] = 60; // destination options
+    let payload = u16::from_be_bytes([out[IP + 4], out[IP + 5]]) + 8 * count as u16;
+    out[IP + 4..IP + 6].copy_from_slice(&payload.to_be_bytes());
+    for i in 0..count {
+        let next = if i + 1 == count { tcp_next } else { 60 };
+        // Next header, length 0 (8 bytes), PadN option of 4 bytes.
+        out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    out.extend_from_slice(&frame[IP + 40..]);
+    out
+}
+
 #[test]
 fn table() {
-    let f = filter(RULES);
+    let (lenient, strict) = (table_filter(false), table_filter(true));
     let mut failures = Vec::new();
     for c in cases() {
-        let before = counters(&f);
+        let f = if c.strict { &strict } else { &lenient };
+        let before = counters(f);
         let mut last = None;
         for frame in &c.frames {
             last = Some(f.run_frame(frame).expect("test run"));
         }
-        let after = counters(&f);
+        let after = counters(f);
         let mut problems = Vec::new();
         if last != Some(c.action) {
             problems.push(format!("action {last:?}, expected {}", c.action));
@@ -375,5 +651,170 @@ fn reinstalling_rules_switches_verdicts() {
     assert_eq!(
         f.run_frame(&hello_frame("www.example.org")).unwrap(),
         XDP_DROP
+    );
+}
+
+#[test]
+fn a_hello_split_at_every_byte_is_blocked() {
+    let f = table_filter(true);
+    let hello = tls_records(
+        &ClientHelloBuilder::chrome("www.tiktok.com")
+            .sni_position(SniPosition::Last)
+            .build(),
+        16384,
+    );
+    let name_at =
+        sni_filter_lab::hello::find(&hello, b"www.tiktok.com").expect("name in the hello");
+    let mut wrong = Vec::new();
+    for cut in 1..hello.len() {
+        let frames = tcp(IpPair::v4_example()).frames_split(&hello, &[cut]);
+        let first = f.run_frame(&frames[0]).unwrap();
+        let second = f.run_frame(&frames[1]).unwrap();
+        // The first part passes unless it already holds the whole name.
+        let first_ok = if cut >= name_at + "www.tiktok.com".len() {
+            first == XDP_DROP
+        } else {
+            first == XDP_PASS
+        };
+        if !first_ok || second != XDP_DROP {
+            wrong.push(format!("cut {cut}: first {first}, second {second}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cuts of {} went wrong:\n{}",
+        wrong.len(),
+        hello.len() - 1,
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_hello_in_one_byte_records_over_several_segments_is_blocked() {
+    let f = table_filter(true);
+    let hello = tls_records(&ClientHelloBuilder::minimal("www.tiktok.com").build(), 1);
+    let frames = tcp(IpPair::v4_example()).frames(&hello, 700);
+    let actions: Vec<u32> = frames.iter().map(|fr| f.run_frame(fr).unwrap()).collect();
+    assert_eq!(actions.last(), Some(&XDP_DROP), "{actions:?}");
+}
+
+#[test]
+fn reject_answers_the_client_with_a_reset() {
+    let f = filter("[apps.tiktok]\naction = \"reject\"\ndomains = [\"tiktok.com\"]\n");
+    for ip in [IpPair::v4_example(), IpPair::v6_example()] {
+        let seg = TcpSegment {
+            ack: 777_000,
+            ..tcp(ip)
+        };
+        let hello = tls_records(
+            &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+            16384,
+        );
+        let (action, out) = f.run_frame_out(&seg.frame(&hello)).unwrap();
+        assert_eq!(action, XDP_TX, "{ip:?}");
+        let parsed = etherparse::SlicedPacket::from_ethernet(&out).expect("the reset parses");
+        let Some(etherparse::TransportSlice::Tcp(t)) = parsed.transport else {
+            panic!("no TCP in the reset")
+        };
+        assert!(t.rst() && t.ack(), "RST|ACK expected");
+        assert_eq!(t.source_port(), seg.dst_port);
+        assert_eq!(t.destination_port(), seg.src_port);
+        assert_eq!(t.sequence_number(), 777_000, "seq = the client's ACK");
+        assert_eq!(
+            t.acknowledgment_number(),
+            seg.seq + hello.len() as u32,
+            "ack covers the hello"
+        );
+        assert!(t.payload().is_empty());
+        match parsed.net {
+            Some(etherparse::NetSlice::Ipv4(v4)) => {
+                let h = v4.header();
+                assert_eq!(h.source(), [198, 51, 100, 1], "addresses swapped");
+                let fixed = h.to_header();
+                assert_eq!(
+                    fixed.header_checksum,
+                    fixed.calc_header_checksum(),
+                    "IPv4 header checksum"
+                );
+                assert_eq!(
+                    t.calc_checksum_ipv4(fixed.source, fixed.destination)
+                        .unwrap(),
+                    t.checksum(),
+                    "TCP checksum"
+                );
+            }
+            Some(etherparse::NetSlice::Ipv6(v6)) => {
+                let h = v6.header().to_header();
+                assert_eq!(
+                    t.calc_checksum_ipv6(h.source, h.destination).unwrap(),
+                    t.checksum(),
+                    "TCP checksum"
+                );
+            }
+            _ => panic!("no IP in the reset"),
+        }
+    }
+}
+
+#[test]
+fn blocked_and_monitored_flows_emit_one_event_and_allowed_ones_none() {
+    let mut f = filter(RULES);
+    let _ = f.drain_events().unwrap();
+    let s = tcp(IpPair::v4_example());
+    let hello = tls_records(
+        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+        16384,
+    );
+    let later = TcpSegment {
+        seq: s.seq + hello.len() as u32,
+        ..s.clone()
+    };
+    f.run_frame(&s.frame(&hello)).unwrap();
+    f.run_frame(&later.frame(b"more")).unwrap();
+    f.run_frame(&hello_frame("www.example.org")).unwrap();
+    f.run_frame(&hello_frame("x.watched.example")).unwrap();
+    let events = f.drain_events().unwrap();
+    let names: Vec<(String, u8)> = events
+        .iter()
+        .map(|e| {
+            (
+                String::from_utf8_lossy(&e.sni[..e.sni_len as usize]).into_owned(),
+                e.action,
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("www.tiktok.com".to_string(), EventAction::Drop as u8),
+            ("x.watched.example".to_string(), EventAction::Monitor as u8)
+        ]
+    );
+    assert_eq!(events[0].flow.sport, s.src_port);
+    assert_eq!(events[0].flow.dport, 443);
+    assert_eq!(&events[0].flow.saddr[..4], &[192, 0, 2, 1]);
+}
+
+#[test]
+fn only_configured_ports_are_inspected() {
+    let f = filter(&format!("[filter]\ninspected_ports = [443]\n{RULES}"));
+    let hello = tls_records(
+        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+        16384,
+    );
+    assert_eq!(
+        f.run_frame(&tcp(IpPair::v4_example()).frame(&hello))
+            .unwrap(),
+        XDP_DROP
+    );
+    let other = TcpSegment {
+        dst_port: 8443,
+        ..tcp(IpPair::v4_example())
+    };
+    let before = counters(&f)[Reason::TcpPortNotInspected as usize].packets;
+    assert_eq!(f.run_frame(&other.frame(&hello)).unwrap(), XDP_PASS);
+    assert_eq!(
+        counters(&f)[Reason::TcpPortNotInspected as usize].packets,
+        before + 1
     );
 }

@@ -20,6 +20,7 @@ use filter_common::{
         HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
         SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_SEEN,
     },
+    reason_from_u32,
 };
 
 use crate::{
@@ -150,6 +151,11 @@ fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
             return Plan::Exit(conflict(seg, st, Reason::UninspectableOverlap));
         }
         return Plan::Exit(Exit::of(Reason::TcpNotHandshake));
+    }
+    if st.conflict != 0 && off >= consumed {
+        // Once its bytes contradicted each other or passed the bounds, the rest of the hello
+        // is uninspectable under the same reason.
+        return Plan::Exit(Exit::of(reason_from_u32(u32::from(st.conflict))));
     }
     if off > consumed {
         // A gap: inspection resumes when the missing bytes arrive in order.
@@ -316,7 +322,7 @@ fn release(state: Option<&mut HelloFlow>) {
 
 /// Bytes that contradict what was read: uninspectable, and remembered long.
 fn conflict(seg: &Segment, st: &mut HelloFlow, reason: Reason) -> Exit {
-    st.conflict = 1;
+    st.conflict = reason as u8;
     st.touched_ns = seg.now;
     if st.reported == 0 {
         st.reported = 1;

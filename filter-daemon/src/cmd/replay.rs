@@ -32,8 +32,9 @@ pub struct ReplayOptions {
 const DRAIN_EVERY: u64 = 256;
 
 /// The longest Ethernet frame a standard MTU gives (1500 + header + two VLAN tags).
-/// `BPF_PROG_TEST_RUN` refuses frames over about a page; a longer frame in a capture comes
-/// from a sender's segmentation offload and is counted, not fatal.
+/// `BPF_PROG_TEST_RUN` puts what does not fit in a page into fragments, which some kernels
+/// refuse for programs not declared for them; a longer frame in a capture comes from
+/// segmentation offload at the capture point, so a refusal is counted, not fatal.
 const ETH_FRAME_STANDARD_MAX: usize = 1522;
 
 /// One flow that carried a `ClientHello`, as printed.
@@ -75,10 +76,11 @@ pub struct Replay {
 }
 
 pub fn replay(options: &ReplayOptions) -> Result<(), Error> {
-    let set = match &options.config {
-        Some(path) => RuleSet::compile(&Config::load(path)?)?,
-        None => RuleSet::compile(&Config::parse(Path::new("<none>"), "")?)?,
+    let config = match &options.config {
+        Some(path) => Config::load(path)?,
+        None => Config::parse(Path::new("<none>"), "")?,
     };
+    let set = RuleSet::compile(&config)?;
     // Every file is opened before anything runs, so a wrong name fails at once.
     let captures = options
         .captures
@@ -89,7 +91,7 @@ pub fn replay(options: &ReplayOptions) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     for capture in captures {
         let path = capture.path().display().to_string();
-        let replay = replay_capture(&set, capture)?;
+        let replay = replay_capture(&config, &set, capture)?;
         let written = if options.json {
             write_json(&mut out, &replay.flows)
         } else {
@@ -107,10 +109,12 @@ pub fn replay(options: &ReplayOptions) -> Result<(), Error> {
 }
 
 /// Runs every packet of `capture`, in order, through a freshly loaded program holding
-/// `set`, so that state carries from packet to packet as on a live gateway.
-pub fn replay_capture(set: &RuleSet, capture: Capture) -> Result<Replay, Error> {
+/// `set` and the policy of `config` (uninspectable, ports), so that state carries from
+/// packet to packet as on a live gateway.
+pub fn replay_capture(config: &Config, set: &RuleSet, capture: Capture) -> Result<Replay, Error> {
     let mut filter = Filter::load((set.rule_count() as u32).max(1))?;
     filter.install(set)?;
+    filter.set_policy(config)?;
     filter.set_trace_all(true)?;
     let mut flows = Flows::default();
     let mut stats = ReplayStats::default();

@@ -79,7 +79,7 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let fallback = opts.allow_generic_fallback || config.generic_fallback;
 
-    let mut filter = Filter::load(config.rules_max)?;
+    let mut filter = Filter::load_for(&config)?;
     filter.install(&set)?;
     instance.prepare()?;
     filter.pin_counters(&instance.counters_pin())?;
@@ -218,6 +218,7 @@ fn reload(instance: &Instance, opts: &RunOptions, r: &mut Running) -> Result<(),
     match Config::load(&opts.config).and_then(|c| RuleSet::compile(&c).map(|s| (c, s))) {
         Ok((config, set)) => {
             r.filter.install(&set)?;
+            r.filter.set_policy(&config)?;
             log(&format!(
                 "reloaded {}: {} rules in {} apps",
                 config.path.display(),
