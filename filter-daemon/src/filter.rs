@@ -305,14 +305,18 @@ impl Filter {
         }
     }
 
-    /// Pins the counters map so the CLI can read it while this process runs.
-    pub fn pin_counters(&self, path: &std::path::Path) -> Result<(), Error> {
-        let map = self
-            .ebpf
-            .map(names::COUNTERS)
-            .ok_or_else(|| Error::Map("counters map missing".into()))?;
-        map.pin(path)
-            .map_err(|e| Error::State(format!("pinning counters at {}: {e}", path.display())))
+    /// Pins the maps the CLI reads, under `dir`.
+    pub fn pin_maps(&self, instance: &crate::state::Instance) -> Result<(), Error> {
+        for name in crate::state::PINNED_MAPS {
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or_else(|| Error::Map(format!("map {name} missing")))?;
+            let path = instance.pin(name);
+            map.pin(&path)
+                .map_err(|e| Error::State(format!("pinning {name} at {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> Result<Counters, Error> {

@@ -6,11 +6,22 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use filter_common::names;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
 pub const DEFAULT_INSTANCE: &str = "sni-filter";
+
+/// The maps the CLI reads from a running filter.
+pub const PINNED_MAPS: [&str; 6] = [
+    names::COUNTERS,
+    names::NOTES,
+    names::IFACE_COUNTERS,
+    names::APP_COUNTERS,
+    names::VERDICTS,
+    names::HELLOS,
+];
 const BPFFS: &str = "/sys/fs/bpf";
 
 /// The traces of one instance.
@@ -33,6 +44,7 @@ pub struct RunState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attachment {
     pub interface: String,
+    pub ifindex: u32,
     pub mode: String,
 }
 
@@ -64,8 +76,9 @@ impl Instance {
         Path::new(BPFFS).join(&self.name)
     }
 
-    pub fn counters_pin(&self) -> PathBuf {
-        self.pin_dir().join("COUNTERS")
+    /// Where a map of the running filter is pinned.
+    pub fn pin(&self, map: &str) -> PathBuf {
+        self.pin_dir().join(map)
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -76,8 +89,10 @@ impl Instance {
     pub fn prepare(&self) -> Result<(), Error> {
         ensure_bpffs()?;
         let dir = self.pin_dir();
-        // A pin left by a daemon that was killed: this daemon replaces it.
-        let _ = fs::remove_file(self.counters_pin());
+        // Pins left by a daemon that was killed: this daemon replaces them.
+        for map in PINNED_MAPS {
+            let _ = fs::remove_file(self.pin(map));
+        }
         fs::create_dir_all(&dir)
             .map_err(|e| Error::State(format!("creating {}: {e}", dir.display())))?;
         if let Some(parent) = self.state_file().parent() {
@@ -103,7 +118,9 @@ impl Instance {
 
     /// Removes every trace; called when the daemon stops.
     pub fn clear(&self) {
-        let _ = fs::remove_file(self.counters_pin());
+        for map in PINNED_MAPS {
+            let _ = fs::remove_file(self.pin(map));
+        }
         let _ = fs::remove_dir(self.pin_dir());
         let _ = fs::remove_file(self.state_file());
         if let Some(parent) = self.state_file().parent() {
@@ -144,4 +161,12 @@ fn ensure_bpffs() -> Result<(), Error> {
 /// Whether a process with this pid is alive.
 pub fn pid_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The index of an interface, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
 }

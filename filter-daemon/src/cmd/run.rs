@@ -82,7 +82,7 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
     let mut filter = Filter::load_for(&config)?;
     filter.install(&set)?;
     instance.prepare()?;
-    filter.pin_counters(&instance.counters_pin())?;
+    filter.pin_maps(instance)?;
     let mut attached = Vec::new();
     for iface in &interfaces {
         let actual = filter
@@ -97,6 +97,7 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
         ));
         attached.push(Attachment {
             interface: iface.clone(),
+            ifindex: crate::state::ifindex(iface).unwrap_or(0),
             mode: actual.name().into(),
         });
     }

@@ -1,8 +1,8 @@
 //! `sni-filter status`: the running filter's attachments, rule set and counters, read from
-//! its state file and pinned counters map.
+//! its state file and pinned maps, as aligned columns with human units.
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use filter_common::Counter;
+use filter_common::{AppCounters, Counter, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note, names};
 
 use crate::{
     Error, counters,
@@ -38,37 +38,116 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         state.config.display(),
         state.config_fingerprint
     );
-    println!();
-    println!("{:<16} {:<8}", "interface", "mode");
-    for a in &state.interfaces {
-        println!("{:<16} {:<8}", a.interface, a.mode);
-    }
+
+    let ifaces: Vec<IfaceCounters> =
+        read_per_cpu(instance, names::IFACE_COUNTERS, IFACE_SLOTS, sum_iface)?;
     println!();
     println!(
-        "{:<16} {:<8} {:>8} {:>8}",
-        "app", "action", "enabled", "rules"
+        "{:<16} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "interface", "mode", "ipv4", "ipv6", "other", "vlan", "dropped"
     );
-    for a in &state.apps {
+    for a in &state.interfaces {
+        let c = ifaces
+            .get((a.ifindex % IFACE_SLOTS) as usize)
+            .copied()
+            .unwrap_or_default();
         println!(
-            "{:<16} {:<8} {:>8} {:>8}",
+            "{:<16} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            a.interface, a.mode, c.ipv4, c.ipv6, c.other, c.vlan_tagged, c.dropped
+        );
+    }
+
+    let apps: Vec<AppCounters> = read_per_cpu(
+        instance,
+        names::APP_COUNTERS,
+        filter_common::APPS_MAX,
+        sum_app,
+    )?;
+    println!();
+    println!(
+        "{:<16} {:<8} {:>8} {:>8} {:>10} {:>12} {:>12} {:>8}",
+        "app", "action", "enabled", "rules", "flows", "dropped", "bytes", "resets"
+    );
+    for (i, a) in state.apps.iter().enumerate() {
+        let c = apps.get(i).copied().unwrap_or_default();
+        println!(
+            "{:<16} {:<8} {:>8} {:>8} {:>10} {:>12} {:>12} {:>8}",
             a.name,
             a.action,
             if a.enabled { "yes" } else { "no" },
-            a.rules
+            a.rules,
+            c.flows,
+            c.packets_dropped,
+            counters::human_bytes(c.bytes_dropped),
+            c.resets
         );
     }
     println!();
-    let counters = read_pinned(instance)?;
-    print!("{}", counters::table(&counters, false));
+    print!("{}", counters::table(&read_reasons(instance)?, false));
+    let notes: Vec<u64> = read_per_cpu(instance, names::NOTES, NOTE_COUNT, |v: &[u64]| {
+        v.iter().sum()
+    })?;
+    let seen: Vec<String> = Note::ALL
+        .iter()
+        .zip(&notes)
+        .filter(|(_, n)| **n > 0)
+        .map(|(note, n)| format!("{}={n}", note.name()))
+        .collect();
+    if !seen.is_empty() {
+        println!();
+        println!("also counted: {}", seen.join(" "));
+    }
     Ok(alive)
 }
 
-pub fn read_pinned(instance: &Instance) -> Result<Vec<Counter>, Error> {
-    let path = instance.counters_pin();
+/// The counters by reason of the running filter.
+pub fn read_reasons(instance: &Instance) -> Result<Vec<Counter>, Error> {
+    let array: PerCpuArray<MapData, Counter> = open(instance, names::COUNTERS)?;
+    sum_counters(&array)
+}
+
+fn open<V: aya::Pod>(instance: &Instance, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
+    let path = instance.pin(name);
     let data = MapData::from_pin(&path)
         .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
-    let map = Map::PerCpuArray(data);
-    let array: PerCpuArray<MapData, Counter> =
-        PerCpuArray::try_from(map).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
-    sum_counters(&array)
+    PerCpuArray::try_from(Map::PerCpuArray(data))
+        .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+}
+
+/// Reads every slot of a pinned per-CPU array, summing the CPUs with `sum`.
+fn read_per_cpu<V: aya::Pod, T>(
+    instance: &Instance,
+    name: &str,
+    slots: u32,
+    sum: impl Fn(&[V]) -> T,
+) -> Result<Vec<T>, Error> {
+    let array: PerCpuArray<MapData, V> = open(instance, name)?;
+    (0..slots)
+        .map(|i| {
+            let v = array
+                .get(&i, 0)
+                .map_err(|e| Error::State(format!("{name}[{i}]: {e}")))?;
+            Ok(sum(&v))
+        })
+        .collect()
+}
+
+fn sum_iface(v: &[IfaceCounters]) -> IfaceCounters {
+    v.iter()
+        .fold(IfaceCounters::default(), |a, c| IfaceCounters {
+            ipv4: a.ipv4 + c.ipv4,
+            ipv6: a.ipv6 + c.ipv6,
+            other: a.other + c.other,
+            vlan_tagged: a.vlan_tagged + c.vlan_tagged,
+            dropped: a.dropped + c.dropped,
+        })
+}
+
+fn sum_app(v: &[AppCounters]) -> AppCounters {
+    v.iter().fold(AppCounters::default(), |a, c| AppCounters {
+        flows: a.flows + c.flows,
+        packets_dropped: a.packets_dropped + c.packets_dropped,
+        bytes_dropped: a.bytes_dropped + c.bytes_dropped,
+        resets: a.resets + c.resets,
+    })
 }
