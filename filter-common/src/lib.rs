@@ -28,6 +28,8 @@ pub mod names {
     pub const VERDICTS: &str = "VERDICTS";
     pub const HELLOS: &str = "HELLOS";
     pub const PORTS: &str = "PORTS";
+    pub const EXEMPT: &str = "EXEMPT";
+    pub const SCOPES: &str = "SCOPES";
     /// Every map the daemon reads or writes.
     pub const MAPS: [&str; 11] = [
         COUNTERS,
@@ -115,8 +117,49 @@ pub struct AppPolicy {
     pub action: u8,
     /// 1 when the app is in use; 0 marks an unused slot.
     pub enabled: u8,
-    pub _pad: [u8; 6],
+    /// `APP_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
 }
+
+/// The app has source exemptions in `EXEMPT`.
+pub const APP_HAS_EXEMPTIONS: u8 = 1;
+/// The app applies only on the interfaces listed in `SCOPES`.
+pub const APP_SCOPED_IFACES: u8 = 2;
+/// The app applies only on the VLAN IDs listed in `SCOPES`.
+pub const APP_SCOPED_VLANS: u8 = 4;
+
+/// The data of an `EXEMPT` LPM-trie key: the prefix covers the app, the family, a zero
+/// byte and then the address bits of the exempted network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExemptPrefix {
+    /// The app id, big-endian so that it is the first bits of the prefix.
+    pub app: [u8; 2],
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u8,
+    pub addr: [u8; 16],
+}
+
+impl ExemptPrefix {
+    /// Bits of the key before the address.
+    pub const HEADER_BITS: u32 = 32;
+}
+
+/// A key of the `SCOPES` set: an app and an interface index or VLAN ID it applies on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ScopeKey {
+    pub app: u16,
+    /// `SCOPE_IFACE` or `SCOPE_VLAN`.
+    pub kind: u8,
+    pub _pad: u8,
+    pub value: u32,
+}
+
+pub const SCOPE_IFACE: u8 = 1;
+pub const SCOPE_VLAN: u8 = 2;
 
 /// Program-wide settings, the single entry of the `SETTINGS` array. Userspace writes it
 /// before attaching; the program only reads it (`BPF_F_RDONLY_PROG`).
@@ -280,6 +323,8 @@ mod pod {
     unsafe impl aya::Pod for super::hello::HelloFlow {}
     unsafe impl aya::Pod for super::name::RuleKey {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ExemptPrefix {}
+    unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::Event {}
 }
 
@@ -294,6 +339,8 @@ mod tests {
         assert_eq!(size_of::<AppPolicy>(), 8);
         assert_eq!(size_of::<Settings>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<ExemptPrefix>(), 20);
+        assert_eq!(size_of::<ScopeKey>(), 8);
         assert_eq!(size_of::<Event>(), 8 + 4 + 2 + 1 + 1 + 40 + 2 + 1 + 5 + 256);
         assert_eq!(size_of::<Counter>(), 24);
         assert_eq!(size_of::<BlockedFlow>(), 24);

@@ -33,6 +33,8 @@ pub enum Reason {
     HelloIncomplete,
     /// A retransmitted segment of a hello, byte for byte the same as the first copy.
     HelloRetransmit,
+    /// A ClientHello matched an app whose rules exempt this client: passed and counted.
+    HelloExempt,
     /// A ClientHello matched an app in `monitor` mode: passed and counted.
     HelloMonitored,
     /// A ClientHello matched an app in `drop` or `reject` mode: dropped.
@@ -98,6 +100,7 @@ impl Reason {
         Reason::HelloMalformed,
         Reason::HelloIncomplete,
         Reason::HelloRetransmit,
+        Reason::HelloExempt,
         Reason::HelloMonitored,
         Reason::HelloBlocked,
         Reason::BlockedFlow,
@@ -129,6 +132,7 @@ impl Reason {
             Reason::HelloMalformed => "hello_malformed",
             Reason::HelloIncomplete => "hello_incomplete",
             Reason::HelloRetransmit => "hello_retransmit",
+            Reason::HelloExempt => "hello_exempt",
             Reason::HelloMonitored => "hello_monitored",
             Reason::HelloBlocked => "hello_blocked",
             Reason::BlockedFlow => "blocked_flow",

@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -101,6 +102,12 @@ struct RawApp {
     lists: Vec<Spanned<String>>,
     #[serde(default)]
     domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    exempt_sources: Vec<Spanned<String>>,
+    #[serde(default)]
+    interfaces: Vec<Spanned<String>>,
+    #[serde(default)]
+    vlans: Vec<Spanned<u64>>,
 }
 
 fn yes() -> bool {
@@ -140,6 +147,101 @@ pub struct App {
     pub lists: Vec<(PathBuf, usize)>,
     /// Inline domains with their line in the configuration.
     pub domains: Vec<(String, usize)>,
+    /// Client networks the app's rules do not apply to.
+    pub exempt_sources: Vec<IpNet>,
+    /// Interfaces the app applies on; empty: all.
+    pub interfaces: Vec<String>,
+    /// VLAN IDs the app applies on (the innermost tag); empty: tagged or not, any.
+    pub vlans: Vec<u16>,
+}
+
+fn valid_interface_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', '\0'])
+}
+
+fn parse_app(
+    name: String,
+    app: Spanned<RawApp>,
+    text: &str,
+    at: &impl Fn(usize) -> String,
+    base: &Path,
+) -> Result<App, Error> {
+    let span = app.span();
+    let app = app.into_inner();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::config(
+            at(span.start),
+            format!("app name {name:?} may only use letters, digits, '-' and '_'"),
+        ));
+    }
+    if app.lists.is_empty() && app.domains.is_empty() {
+        return Err(Error::config(
+            at(span.start),
+            format!("app {name:?} has no lists and no domains"),
+        ));
+    }
+    let lists = app
+        .lists
+        .iter()
+        .map(|l| (base.join(l.get_ref()), line_of(text, l.span().start)))
+        .collect();
+    let domains = app
+        .domains
+        .iter()
+        .map(|d| (d.get_ref().clone(), line_of(text, d.span().start)))
+        .collect();
+    let mut exempt_sources = Vec::new();
+    for e in &app.exempt_sources {
+        let raw = e.get_ref().trim();
+        // A bare address is a network of one host.
+        let net = raw
+            .parse::<IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                Error::config(
+                    at(e.span().start),
+                    format!("{raw:?} is not an address or a CIDR network"),
+                )
+            })?;
+        exempt_sources.push(net.trunc());
+    }
+    let mut interfaces = Vec::new();
+    for i in &app.interfaces {
+        if !valid_interface_name(i.get_ref()) {
+            return Err(Error::config(
+                at(i.span().start),
+                format!("{:?} is not a Linux interface name", i.get_ref()),
+            ));
+        }
+        interfaces.push(i.get_ref().clone());
+    }
+    let mut vlans = Vec::new();
+    for v in &app.vlans {
+        // VLAN IDs 0 and 4095 are reserved (IEEE 802.1Q).
+        match u16::try_from(*v.get_ref()) {
+            Ok(id @ 1..=4094) => vlans.push(id),
+            _ => {
+                return Err(Error::config(
+                    at(v.span().start),
+                    format!("VLAN ID {} is outside 1..=4094", v.get_ref()),
+                ));
+            }
+        }
+    }
+    Ok(App {
+        name,
+        action: app.action,
+        enabled: app.enabled,
+        lists,
+        domains,
+        exempt_sources,
+        interfaces,
+        vlans,
+    })
 }
 
 /// Default interval between counter summaries.
@@ -173,7 +275,7 @@ impl Config {
 
         let f = raw.filter;
         for iface in &f.interfaces {
-            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+            if !valid_interface_name(iface) {
                 return Err(Error::config(
                     format!("{}", path.display()),
                     format!("interface name {iface:?} is not a valid Linux interface name"),
@@ -240,41 +342,7 @@ impl Config {
 
         let mut apps = Vec::new();
         for (name, app) in raw.apps {
-            let span = app.span();
-            let app = app.into_inner();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(Error::config(
-                    at(span.start),
-                    format!("app name {name:?} may only use letters, digits, '-' and '_'"),
-                ));
-            }
-            if app.lists.is_empty() && app.domains.is_empty() {
-                return Err(Error::config(
-                    at(span.start),
-                    format!("app {name:?} has no lists and no domains"),
-                ));
-            }
-            let lists = app
-                .lists
-                .iter()
-                .map(|l| (base.join(l.get_ref()), line_of(text, l.span().start)))
-                .collect();
-            let domains = app
-                .domains
-                .iter()
-                .map(|d| (d.get_ref().clone(), line_of(text, d.span().start)))
-                .collect();
-            apps.push(App {
-                name,
-                action: app.action,
-                enabled: app.enabled,
-                lists,
-                domains,
-            });
+            apps.push(parse_app(name, app, text, &at, base)?);
         }
         if apps.len() >= filter_common::APPS_MAX as usize {
             return Err(Error::config(
@@ -358,6 +426,29 @@ mod tests {
         assert_eq!(c.inspected_ports, [443, 8443]);
         assert_eq!(c.uninspectable, Uninspectable::Pass);
         assert_eq!(parse("").unwrap().uninspectable, Uninspectable::Drop);
+    }
+
+    #[test]
+    fn exemptions_and_scopes_are_checked() {
+        let c = parse(
+            "[apps.t]\naction = \"drop\"\ndomains = [\"t.com\"]\nexempt_sources = [\"10.0.5.7/24\", \"2001:db8::1\"]\ninterfaces = [\"wifi0\"]\nvlans = [42]\n",
+        )
+        .unwrap();
+        let app = &c.apps[0];
+        assert_eq!(app.exempt_sources[0].to_string(), "10.0.5.0/24");
+        assert_eq!(app.exempt_sources[1].to_string(), "2001:db8::1/128");
+        assert_eq!(
+            (app.interfaces.as_slice(), app.vlans.as_slice()),
+            (&["wifi0".to_string()][..], &[42][..])
+        );
+        let e = parse("[apps.t]\naction = \"drop\"\ndomains = [\"t.com\"]\nexempt_sources = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/sni-filter/filter.toml:4:") && e.contains("CIDR"),
+            "{e}"
+        );
+        let e = parse("[apps.t]\naction = \"drop\"\ndomains = [\"t.com\"]\nvlans = [4095]\n")
+            .unwrap_err();
+        assert!(e.contains("4095"), "{e}");
     }
 
     #[test]

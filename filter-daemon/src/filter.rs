@@ -5,11 +5,14 @@ use std::{fs::File, io::Read as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
+use std::net::IpAddr;
+
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, FlowKey, REASON_COUNT, RuleValue, Settings,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, REASON_COUNT, RuleValue,
+    SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
     name::RuleKey,
     names,
@@ -104,6 +107,7 @@ impl Filter {
             apps.set(i, AppPolicy::default(), 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
         }
+        self.install_scopes(set)?;
         self.settings.hash_seed = seed;
         self.write_settings()?;
         if old_seed != 0 {
@@ -115,6 +119,82 @@ impl Filter {
             for key in stale.into_iter().filter(|k| !fresh.contains(k)) {
                 let _ = rules.remove(&key);
             }
+        }
+        Ok(())
+    }
+
+    /// Source exemptions and interface/VLAN scopes of every app: the new entries first,
+    /// then those no longer wanted are removed.
+    fn install_scopes(&mut self, set: &RuleSet) -> Result<(), Error> {
+        let mut exempt_keys = Vec::new();
+        let mut scope_keys = Vec::new();
+        for (i, app) in set.apps.iter().enumerate() {
+            let id = i as u16;
+            for net in &app.exempt_sources {
+                let (family, addr) = match net.addr() {
+                    IpAddr::V4(a) => {
+                        let mut b = [0u8; 16];
+                        b[..4].copy_from_slice(&a.octets());
+                        (4, b)
+                    }
+                    IpAddr::V6(a) => (6, a.octets()),
+                };
+                let data = ExemptPrefix {
+                    app: id.to_be_bytes(),
+                    family,
+                    _pad: 0,
+                    addr,
+                };
+                exempt_keys.push(Key::new(
+                    ExemptPrefix::HEADER_BITS + u32::from(net.prefix_len()),
+                    data,
+                ));
+            }
+            for iface in &app.interfaces {
+                let index = crate::state::ifindex(iface).ok_or_else(|| Error::Attach {
+                    iface: iface.clone(),
+                    reason: format!("named by app {} but does not exist", app.name),
+                })?;
+                scope_keys.push(ScopeKey {
+                    app: id,
+                    kind: SCOPE_IFACE,
+                    _pad: 0,
+                    value: index,
+                });
+            }
+            for &vlan in &app.vlans {
+                scope_keys.push(ScopeKey {
+                    app: id,
+                    kind: SCOPE_VLAN,
+                    _pad: 0,
+                    value: u32::from(vlan),
+                });
+            }
+        }
+        let mut exempt: LpmTrie<&mut MapData, ExemptPrefix, u8> = self.map_mut(names::EXEMPT)?;
+        for k in &exempt_keys {
+            exempt
+                .insert(k, 1, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::EXEMPT)))?;
+        }
+        let old: Vec<Key<ExemptPrefix>> = exempt.keys().filter_map(Result::ok).collect();
+        for k in old {
+            if !exempt_keys
+                .iter()
+                .any(|n| n.prefix_len() == k.prefix_len() && n.data() == k.data())
+            {
+                let _ = exempt.remove(&k);
+            }
+        }
+        let mut scopes: HashMap<&mut MapData, ScopeKey, u8> = self.map_mut(names::SCOPES)?;
+        for k in &scope_keys {
+            scopes
+                .insert(k, 1, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::SCOPES)))?;
+        }
+        let old: Vec<ScopeKey> = scopes.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| !scope_keys.contains(k)) {
+            let _ = scopes.remove(k);
         }
         Ok(())
     }

@@ -49,6 +49,12 @@ pub struct AppRules {
     pub name: String,
     pub policy: AppPolicy,
     pub rules: Vec<Rule>,
+    /// Client networks the rules do not apply to.
+    pub exempt_sources: Vec<ipnet::IpNet>,
+    /// Interfaces the rules apply on (empty: all).
+    pub interfaces: Vec<String>,
+    /// VLAN IDs the rules apply on (empty: all).
+    pub vlans: Vec<u16>,
 }
 
 /// Parses one line of a rule list. `Ok(None)` for blank lines and comments.
@@ -213,15 +219,29 @@ impl RuleSet {
                 seen.insert(rule.name.clone(), (index, rule.scope, rule.origin.clone()));
                 kept.push(rule);
             }
+            let mut flags = 0;
+            if !app.exempt_sources.is_empty() {
+                flags |= filter_common::APP_HAS_EXEMPTIONS;
+            }
+            if !app.interfaces.is_empty() {
+                flags |= filter_common::APP_SCOPED_IFACES;
+            }
+            if !app.vlans.is_empty() {
+                flags |= filter_common::APP_SCOPED_VLANS;
+            }
             let policy = AppPolicy {
                 action: filter_common::Action::from(app.action) as u8,
                 enabled: u8::from(app.enabled),
-                _pad: [0; 6],
+                flags,
+                _pad: [0; 5],
             };
             set.apps.push(AppRules {
                 name: app.name.clone(),
                 policy,
                 rules: kept,
+                exempt_sources: app.exempt_sources.clone(),
+                interfaces: app.interfaces.clone(),
+                vlans: app.vlans.clone(),
             });
         }
         set.warn_shadowed(&seen);

@@ -818,3 +818,67 @@ fn only_configured_ports_are_inspected() {
         before + 1
     );
 }
+
+#[test]
+fn exempted_clients_and_out_of_scope_vlans_pass() {
+    let f = filter(
+        "[apps.tiktok]\naction = \"drop\"\ndomains = [\"tiktok.com\"]\nexempt_sources = [\"192.0.2.0/28\", \"2001:db8::1\"]\n\
+         [apps.staff]\naction = \"drop\"\ndomains = [\"staff-only.example\"]\nvlans = [42]\n\
+         [apps.local]\naction = \"drop\"\ndomains = [\"local-only.example\"]\ninterfaces = [\"lo\"]\n",
+    );
+    let hello = |name: &str| tls_records(&ClientHelloBuilder::minimal(name).build(), 16384);
+    let reason_delta = |r: Reason, run: &dyn Fn() -> u32| {
+        let before = counters(&f)[r as usize].packets;
+        let action = run();
+        (action, counters(&f)[r as usize].packets - before)
+    };
+    // The example pairs send from 192.0.2.1 and 2001:db8::1: both exempted.
+    for ip in [IpPair::v4_example(), IpPair::v6_example()] {
+        let got = reason_delta(Reason::HelloExempt, &|| {
+            f.run_frame(&tcp(ip).frame(&hello("www.tiktok.com")))
+                .unwrap()
+        });
+        assert_eq!(got, (XDP_PASS, 1), "{ip:?}");
+    }
+    // Another client of the same network family is not exempted.
+    let IpPair::V4 { dst, .. } = IpPair::v4_example() else {
+        unreachable!()
+    };
+    let other = TcpSegment {
+        ip: IpPair::V4 {
+            src: std::net::Ipv4Addr::new(192, 0, 2, 77),
+            dst,
+        },
+        ..tcp(IpPair::v4_example())
+    };
+    assert_eq!(
+        f.run_frame(&other.frame(&hello("www.tiktok.com"))).unwrap(),
+        XDP_DROP
+    );
+
+    let tagged = |vid| TcpSegment {
+        link: Link::with_vlans(&[VlanTag::dot1q(vid)]),
+        ..tcp(IpPair::v4_example())
+    };
+    assert_eq!(
+        f.run_frame(&tagged(42).frame(&hello("staff-only.example")))
+            .unwrap(),
+        XDP_DROP
+    );
+    assert_eq!(
+        f.run_frame(&tagged(43).frame(&hello("staff-only.example")))
+            .unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        f.run_frame(&tcp(IpPair::v4_example()).frame(&hello("staff-only.example")))
+            .unwrap(),
+        XDP_PASS
+    );
+    // BPF_PROG_TEST_RUN runs on the loopback interface.
+    assert_eq!(
+        f.run_frame(&tcp(IpPair::v4_example()).frame(&hello("local-only.example")))
+            .unwrap(),
+        XDP_DROP
+    );
+}

@@ -68,6 +68,8 @@ pub enum L4 {
 pub struct Tcp {
     /// Offset of the IP header from the start of the frame (for `reject`).
     pub ip_offset: usize,
+    /// The innermost VLAN ID, 0 without tags (for apps scoped to VLANs).
+    pub vlan: u16,
     /// Offset of the TCP header.
     pub offset: usize,
     pub seq: u32,
@@ -127,24 +129,35 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-/// Ethernet and up to [`VLAN_MAX_DEPTH`] VLAN tags; returns the EtherType of the payload
-/// and the number of tags.
+/// What the Ethernet header and its VLAN tags say.
+pub struct Ethernet {
+    /// The EtherType of the payload.
+    pub proto: u16,
+    /// VLAN tags walked.
+    pub tags: u8,
+    /// The VLAN ID of the innermost tag; 0 without tags.
+    pub vlan: u16,
+}
+
+/// Ethernet and up to [`VLAN_MAX_DEPTH`] VLAN tags.
 #[inline(always)]
-pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<(u16, u8), Reason> {
+pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ethernet, Reason> {
     let eth = bytes_at::<ETH_HLEN>(ctx, cur.off)?;
     let mut proto = be16([eth[12], eth[13]]);
     cur.off += ETH_HLEN;
     let mut tags = 0;
+    let mut vlan = 0;
     for _ in 0..VLAN_MAX_DEPTH {
         if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
             break;
         }
         let tag = bytes_at::<VLAN_HLEN>(ctx, cur.off)?;
+        vlan = be16([tag[0], tag[1]]) & 0x0fff;
         proto = be16([tag[2], tag[3]]);
         cur.off += VLAN_HLEN;
         tags += 1;
     }
-    Ok((proto, tags))
+    Ok(Ethernet { proto, tags, vlan })
 }
 
 #[inline(always)]
@@ -278,6 +291,7 @@ pub fn parse_tcp(
     cur.off = payload_offset;
     Ok(Tcp {
         ip_offset: 0,
+        vlan: 0,
         offset,
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
         ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),

@@ -39,13 +39,13 @@ pub fn sni_filter(ctx: XdpContext) -> u32 {
 fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
     let mut cur = Cursor::new();
     let mut flow = FlowKey::default();
-    let (ethertype, vlans) = headers::parse_ethernet(ctx, &mut cur)?;
-    if vlans > 0 {
+    let eth = headers::parse_ethernet(ctx, &mut cur)?;
+    if eth.tags > 0 {
         seen.vlan = true;
         counters::note(Note::VlanTagged);
     }
     let ip_offset = cur.off;
-    let l4 = match ethertype {
+    let l4 = match eth.proto {
         headers::ETH_P_IP => {
             seen.family = 4;
             headers::parse_ipv4(ctx, &mut cur, &mut flow)?
@@ -63,6 +63,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
         } => {
             let mut tcp = headers::parse_tcp(ctx, &mut cur, end, &mut flow)?;
             tcp.ip_offset = ip_offset;
+            tcp.vlan = eth.vlan;
             let tcp = headers::launder(tcp).ok_or(Reason::InternalError)?;
             judge_tcp(ctx, &flow, tcp, first_fragment)
         }

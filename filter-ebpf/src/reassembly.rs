@@ -223,6 +223,10 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
         release(state);
         return Exit::of(Reason::InternalError);
     };
+    j.client = seg.flow.saddr;
+    j.family = seg.flow.family;
+    j.vlan = tcp.vlan;
+    j.ifindex = seg.ctx.ingress_ifindex() as u32;
     match &state {
         Some(st) => {
             j.walk = st.walk;

@@ -7,10 +7,12 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG},
     helpers::generated::bpf_loop,
     macros::map,
-    maps::{Array, HashMap},
+    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    APPS_MAX, Action, AppPolicy, PORT_WORDS, RULES_DEFAULT_MAX, RuleValue, Settings,
+    APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
+    ExemptPrefix, PORT_WORDS, RULES_DEFAULT_MAX, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey,
+    Settings,
     name::{MATCH_STEPS_MAX, NameMatch, RuleKey},
 };
 
@@ -23,6 +25,57 @@ static APPS: Array<AppPolicy> = Array::with_max_entries(APPS_MAX, BPF_F_RDONLY_P
 
 #[map(name = "SETTINGS")]
 static SETTINGS: Array<Settings> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
+
+/// Source networks exempted per app, as `ExemptPrefix` keys.
+#[map(name = "EXEMPT")]
+static EXEMPT: LpmTrie<ExemptPrefix, u8> = LpmTrie::with_max_entries(EXEMPT_MAX, BPF_F_RDONLY_PROG);
+
+/// The interfaces and VLAN IDs each scoped app applies on.
+#[map(name = "SCOPES")]
+static SCOPES: HashMap<ScopeKey, u8> = HashMap::with_max_entries(SCOPES_MAX, BPF_F_RDONLY_PROG);
+
+/// Bounds of the exemption and scope tables: far above any city's offices and networks.
+const EXEMPT_MAX: u32 = 4096;
+const SCOPES_MAX: u32 = 4096;
+
+/// Whether the app's rules apply to the hello being judged: its interface and VLAN in the
+/// app's scope, its client not exempted (which is recorded, for the reason).
+#[inline(always)]
+fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
+    let scoped = |kind, value| {
+        SCOPES
+            .get_ptr(&ScopeKey {
+                app,
+                kind,
+                _pad: 0,
+                value,
+            })
+            .is_some()
+    };
+    if policy.flags & APP_SCOPED_IFACES != 0 && !scoped(SCOPE_IFACE, j.ifindex) {
+        return false;
+    }
+    if policy.flags & APP_SCOPED_VLANS != 0 && !scoped(SCOPE_VLAN, u32::from(j.vlan)) {
+        return false;
+    }
+    if policy.flags & APP_HAS_EXEMPTIONS != 0 {
+        let bits = if j.family == 4 { 32 } else { 128 };
+        let data = ExemptPrefix {
+            app: app.to_be_bytes(),
+            family: j.family,
+            _pad: 0,
+            addr: j.client,
+        };
+        if EXEMPT
+            .get(Key::new(ExemptPrefix::HEADER_BITS + bits, data))
+            .is_some()
+        {
+            j.exempt = 1;
+            return false;
+        }
+    }
+    true
+}
 
 /// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
 #[map(name = "PORTS")]
@@ -58,7 +111,7 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     };
     let rule = crate::tls::judging()?.name.result()?;
     let app = APPS.get(rule.app as u32)?;
-    if app.enabled == 0 {
+    if app.enabled == 0 || !applies(rule.app, app, crate::tls::judging()?) {
         return None;
     }
     Some((rule.app, Action::from_u8(app.action)?))

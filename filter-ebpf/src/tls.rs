@@ -55,7 +55,14 @@ pub struct Judging {
     pub later_segment: u8,
     /// 1 when a name was completed in a later segment.
     pub name_in_later_segment: u8,
+    /// 1 when a name matched an app whose rules exempt this client.
+    pub exempt: u8,
+    /// Who sent the hello, where: for exemptions and scopes.
+    pub client: [u8; 16],
+    pub family: u8,
     pub _pad: u8,
+    pub vlan: u16,
+    pub ifindex: u32,
 }
 
 #[map(name = "SCRATCH")]
@@ -115,6 +122,7 @@ pub fn walk(pos: u32, end: u32) -> Reason {
     j.verdict = NO_VERDICT;
     j.app = NO_APP;
     j.name_in_later_segment = 0;
+    j.exempt = 0;
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
     unsafe {
         bpf_loop(
@@ -171,6 +179,7 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
         }
         Step::NeedMore => Reason::HelloIncomplete,
         Step::Done if j.monitored_app != NO_APP => Reason::HelloMonitored,
+        Step::Done if j.exempt != 0 => Reason::HelloExempt,
         Step::Done if j.walk.flags & WALK_NAME_SEEN != 0 => Reason::HelloAllowed,
         Step::Done => Reason::HelloNoSni,
         Step::NotHandshake => Reason::TcpNotHandshake,
