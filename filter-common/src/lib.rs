@@ -17,6 +17,9 @@ pub use reason::{Fate, NOTE_COUNT, Note, REASON_COUNT, Reason, reason_from_u32};
 /// `#[map(name = ...)]` wants a literal, so a test checks these against the object.
 pub mod names {
     pub const PROGRAM: &str = "sni_filter";
+    /// The judging program the header program tail-calls through `JUDGE`.
+    pub const JUDGE_PROGRAM: &str = "sni_judge";
+    pub const JUDGE: &str = "JUDGE";
     pub const COUNTERS: &str = "COUNTERS";
     pub const RULES: &str = "RULES";
     pub const APPS: &str = "APPS";
@@ -30,6 +33,7 @@ pub mod names {
     pub const PORTS: &str = "PORTS";
     pub const EXEMPT: &str = "EXEMPT";
     pub const SCOPES: &str = "SCOPES";
+    pub const WILDCARDS: &str = "WILDCARDS";
     /// Every map the daemon reads or writes.
     pub const MAPS: [&str; 11] = [
         COUNTERS,
@@ -102,12 +106,20 @@ pub struct RuleValue {
     pub app: u16,
     /// `RULE_*` bits.
     pub flags: u16,
+    /// With `RULE_WILD_PARENT`: index + 1 of the first `WILDCARDS` pattern of this parent.
+    pub wild: u16,
+    pub _pad: u16,
 }
 
 /// The rule matches the name and every name below it (label boundaries).
 pub const RULE_SUFFIX: u16 = 1;
 /// The rule matches the name itself only.
 pub const RULE_EXACT: u16 = 2;
+/// The name is the parent of wildcard patterns (`p16-tiktok-*.ibyteimg.com`).
+pub const RULE_WILD_PARENT: u16 = 4;
+
+/// Bound of the wildcard pattern table.
+pub const WILDCARDS_MAX: u32 = 4096;
 
 /// Per-app policy, indexed by app id in the `APPS` array.
 #[repr(C)]
@@ -322,6 +334,7 @@ mod pod {
     unsafe impl aya::Pod for super::BlockedFlow {}
     unsafe impl aya::Pod for super::hello::HelloFlow {}
     unsafe impl aya::Pod for super::name::RuleKey {}
+    unsafe impl aya::Pod for super::name::WildPattern {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ExemptPrefix {}
     unsafe impl aya::Pod for super::ScopeKey {}
@@ -335,7 +348,8 @@ mod tests {
 
     #[test]
     fn shared_types_have_no_implicit_padding() {
-        assert_eq!(size_of::<RuleValue>(), 4);
+        assert_eq!(size_of::<RuleValue>(), 8);
+        assert_eq!(size_of::<name::WildPattern>(), 136);
         assert_eq!(size_of::<AppPolicy>(), 8);
         assert_eq!(size_of::<Settings>(), 24);
         assert_eq!(size_of::<FlowKey>(), 40);

@@ -5,16 +5,16 @@ use std::{fs::File, io::Read as _};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
     programs::{Xdp, XdpMode as AyaXdpMode},
 };
 use std::net::IpAddr;
 
 use filter_common::{
     AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, REASON_COUNT, RuleValue,
-    SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
+    SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
-    name::RuleKey,
+    name::{RuleKey, WildPattern},
     names,
 };
 
@@ -31,6 +31,8 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub struct Filter {
     ebpf: Ebpf,
     settings: Settings,
+    /// Which half of `WILDCARDS` the installed rules use.
+    wild_half: u32,
 }
 
 /// Counters summed over every CPU, indexed by `Reason`.
@@ -63,25 +65,46 @@ impl Filter {
             .map_max_entries(names::HELLOS, hellos_max)
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e}")))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or_else(|| {
-                Error::Load(format!(
-                    "program {} missing from the object",
-                    names::PROGRAM
-                ))
-            })?
-            .try_into()
-            .map_err(|e| Error::Load(format!("{e}")))?;
-        program
-            .load()
-            .map_err(|e| Error::Load(verifier_message(&e)))?;
+        // The judging program first: the header program tail-calls it through JUDGE.
+        for name in [names::JUDGE_PROGRAM, names::PROGRAM] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|e| Error::Load(format!("{e}")))?;
+            program
+                .load()
+                .map_err(|e| Error::Load(format!("{name}: {}", verifier_message(&e))))?;
+        }
+        let judge_fd = {
+            let judge: &Xdp = ebpf
+                .program(names::JUDGE_PROGRAM)
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| Error::Load("judging program missing".into()))?;
+            judge
+                .fd()
+                .map_err(|e| Error::Load(format!("{e}")))?
+                .try_clone()
+                .map_err(|e| Error::Load(format!("{e}")))?
+        };
+        let map = ebpf
+            .map_mut(names::JUDGE)
+            .ok_or_else(|| Error::Load("JUDGE map missing".into()))?;
+        let mut judge_slot: ProgramArray<&mut MapData> = ProgramArray::try_from(map)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::JUDGE)))?;
+        judge_slot
+            .set(0, &judge_fd, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::JUDGE)))?;
         let settings = Settings {
             flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
             ..Settings::default()
         };
-        Ok(Self { ebpf, settings })
+        Ok(Self {
+            ebpf,
+            settings,
+            wild_half: 0,
+        })
     }
 
     /// Replaces the rule set: the new rules go in under a fresh hash seed, then one write
@@ -89,8 +112,28 @@ impl Filter {
     pub fn install(&mut self, set: &RuleSet) -> Result<(), Error> {
         let old_seed = self.settings.hash_seed;
         let seed = random_seed()? | 1;
+        let mut tables = set.tables(seed)?;
+        // Wildcard patterns are double-buffered: the new set's go into the half the
+        // running rules do not use, and its rules point there.
+        self.wild_half ^= 1;
+        let offset = self.wild_half * WILDCARDS_MAX;
+        for p in &mut tables.patterns {
+            if p.next != 0 {
+                p.next += offset as u16;
+            }
+        }
+        for v in tables.rules.values_mut() {
+            if v.wild != 0 {
+                v.wild += offset as u16;
+            }
+        }
+        let mut wild: Array<&mut MapData, WildPattern> = self.map_mut(names::WILDCARDS)?;
+        for (i, p) in tables.patterns.iter().enumerate() {
+            wild.set(offset + i as u32, *p, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::WILDCARDS)))?;
+        }
         let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> = self.map_mut(names::RULES)?;
-        for (inserted, (key, value)) in set.entries(seed).enumerate() {
+        for (inserted, (key, value)) in tables.rules.iter().enumerate() {
             rules.insert(key, value, 0).map_err(|e| {
                 Error::Map(format!(
                     "inserting rule {inserted} into {}: {e}",
@@ -114,9 +157,7 @@ impl Filter {
             let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
                 self.map_mut(names::RULES)?;
             let stale: Vec<RuleKey> = rules.keys().filter_map(Result::ok).collect();
-            let fresh: std::collections::HashSet<RuleKey> =
-                set.entries(seed).map(|(k, _)| k).collect();
-            for key in stale.into_iter().filter(|k| !fresh.contains(k)) {
+            for key in stale.into_iter().filter(|k| !tables.rules.contains_key(k)) {
                 let _ = rules.remove(&key);
             }
         }
@@ -341,6 +382,16 @@ impl Filter {
     /// Whether the object has a map of this name.
     pub fn has_map(&self, name: &str) -> bool {
         self.ebpf.map(name).is_some()
+    }
+
+    /// How many instructions the verifier processed to accept each of the two programs
+    /// (header and judging), against its limit of 1M each.
+    pub fn verified_instructions(&self) -> Option<(u32, u32)> {
+        let count = |name| {
+            let p: &Xdp = self.ebpf.program(name)?.try_into().ok()?;
+            p.info().ok()?.verified_instruction_count()
+        };
+        Some((count(names::PROGRAM)?, count(names::JUDGE_PROGRAM)?))
     }
 
     /// The kernel's id of the loaded program.

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, fs, path::Path};
 
 use filter_common::{
-    AppPolicy, RULE_EXACT, RULE_SUFFIX, RuleValue,
-    name::{RuleKey, rule_key},
+    AppPolicy, RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue, WILDCARDS_MAX,
+    name::{RuleKey, RuleTables, WILD_CHAIN_MAX, WildPattern, rule_key},
 };
 
 use crate::{
@@ -25,6 +25,9 @@ pub enum Scope {
     Suffix,
     /// The name only.
     Exact,
+    /// One `*` in the leftmost label (`p16-tiktok-*.ibyteimg.com`): names whose label below
+    /// the parent fits the pattern, and every name below those.
+    Wildcard,
 }
 
 /// One rule read from a list or the configuration.
@@ -91,10 +94,16 @@ pub fn parse_line(line: &str) -> Result<Vec<(String, Scope)>, String> {
         ));
     }
     if let Some(rest) = first.strip_prefix("||") {
-        return Ok(vec![(normalise(adguard_body(rest)?)?, Scope::Suffix)]);
+        let name = normalise(adguard_body(rest)?)?;
+        let scope = suffix_scope(&name);
+        return Ok(vec![(name, scope)]);
     }
     if let Some(rest) = first.strip_prefix('|') {
-        return Ok(vec![(normalise(adguard_body(rest)?)?, Scope::Exact)]);
+        let name = normalise(adguard_body(rest)?)?;
+        if name.contains('*') {
+            return Err(format!("{first:?}: a wildcard cannot be an exact rule"));
+        }
+        return Ok(vec![(name, Scope::Exact)]);
     }
     if first.contains(['^', '$', '/']) {
         return Err(format!(
@@ -102,8 +111,9 @@ pub fn parse_line(line: &str) -> Result<Vec<(String, Scope)>, String> {
         ));
     }
     // `*.name` means the subdomains of name; suffix rules include them.
-    let name = first.strip_prefix("*.").unwrap_or(first);
-    Ok(vec![(normalise(name)?, Scope::Suffix)])
+    let name = normalise(first.strip_prefix("*.").unwrap_or(first))?;
+    let scope = suffix_scope(&name);
+    Ok(vec![(name, scope)])
 }
 
 fn adguard_body(rest: &str) -> Result<&str, String> {
@@ -120,8 +130,23 @@ fn adguard_body(rest: &str) -> Result<&str, String> {
 pub fn normalise(name: &str) -> Result<String, String> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     if trimmed.contains('*') {
-        return Err(format!(
-            "{name:?}: wildcard rules are not supported by this version"
+        let (label, parent) = trimmed
+            .split_once('.')
+            .ok_or_else(|| format!("{name:?}: a wildcard needs a parent name"))?;
+        if parent.contains('*') || label.matches('*').count() != 1 {
+            return Err(format!(
+                "{name:?}: only one `*`, inside the leftmost label, is supported"
+            ));
+        }
+        if label.len() > LABEL_MAX || !label.bytes().all(|b| b == b'*' || label_byte(b)) {
+            return Err(format!(
+                "{name:?} has a wildcard label that is not a host-name label with one `*`"
+            ));
+        }
+        return Ok(format!(
+            "{}.{}",
+            label.to_ascii_lowercase(),
+            normalise(parent)?
         ));
     }
     let ascii = if trimmed.is_ascii() {
@@ -141,16 +166,26 @@ pub fn normalise(name: &str) -> Result<String, String> {
                 "{name:?} has a label that is empty or over {LABEL_MAX} characters"
             ));
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !label.bytes().all(label_byte) {
             return Err(format!(
                 "{name:?} has a character not allowed in a host name"
             ));
         }
     }
     Ok(ascii)
+}
+
+fn label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// The scope of a normalised suffix-style rule: a `*` makes it a wildcard.
+fn suffix_scope(name: &str) -> Scope {
+    if name.contains('*') {
+        Scope::Wildcard
+    } else {
+        Scope::Suffix
+    }
 }
 
 /// Reads a rule list, naming file and line in every error.
@@ -244,6 +279,8 @@ impl RuleSet {
                 vlans: app.vlans.clone(),
             });
         }
+        // Wildcard chains and parents are checked here, so check-config reports them too.
+        set.tables(0)?;
         set.warn_shadowed(&seen);
         if set.rule_count() > config.rules_max as usize {
             return Err(Error::config(
@@ -283,54 +320,168 @@ impl RuleSet {
         self.apps.iter().map(|a| a.rules.len()).sum()
     }
 
-    /// The map entries for a hash seed.
-    pub fn entries(&self, seed: u64) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
-        self.apps.iter().enumerate().flat_map(move |(app, rules)| {
-            rules.rules.iter().map(move |r| {
-                let flags = match r.scope {
-                    Scope::Suffix => RULE_SUFFIX,
-                    Scope::Exact => RULE_EXACT,
+    /// The map entries for a hash seed: rules by key, and the wildcard patterns.
+    pub fn tables(&self, seed: u64) -> Result<Tables, Error> {
+        let mut rules: HashMap<RuleKey, RuleValue> = HashMap::new();
+        let mut patterns: Vec<WildPattern> = Vec::new();
+        for (app, rules_of_app) in self.apps.iter().enumerate() {
+            let app = app as u16;
+            for r in &rules_of_app.rules {
+                let (name, flags) = match r.scope {
+                    Scope::Suffix => (r.name.as_str(), RULE_SUFFIX),
+                    Scope::Exact => (r.name.as_str(), RULE_EXACT),
+                    Scope::Wildcard => {
+                        let (label, parent) = r
+                            .name
+                            .split_once('.')
+                            .expect("normalised wildcards have a parent");
+                        let (prefix, suffix) = label
+                            .split_once('*')
+                            .expect("normalised wildcards have a `*`");
+                        let mut p = WildPattern {
+                            app,
+                            prefix_len: prefix.len() as u8,
+                            suffix_len: suffix.len() as u8,
+                            ..WildPattern::default()
+                        };
+                        p.prefix[..prefix.len()].copy_from_slice(prefix.as_bytes());
+                        p.suffix[..suffix.len()].copy_from_slice(suffix.as_bytes());
+                        let parent_value = rules
+                            .entry(rule_key(seed, parent.as_bytes()))
+                            .or_insert(RuleValue {
+                                app,
+                                flags: 0,
+                                wild: 0,
+                                _pad: 0,
+                            });
+                        // Chain the new pattern in front of the parent's others.
+                        p.next = parent_value.wild;
+                        let mut chain = 1;
+                        let mut next = p.next;
+                        while next != 0 {
+                            chain += 1;
+                            next = patterns[usize::from(next - 1)].next;
+                        }
+                        if chain > WILD_CHAIN_MAX {
+                            return Err(Error::config(
+                                &r.origin,
+                                format!("more than {WILD_CHAIN_MAX} wildcard rules under {parent}"),
+                            ));
+                        }
+                        if patterns.len() >= WILDCARDS_MAX as usize {
+                            return Err(Error::config(
+                                &r.origin,
+                                format!("more than {WILDCARDS_MAX} wildcard rules"),
+                            ));
+                        }
+                        patterns.push(p);
+                        parent_value.wild = patterns.len() as u16;
+                        parent_value.flags |= RULE_WILD_PARENT;
+                        continue;
+                    }
                 };
-                (
-                    rule_key(seed, r.name.as_bytes()),
-                    RuleValue {
-                        app: app as u16,
-                        flags,
-                    },
-                )
+                let v = rules
+                    .entry(rule_key(seed, name.as_bytes()))
+                    .or_insert(RuleValue {
+                        app,
+                        flags: 0,
+                        wild: 0,
+                        _pad: 0,
+                    });
+                // A name that is only a wildcard parent so far takes this rule's app.
+                if v.flags & (RULE_SUFFIX | RULE_EXACT) == 0 {
+                    v.app = app;
+                }
+                v.flags |= flags;
+            }
+        }
+        // Only the deepest label below a wildcard parent is compared with patterns (see
+        // `NameMatch::finish`): a parent below another parent would hide the upper one.
+        let parents: Vec<(&str, &str)> = self
+            .apps
+            .iter()
+            .flat_map(|a| &a.rules)
+            .filter(|r| r.scope == Scope::Wildcard)
+            .filter_map(|r| {
+                r.name
+                    .split_once('.')
+                    .map(|(_, parent)| (parent, r.origin.as_str()))
             })
-        })
+            .collect();
+        for (lower, origin) in &parents {
+            if let Some((upper, _)) = parents
+                .iter()
+                .find(|(upper, _)| lower.ends_with(&format!(".{upper}")))
+            {
+                return Err(Error::config(
+                    origin,
+                    format!(
+                        "a wildcard under {lower} cannot sit below another wildcard's parent {upper}"
+                    ),
+                ));
+            }
+        }
+        Ok(Tables { rules, patterns })
     }
 
     /// Which app and rule would match `host`, judged exactly as the program judges it.
     pub fn lookup(&self, host: &str) -> Option<(&AppRules, &Rule)> {
-        let seed = 0x5eed;
-        let table: HashMap<RuleKey, (usize, usize)> = self
-            .apps
-            .iter()
-            .enumerate()
-            .flat_map(|(a, app)| {
-                app.rules
-                    .iter()
-                    .enumerate()
-                    .map(move |(r, rule)| (rule_key(seed, rule.name.as_bytes()), (a, r)))
-            })
-            .collect();
-        let values: HashMap<RuleKey, RuleValue> = self.entries(seed).collect();
+        let tables = self.tables(0x5eed).ok()?;
         let mut buf = [0u8; filter_common::name::NAME_BUF];
         let bytes = host.as_bytes();
         let len = bytes.len().min(filter_common::name::NAME_MAX);
         buf[..len].copy_from_slice(&bytes[..len]);
-        let mut found = None;
-        filter_common::name::match_name(&buf, len, seed, |k| {
-            let v = values.get(&k).copied();
-            if v.is_some() {
-                found = table.get(&k).copied().or(found);
-            }
-            v
-        })?;
-        let (a, r) = found?;
-        Some((&self.apps[a], &self.apps[a].rules[r]))
+        let v = filter_common::name::match_name(&buf, len, 0x5eed, &tables)?;
+        // The app is the program's answer; the rule behind it is found by reading the rules
+        // as text, which also cross-checks the hashed lookup.
+        let app = self.apps.get(usize::from(v.app))?;
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let rule = app
+            .rules
+            .iter()
+            .filter(|r| rule_covers(r, &host))
+            .max_by_key(|r| r.name.len())?;
+        Some((app, rule))
+    }
+}
+
+/// The rule tables of a rule set, as the program's maps hold them.
+pub struct Tables {
+    pub rules: HashMap<RuleKey, RuleValue>,
+    pub patterns: Vec<WildPattern>,
+}
+
+impl RuleTables for Tables {
+    fn rule(&self, key: RuleKey) -> Option<RuleValue> {
+        self.rules.get(&key).copied()
+    }
+
+    fn pattern(&self, index: u16) -> Option<&WildPattern> {
+        self.patterns.get(usize::from(index))
+    }
+}
+
+/// Whether a rule covers a normalised host, by plain string comparison.
+fn rule_covers(rule: &Rule, host: &str) -> bool {
+    let below = |parent: &str| host == parent || host.ends_with(&format!(".{parent}"));
+    match rule.scope {
+        Scope::Exact => host == rule.name,
+        Scope::Suffix => below(&rule.name),
+        Scope::Wildcard => {
+            let Some((label, parent)) = rule.name.split_once('.') else {
+                return false;
+            };
+            let Some((prefix, suffix)) = label.split_once('*') else {
+                return false;
+            };
+            let Some(rest) = host.strip_suffix(&format!(".{parent}")) else {
+                return false;
+            };
+            let candidate = rest.rsplit('.').next().unwrap_or(rest);
+            candidate.len() >= prefix.len() + suffix.len()
+                && candidate.starts_with(prefix)
+                && candidate.ends_with(suffix)
+        }
     }
 }
 
@@ -371,6 +522,38 @@ mod tests {
         assert_eq!(parse_line("# comment").unwrap(), []);
         assert_eq!(parse_line("! adguard comment").unwrap(), []);
         assert_eq!(parse_line("").unwrap(), []);
+    }
+
+    #[test]
+    fn wildcards_in_the_leftmost_label() {
+        assert_eq!(
+            parse_line("||p16-TikTok-*.ibyteimg.com^").unwrap(),
+            [("p16-tiktok-*.ibyteimg.com".into(), Scope::Wildcard)]
+        );
+        assert_eq!(
+            parse_line("*-sign.ibyteimg.com").unwrap(),
+            [("*-sign.ibyteimg.com".into(), Scope::Wildcard)]
+        );
+        for (line, why) in [
+            ("a*b*.x.com", "only one"),
+            ("a.b*.com", "only one"),
+            ("*x", "parent"),
+            ("|a*.x.com^", "exact"),
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert!(e.contains(why), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn nested_wildcard_parents_are_refused() {
+        let cfg = Config::parse(
+            Path::new("/x/f.toml"),
+            "[apps.t]\naction = \"drop\"\ndomains = [\"a-*.b.com\", \"c-*.x.b.com\"]\n",
+        )
+        .unwrap();
+        let e = RuleSet::compile(&cfg).unwrap_err().to_string();
+        assert!(e.contains("below another wildcard"), "{e}");
     }
 
     #[test]
@@ -416,12 +599,28 @@ mod tests {
         assert!(set.lookup("nottiktok.com").is_none());
         assert!(set.lookup("exact.example").is_some());
         assert!(set.lookup("sub.exact.example").is_none());
+
         assert!(
             set.warnings
                 .iter()
                 .any(|w| w.contains("already covered by tiktok.com")),
             "{:?}",
             set.warnings
+        );
+        let cfg = Config::parse(
+            &dir.join("w.toml"),
+            "[apps.t]\naction = \"drop\"\ndomains = [\"p16-*.ibyteimg.com\", \"ibyteimg.com\"]\n[apps.u]\naction = \"monitor\"\ndomains = [\"*-x.ibyteimg.com\"]\n",
+        )
+        .unwrap();
+        let set = RuleSet::compile(&cfg).unwrap();
+        assert_eq!(
+            set.lookup("a.p16-va.ibyteimg.com").unwrap().1.name,
+            "p16-*.ibyteimg.com"
+        );
+        assert_eq!(set.lookup("q-x.ibyteimg.com").unwrap().0.name, "u");
+        assert_eq!(
+            set.lookup("other.ibyteimg.com").unwrap().1.name,
+            "ibyteimg.com"
         );
     }
 }

@@ -21,7 +21,7 @@ const XDP_TX: u32 = 3;
 const RULES: &str = r#"
 [apps.tiktok]
 action = "drop"
-domains = ["tiktok.com", "|exact-only.example^"]
+domains = ["tiktok.com", "|exact-only.example^", "||p16-tiktok-*.ibyteimg.com^", "*-sign-va.ibyteimg.com"]
 
 [apps.watch]
 action = "monitor"
@@ -550,6 +550,30 @@ fn cases() -> Vec<Case> {
             &[(Reason::UninspectableIpv6Chain, 1)],
         ),
         case(
+            "a wildcard label matches below its parent",
+            vec![
+                hello_frame("p16-tiktok-va.ibyteimg.com"),
+                hello_frame("x.P16-TikTok-SG.ibyteimg.com"),
+            ],
+            XDP_DROP,
+            &[(Reason::HelloBlocked, 2)],
+        ),
+        case(
+            "a second wildcard of the same parent matches too",
+            vec![hello_frame("p19-sign-va.ibyteimg.com")],
+            XDP_DROP,
+            &[(Reason::HelloBlocked, 1)],
+        ),
+        case(
+            "a label that does not fit the wildcard passes",
+            vec![
+                hello_frame("p16-other.ibyteimg.com"),
+                hello_frame("ibyteimg.com"),
+            ],
+            XDP_PASS,
+            &[(Reason::HelloAllowed, 2)],
+        ),
+        case(
             "truncated IP header passes, counted",
             vec![hello_frame("www.tiktok.com")[..20].to_vec()],
             XDP_PASS,
@@ -629,6 +653,20 @@ fn every_map_userspace_uses_is_in_the_object() {
         );
     }
     assert_eq!(counters(&f).len(), REASON_COUNT as usize);
+    // The verifier's work for the program, against its limit of 1M: a change that nears the
+    // limit shows here long before loading fails.
+    let (header, judge) = f
+        .verified_instructions()
+        .expect("the kernel reports the counts");
+    println!(
+        "verifier processed {header} instructions (header program) and {judge} (judging program)"
+    );
+    for (name, n) in [("header", header), ("judging", judge)] {
+        assert!(
+            n < 500_000,
+            "the {name} program takes {n} of the verifier's 1M instructions"
+        );
+    }
 }
 
 #[test]

@@ -20,7 +20,8 @@ static IFACE_COUNTERS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entrie
 static APP_COUNTERS: PerCpuArray<AppCounters> = PerCpuArray::with_max_entries(APPS_MAX, 0);
 
 /// What the parse saw of the frame, for the per-interface counters.
-#[derive(Default)]
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
 pub struct Seen {
     /// 4, 6, or 0 for not IP.
     pub family: u8,

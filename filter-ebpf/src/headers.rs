@@ -112,6 +112,13 @@ pub fn launder(tcp: Tcp) -> Option<&'static Tcp> {
     }
 }
 
+/// The header the packet's header program laundered, for the judging program.
+#[inline(always)]
+pub fn laundered() -> Option<&'static Tcp> {
+    // SAFETY: a per-CPU value, written by `launder` for this packet before the tail call.
+    TCP_SEEN.get_ptr(0).map(|p| unsafe { &*p })
+}
+
 /// A pointer to `N` bytes at `off`, if they are inside the packet's linear part.
 #[inline(always)]
 pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Result<&[u8; N], Reason> {

@@ -15,13 +15,37 @@ mod reset;
 mod rules;
 mod tls;
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
 use filter_common::{FlowKey, Note, Reason};
 
 use crate::{
     counters::{Exit, Seen},
     headers::{Cursor, L4},
 };
+
+/// The judging program (`sni_judge`), entered by tail call: reading a hello is verified as
+/// a program of its own, from the state `PENDING` hands over, so the verifier checks it
+/// once instead of once per path through the headers.
+#[map(name = "JUDGE")]
+static JUDGE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// What the header program hands the judging program.
+#[repr(C)]
+struct Pending {
+    flow: FlowKey,
+    now: u64,
+    seen: Seen,
+    first_fragment: u8,
+    _pad: [u8; 5],
+}
+
+#[map(name = "PENDING")]
+static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp(frags)]
 pub fn sni_filter(ctx: XdpContext) -> u32 {
@@ -31,6 +55,23 @@ pub fn sni_filter(ctx: XdpContext) -> u32 {
         Err(reason) => Exit::of(reason),
     };
     counters::record(&ctx, &seen, exit)
+}
+
+#[xdp(frags)]
+pub fn sni_judge(ctx: XdpContext) -> u32 {
+    let (Some(p), Some(tcp)) = (PENDING.get_ptr(0), headers::laundered()) else {
+        return counters::record(&ctx, &Seen::default(), Exit::of(Reason::InternalError));
+    };
+    // SAFETY: a per-CPU value the header program filled for this packet.
+    let p = unsafe { &*p };
+    let seg = reassembly::Segment {
+        ctx: &ctx,
+        flow: &p.flow,
+        tcp,
+        now: p.now,
+    };
+    let exit = reassembly::judge_segment(&seg, p.first_fragment != 0);
+    counters::record(&ctx, &p.seen, exit)
 }
 
 /// Parses down to the transport header and judges the packet. `Err` carries the reason a
@@ -65,7 +106,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             tcp.ip_offset = ip_offset;
             tcp.vlan = eth.vlan;
             let tcp = headers::launder(tcp).ok_or(Reason::InternalError)?;
-            judge_tcp(ctx, &flow, tcp, first_fragment)
+            judge_tcp(ctx, &flow, tcp, first_fragment, seen)
         }
         L4::Udp => Ok(Exit::of(Reason::Udp)),
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
@@ -80,6 +121,7 @@ fn judge_tcp(
     flow: &FlowKey,
     tcp: &headers::Tcp,
     first_fragment: bool,
+    seen: &Seen,
 ) -> Result<Exit, Reason> {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -92,13 +134,20 @@ fn judge_tcp(
     if !rules::port_inspected(flow.dport) {
         return Ok(Exit::of(Reason::TcpPortNotInspected));
     }
-    let seg = reassembly::Segment {
-        ctx,
-        flow,
-        tcp,
-        now,
-    };
-    Ok(reassembly::judge_segment(&seg, first_fragment))
+    let p = PENDING.get_ptr_mut(0).ok_or(Reason::InternalError)?;
+    // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
+    unsafe {
+        (*p).flow = *flow;
+        (*p).now = now;
+        (*p).seen = Seen {
+            family: seen.family,
+            vlan: seen.vlan,
+        };
+        (*p).first_fragment = u8::from(first_fragment);
+        // On success the judging program ends the packet; returning means it is missing.
+        JUDGE.tail_call(ctx, 0);
+    }
+    Err(Reason::InternalError)
 }
 
 // A reachable panic would be an infinite loop, which the verifier refuses: so a panic path

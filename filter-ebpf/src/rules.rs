@@ -12,13 +12,19 @@ use aya_ebpf::{
 use filter_common::{
     APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
     ExemptPrefix, PORT_WORDS, RULES_DEFAULT_MAX, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey,
-    Settings,
-    name::{MATCH_STEPS_MAX, NameMatch, RuleKey},
+    Settings, WILDCARDS_MAX,
+    name::{MATCH_STEPS_MAX, NameMatch, RuleKey, RuleTables, WildPattern},
 };
 
 #[map(name = "RULES")]
 static RULES: HashMap<RuleKey, RuleValue> =
     HashMap::with_max_entries(RULES_DEFAULT_MAX, BPF_F_RDONLY_PROG | BPF_F_NO_PREALLOC);
+
+/// Wildcard labels (`p16-tiktok-*`), chained per parent name from `RuleValue::wild`.
+#[map(name = "WILDCARDS")]
+// Two halves: a reload writes its patterns into the half the running rules do not use.
+static WILDCARDS: Array<WildPattern> =
+    Array::with_max_entries(2 * WILDCARDS_MAX, BPF_F_RDONLY_PROG);
 
 #[map(name = "APPS")]
 static APPS: Array<AppPolicy> = Array::with_max_entries(APPS_MAX, BPF_F_RDONLY_PROG);
@@ -44,7 +50,7 @@ const SCOPES_MAX: u32 = 4096;
 fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
     let scoped = |kind, value| {
         SCOPES
-            .get_ptr(&ScopeKey {
+            .get_ptr(ScopeKey {
                 app,
                 kind,
                 _pad: 0,
@@ -109,7 +115,9 @@ pub fn action_for_name() -> Option<(u16, Action)> {
             0,
         )
     };
-    let rule = crate::tls::judging()?.name.result()?;
+    let j = crate::tls::judging()?;
+    j.name.finish(&j.walk.name, &Maps);
+    let rule = j.name.result()?;
     let app = APPS.get(rule.app as u32)?;
     if app.enabled == 0 || !applies(rule.app, app, crate::tls::judging()?) {
         return None;
@@ -123,13 +131,25 @@ pub fn settings() -> Option<&'static Settings> {
     SETTINGS.get(0)
 }
 
+/// The rule tables as the matcher sees them: the program's maps.
+struct Maps;
+
+impl RuleTables for Maps {
+    #[inline(always)]
+    fn rule(&self, key: RuleKey) -> Option<RuleValue> {
+        // SAFETY: rule values are plain data; an update in flight gives the old or new value.
+        unsafe { RULES.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn pattern(&self, index: u16) -> Option<&WildPattern> {
+        WILDCARDS.get(u32::from(index))
+    }
+}
+
 extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(j) = crate::tls::judging() else {
         return 1;
     };
-    // SAFETY: rule values are plain data; an update in flight gives the old or new value.
-    i64::from(
-        j.name
-            .step(&j.walk.name, |key| unsafe { RULES.get(key) }.copied()),
-    )
+    i64::from(j.name.step(&j.walk.name, &Maps))
 }
