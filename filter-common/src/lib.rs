@@ -20,6 +20,9 @@ pub mod names {
     /// The judging program the header program tail-calls through `JUDGE`.
     pub const JUDGE_PROGRAM: &str = "sni_judge";
     pub const JUDGE: &str = "JUDGE";
+    /// Benchmark floors: an XDP program that passes everything, one that drops everything.
+    pub const BENCH_PASS: &str = "bench_pass";
+    pub const BENCH_DROP: &str = "bench_drop";
     pub const COUNTERS: &str = "COUNTERS";
     pub const RULES: &str = "RULES";
     pub const APPS: &str = "APPS";

@@ -161,3 +161,15 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// The floor benchmarks measure against: an XDP program that passes everything.
+#[xdp(frags)]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+/// The ceiling of dropping on veth, for the end-to-end benchmark: drops everything.
+#[xdp(frags)]
+pub fn bench_drop(_ctx: XdpContext) -> u32 {
+    aya_ebpf::bindings::xdp_action::XDP_DROP
+}
