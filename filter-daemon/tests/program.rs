@@ -920,3 +920,26 @@ fn exempted_clients_and_out_of_scope_vlans_pass() {
         XDP_DROP
     );
 }
+
+#[test]
+fn a_hello_in_a_multi_buffer_jumbo_frame_is_read() {
+    // Above a page, BPF_PROG_TEST_RUN hands a frags-capable program a multi-buffer frame, as
+    // a driver does with a jumbo MTU: the name sits in a fragment, past the linear part.
+    let f = table_filter(true);
+    let hello = ClientHelloBuilder::chrome("www.tiktok.com")
+        .sni_position(SniPosition::Last)
+        .pad_to(7000)
+        .build();
+    let frame = tcp(IpPair::v4_example()).frame(&tls_records(&hello, 16384));
+    assert!(frame.len() > 4096 + 1000, "frame of {} bytes", frame.len());
+    assert_eq!(f.run_frame(&frame).unwrap(), XDP_DROP);
+    let allowed = ClientHelloBuilder::chrome("www.example.org")
+        .sni_position(SniPosition::Last)
+        .pad_to(7000)
+        .build();
+    assert_eq!(
+        f.run_frame(&tcp(IpPair::v4_example()).frame(&tls_records(&allowed, 16384)))
+            .unwrap(),
+        XDP_PASS
+    );
+}
