@@ -52,6 +52,9 @@ pub const WALK_ECH_SEEN: u8 = 1;
 pub const WALK_SNI_SEEN: u8 = 2;
 /// At least one host name was read.
 pub const WALK_NAME_SEEN: u8 = 4;
+/// The last host name read was completed in a TCP segment after the hello's first (set by
+/// the program, which knows segments).
+pub const WALK_NAME_LATER: u8 = 8;
 
 /// Stream bytes of a hello kept to compare retransmissions and overlaps with: Chrome's
 /// post-quantum hello is ~1.8 KB; an overlap beyond this is uninspectable.
@@ -228,7 +231,8 @@ impl HelloWalk {
             end
         };
         for _ in 0..STEPS {
-            if self.stage == ST_DONE {
+            // The last extension's body may still be to skip: the hello ends after it.
+            if self.stage == ST_DONE && self.skip == 0 {
                 return Step::Done;
             }
             if *pos >= end {
@@ -639,6 +643,17 @@ mod tests {
         let (names, step) = walk(&h, &[]);
         assert_eq!(names, ["www.tiktok.com"]);
         assert_eq!(step, Step::Done);
+    }
+
+    #[test]
+    fn the_hello_ends_after_the_last_extension_body() {
+        // The last extension is 300 bytes of padding: cut inside it, the walk must want more
+        // (the rest is still the hello) and end only after its last byte.
+        let h = hello(&["a.example"], &[(21, 300)]);
+        let names_end = h.len() - 300;
+        let (_, step) = walk(&h[..names_end], &[]);
+        assert_eq!(step, Step::NeedMore, "cut after the padding header");
+        assert_eq!(walk(&h, &[names_end + 10]).1, Step::Done);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use filter_common::{
     Note, Reason,
     hello::{
         HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
-        SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_SEEN,
+        SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_LATER, WALK_NAME_SEEN,
     },
     reason_from_u32,
 };
@@ -349,7 +349,7 @@ fn conclude(seg: &Segment, reason: Reason) -> Exit {
             counters::note(Note::EchSeen);
         }
     }
-    if j.name_in_later_segment != 0 {
+    if j.walk.flags & WALK_NAME_LATER != 0 {
         flags |= EVENT_SNI_LATER_SEGMENT;
     }
     match reason {

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use filter_common::{
     Action, NO_APP, Note, Reason,
-    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_SEEN},
+    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_LATER, WALK_NAME_SEEN},
     name::NameMatch,
     reason_from_u32,
 };
@@ -161,6 +161,9 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
             }
             if j.later_segment != 0 {
                 j.name_in_later_segment = 1;
+                j.walk.flags |= WALK_NAME_LATER;
+            } else {
+                j.walk.flags &= !WALK_NAME_LATER;
             }
             match crate::rules::action_for_name() {
                 Some((app, action @ (Action::Drop | Action::Reject))) => {
