@@ -27,6 +27,7 @@ pub mod names {
     pub const RULES: &str = "RULES";
     pub const APPS: &str = "APPS";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const ACTIVE: &str = "ACTIVE";
     pub const EVENTS: &str = "EVENTS";
     pub const NOTES: &str = "NOTES";
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
@@ -176,14 +177,24 @@ pub struct ScopeKey {
 pub const SCOPE_IFACE: u8 = 1;
 pub const SCOPE_VLAN: u8 = 2;
 
-/// Program-wide settings, the single entry of the `SETTINGS` array. Userspace writes it
-/// before attaching; the program only reads it (`BPF_F_RDONLY_PROG`).
+/// Program-wide settings. `SETTINGS` holds two; the single `u32` of `ACTIVE` says which one
+/// is in force, so that userspace switches everything a reload changes — rules, apps,
+/// exemptions, ports, policy — with one aligned 4-byte write. Each side of the double-
+/// buffered tables is named by a base index here. The program only reads them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
     /// Seed of the rule-name hash; random per loaded rule set so that names cannot be
     /// chosen offline to collide with a rule.
     pub hash_seed: u64,
+    /// First slot of the rule table in `RULES`, and its size - 1 (a power of two).
+    pub rules_base: u32,
+    pub rules_mask: u32,
+    /// First entry of this rule set's app policies in `APPS` (also added to the app id in
+    /// `EXEMPT` and `SCOPES` keys).
+    pub apps_base: u32,
+    /// First word of the inspected-ports bitmap in `PORTS`.
+    pub ports_base: u32,
     /// A blocked flow idle this long (nanoseconds) is forgotten.
     pub flow_idle_ns: u64,
     /// 1: a hello the program cannot read completely has its packet dropped; 0: passed.
@@ -195,6 +206,42 @@ pub struct Settings {
     /// 1: every TCP port is inspected; 0: only the ports set in `PORTS`.
     pub all_ports: u8,
     pub _pad: [u8; 5],
+}
+
+/// One slot of the rules table (open addressing with linear probing, built in userspace).
+/// `hash` 0 marks an empty slot; rule keys are made non-zero by [`slot_hash`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RuleSlot {
+    pub hash: u64,
+    pub value: RuleValue,
+}
+
+/// Slots probed per lookup at most. The table is at most half full, where linear probing
+/// needs 1.5 probes on average; the compiler draws a new seed if any key would need more.
+pub const RULE_PROBES_MAX: u32 = 32;
+
+/// A rule hash as stored in a slot: never 0, which marks an empty slot.
+#[inline(always)]
+pub const fn slot_hash(h: u64) -> u64 {
+    if h == 0 { 1 } else { h }
+}
+
+/// The slot a hash probes first.
+#[inline(always)]
+pub const fn first_slot(h: u64, mask: u32) -> u32 {
+    ((h >> 32) as u32 ^ h as u32) & mask
+}
+
+/// Slots of one side of the rules table for `rules_max` rules: a power of two at least
+/// twice as large, so the table stays at most half full.
+pub const fn rule_slots(rules_max: u32) -> u32 {
+    let wanted = if rules_max < 512 {
+        1024
+    } else {
+        rules_max.saturating_mul(2)
+    };
+    wanted.next_power_of_two()
 }
 
 /// A TCP or UDP flow as the client sent it: addresses (IPv4 in the first 4 bytes), ports in
@@ -329,6 +376,7 @@ mod pod {
     // SAFETY: each type is `#[repr(C)]`, `Copy`, and has no implicit padding (explicit `_pad`
     // fields fill every hole), so any byte pattern of the right size is a valid value.
     unsafe impl aya::Pod for super::RuleValue {}
+    unsafe impl aya::Pod for super::RuleSlot {}
     unsafe impl aya::Pod for super::AppPolicy {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::Counter {}
@@ -354,7 +402,8 @@ mod tests {
         assert_eq!(size_of::<RuleValue>(), 8);
         assert_eq!(size_of::<name::WildPattern>(), 136);
         assert_eq!(size_of::<AppPolicy>(), 8);
-        assert_eq!(size_of::<Settings>(), 24);
+        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<RuleSlot>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ExemptPrefix>(), 20);
         assert_eq!(size_of::<ScopeKey>(), 8);

@@ -1,13 +1,18 @@
-//! Flow events as the daemon logs them: one line per blocked, monitored or uninspectable
+//! Flow events as the daemon logs them: one record per blocked, monitored or uninspectable
 //! flow, rate-limited so a flood cannot drown the log, with a count of what was held back.
 
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use filter_common::{Event, EventAction, FlowKey, NO_APP, reason_from_u32};
+
+use crate::{
+    privacy::ClientView,
+    syslog::{MsgId, Record, Severity},
+};
 
 /// The address of one side of a flow.
 pub fn addr(flow: &FlowKey, source: bool) -> IpAddr {
@@ -27,24 +32,32 @@ pub fn endpoint(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// The server name of an event, if one was read (lossy for non-UTF-8 bytes).
+/// The server name of an event, if one was read. The bytes come from the client: anything
+/// but printable ASCII (a space, a control character, a byte of a non-ASCII name) and `\`
+/// are written `\xNN`, so a name can neither break a log line nor pass for another.
 pub fn sni(e: &Event) -> Option<String> {
     let len = usize::from(e.sni_len).min(e.sni.len());
-    (len > 0).then(|| String::from_utf8_lossy(&e.sni[..len]).into_owned())
+    (len > 0).then(|| {
+        let mut s = String::with_capacity(len);
+        for &b in &e.sni[..len] {
+            if b.is_ascii_graphic() && b != b'\\' {
+                s.push(char::from(b));
+            } else {
+                let _ = write!(s, "\\x{b:02x}");
+            }
+        }
+        s
+    })
 }
 
-/// One log line for an event; `apps` names the app indexes.
-pub fn line(e: &Event, apps: &[String], iface: &str) -> String {
-    let action = EventAction::from_u8(e.action).map_or("?", EventAction::name);
-    let app = if e.app == NO_APP {
-        "-"
-    } else {
-        apps.get(usize::from(e.app)).map_or("?", String::as_str)
-    };
+/// One log line for an event; `apps` names the app indexes, `client` is the client as the
+/// privacy setting shows it.
+pub fn line(e: &Event, apps: &[String], iface: &str, client: &ClientView) -> String {
     let mut s = format!(
-        "event action={action} app={app} reason={} iface={iface} client={} server={} sni={}",
+        "event action={} app={} reason={} iface={iface} client={client} server={} sni={}",
+        action_name(e),
+        app_name(e, apps),
         reason_from_u32(u32::from(e.reason)).name(),
-        endpoint(addr(&e.flow, true), e.flow.sport),
         endpoint(addr(&e.flow, false), e.flow.dport),
         sni(e).unwrap_or_else(|| "-".into()),
     );
@@ -55,6 +68,98 @@ pub fn line(e: &Event, apps: &[String], iface: &str) -> String {
         let _ = write!(s, " sni_segment=later");
     }
     s
+}
+
+fn action_name(e: &Event) -> &'static str {
+    EventAction::from_u8(e.action).map_or("?", EventAction::name)
+}
+
+fn app_name<'a>(e: &Event, apps: &'a [String]) -> &'a str {
+    if e.app == NO_APP {
+        "-"
+    } else {
+        apps.get(usize::from(e.app)).map_or("?", String::as_str)
+    }
+}
+
+/// The `FLOW` record of an event: its line as text, and the same facts as structured data
+/// (`client` and `client_port` only as far as the privacy setting shows them). `time` is
+/// the event's wall-clock time.
+pub fn record(
+    e: &Event,
+    apps: &[String],
+    iface: &str,
+    client: &ClientView,
+    time: SystemTime,
+) -> Record {
+    let action = action_name(e);
+    // Drops are what the ban is about; monitored and passed flows are information.
+    let severity = if matches!(action, "drop" | "reject") {
+        Severity::Notice
+    } else {
+        Severity::Info
+    };
+    let mut r = Record::new(MsgId::Flow, severity, line(e, apps, iface, client))
+        .at(time)
+        .param("action", action)
+        .param("app", app_name(e, apps))
+        .param("reason", reason_from_u32(u32::from(e.reason)).name())
+        .param("iface", iface);
+    if let Some(a) = &client.addr {
+        r = r.param("client", a);
+    }
+    if let Some(p) = client.port {
+        r = r.param("client_port", p);
+    }
+    r = r
+        .param("server", addr(&e.flow, false))
+        .param("server_port", e.flow.dport)
+        .param(
+            "proto",
+            match e.flow.proto {
+                6 => "tcp".to_owned(),
+                17 => "udp".to_owned(),
+                p => p.to_string(),
+            },
+        );
+    if let Some(name) = sni(e) {
+        r = r.param("sni", name);
+    }
+    if e.flags & filter_common::EVENT_ECH != 0 {
+        r = r.param("ech", "yes");
+    }
+    if e.flags & filter_common::EVENT_SNI_LATER_SEGMENT != 0 {
+        r = r.param("sni_segment", "later");
+    }
+    r
+}
+
+/// Converts the program's `CLOCK_MONOTONIC` timestamps to wall-clock time by the offset
+/// between the two clocks measured once, at start (a later step of the wall clock, by NTP
+/// say, is not followed: event times stay consistent with each other).
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Wall-clock nanoseconds since the epoch minus monotonic nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn measure() -> Self {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mono = crate::filter::monotonic_ns();
+        Self {
+            offset_ns: i128::try_from(wall).unwrap_or(0) - i128::from(mono),
+        }
+    }
+
+    /// The wall-clock time of a `CLOCK_MONOTONIC` timestamp.
+    pub fn wall(self, monotonic_ns: u64) -> SystemTime {
+        let ns = (i128::from(monotonic_ns) + self.offset_ns).max(0);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    }
 }
 
 /// At most `per_second` events pass each second; the rest are counted.
@@ -128,5 +233,87 @@ mod tests {
             ..FlowKey::default()
         };
         assert_eq!(endpoint(addr(&v6, false), 443), "[::1]:443");
+    }
+
+    fn event(name: &[u8]) -> Event {
+        let mut e = Event {
+            ts_ns: 0,
+            ifindex: 3,
+            app: 0,
+            action: EventAction::Drop as u8,
+            reason: filter_common::Reason::HelloBlocked as u8,
+            flow: FlowKey {
+                family: 4,
+                proto: 6,
+                sport: 40000,
+                dport: 443,
+                ..FlowKey::default()
+            },
+            sni_len: name.len() as u16,
+            flags: filter_common::EVENT_ECH,
+            _pad: [0; 5],
+            sni: [0; filter_common::name::NAME_BUF],
+        };
+        e.flow.saddr[..4].copy_from_slice(&[10, 1, 1, 2]);
+        e.flow.daddr[..4].copy_from_slice(&[10, 1, 2, 2]);
+        e.sni[..name.len()].copy_from_slice(name);
+        e
+    }
+
+    #[test]
+    fn events_become_a_line_and_structured_data() {
+        let apps = ["tiktok".to_string()];
+        let client = ClientView {
+            addr: Some("10.1.1.0/24".into()),
+            port: None,
+        };
+        let e = event(b"www.tiktok.com");
+        let r = record(&e, &apps, "lan0", &client, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            r.text,
+            "event action=drop app=tiktok reason=hello_blocked iface=lan0 client=10.1.1.0/24 server=10.1.2.2:443 sni=www.tiktok.com ech=yes"
+        );
+        assert_eq!(r.msgid, MsgId::Flow);
+        assert_eq!(r.severity, Severity::Notice);
+        for (k, v) in [
+            ("action", "drop"),
+            ("app", "tiktok"),
+            ("reason", "hello_blocked"),
+            ("iface", "lan0"),
+            ("client", "10.1.1.0/24"),
+            ("server", "10.1.2.2"),
+            ("server_port", "443"),
+            ("proto", "tcp"),
+            ("sni", "www.tiktok.com"),
+            ("ech", "yes"),
+        ] {
+            assert_eq!(r.get(k), Some(v), "{k}");
+        }
+        assert_eq!(r.get("client_port"), None);
+        let none = ClientView {
+            addr: None,
+            port: None,
+        };
+        let r = record(&e, &apps, "lan0", &none, SystemTime::UNIX_EPOCH);
+        assert!(r.text.contains(" client=- "), "{}", r.text);
+        assert_eq!(r.get("client"), None);
+    }
+
+    #[test]
+    fn event_times_convert_to_wall_clock() {
+        let clock = WallClock::measure();
+        let now = crate::filter::monotonic_ns();
+        let wall = clock.wall(now - 2_000_000_000);
+        let ago = SystemTime::now().duration_since(wall).unwrap();
+        assert!(
+            ago > Duration::from_millis(1900) && ago < Duration::from_millis(2500),
+            "{ago:?}"
+        );
+    }
+
+    #[test]
+    fn hostile_names_cannot_break_the_line() {
+        let e = event(b"a b\n]\"\\x\xff");
+        assert_eq!(sni(&e).unwrap(), r#"a\x20b\x0a]"\x5cx\xff"#);
     }
 }

@@ -11,11 +11,11 @@ use aya::{
 use std::net::IpAddr;
 
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, REASON_COUNT, RuleValue,
-    SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, REASON_COUNT, RULE_PROBES_MAX,
+    RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
-    name::{RuleKey, WildPattern},
-    names,
+    name::WildPattern,
+    names, slot_hash,
 };
 
 use crate::{
@@ -30,9 +30,11 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// A loaded (and possibly attached) filter. Dropping it detaches and unloads it.
 pub struct Filter {
     ebpf: Ebpf,
+    /// The settings in force, and which of the two `SETTINGS` entries holds them.
     settings: Settings,
-    /// Which half of `WILDCARDS` the installed rules use.
-    wild_half: u32,
+    active: u32,
+    /// Slots of one side of the rules table.
+    rule_slots: u32,
 }
 
 /// Counters summed over every CPU, indexed by `Reason`.
@@ -60,7 +62,7 @@ impl Filter {
     /// twice `rules_max`.
     fn load_sized(rules_max: u32, verdicts_max: u32, hellos_max: u32) -> Result<Self, Error> {
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::RULES, rules_max.saturating_mul(2))
+            .map_max_entries(names::RULES, 2 * filter_common::rule_slots(rules_max))
             .map_max_entries(names::VERDICTS, verdicts_max)
             .map_max_entries(names::HELLOS, hellos_max)
             .load(OBJECT)
@@ -100,31 +102,75 @@ impl Filter {
             all_ports: 1,
             ..Settings::default()
         };
-        Ok(Self {
+        let mut filter = Self {
             ebpf,
             settings,
-            wild_half: 0,
-        })
+            active: 1,
+            rule_slots: filter_common::rule_slots(rules_max),
+        };
+        // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
+        filter.settings.rules_base = filter.rule_slots;
+        filter.settings.apps_base = filter_common::APPS_MAX;
+        filter.settings.ports_base = filter_common::PORT_WORDS;
+        filter.commit(filter.settings)?;
+        Ok(filter)
     }
 
-    /// Replaces the rule set: the new rules go in under a fresh hash seed, then one write
-    /// of the settings switches the program to them, then the old entries are removed.
+    /// Replaces the rule set (rules, wildcards, apps, exemptions, scopes), keeping the policy.
     pub fn install(&mut self, set: &RuleSet) -> Result<(), Error> {
-        let old_seed = self.settings.hash_seed;
-        let seed = random_seed()? | 1;
+        self.apply(None, Some(set))
+    }
+
+    /// Applies a configuration and its rule set at once: everything is written into the
+    /// sides not in force, then one write of `ACTIVE` switches the program over, so no
+    /// packet sees neither set or a mix of the two.
+    pub fn apply_config(&mut self, config: &Config, set: &RuleSet) -> Result<(), Error> {
+        self.apply(Some(config), Some(set))
+    }
+
+    fn apply(&mut self, config: Option<&Config>, set: Option<&RuleSet>) -> Result<(), Error> {
+        let mut next = self.settings;
+        let old_apps_base = self.settings.apps_base;
+        if let Some(set) = set {
+            self.write_rules(set, &mut next)?;
+        }
+        if let Some(config) = config {
+            self.write_policy(config, &mut next)?;
+        }
+        self.commit(next)?;
+        if set.is_some() {
+            self.remove_scopes_of(old_apps_base)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a settings value into the entry not in force, then makes it the one in force.
+    fn commit(&mut self, next: Settings) -> Result<(), Error> {
+        let slot = self.active ^ 1;
+        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
+        settings
+            .set(slot, next, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))?;
+        let mut active: Array<&mut MapData, u32> = self.map_mut(names::ACTIVE)?;
+        active
+            .set(0, slot, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::ACTIVE)))?;
+        self.active = slot;
+        self.settings = next;
+        Ok(())
+    }
+
+    /// Fills the side of the rules, wildcards and apps not in force with `set`.
+    fn write_rules(&mut self, set: &RuleSet, next: &mut Settings) -> Result<(), Error> {
+        let side = u32::from(self.settings.rules_base == 0);
+        let slots = self.rule_slots;
+        let (seed, table) = self.build_table(set)?;
         let mut tables = set.tables(seed)?;
-        // Wildcard patterns are double-buffered: the new set's go into the half the
-        // running rules do not use, and its rules point there.
-        self.wild_half ^= 1;
-        let offset = self.wild_half * WILDCARDS_MAX;
+        // Wildcard patterns live in the same side: their indices point into it.
+        let offset = side * WILDCARDS_MAX;
         for p in &mut tables.patterns {
             if p.next != 0 {
                 p.next += offset as u16;
-            }
-        }
-        for v in tables.rules.values_mut() {
-            if v.wild != 0 {
-                v.wild += offset as u16;
             }
         }
         let mut wild: Array<&mut MapData, WildPattern> = self.map_mut(names::WILDCARDS)?;
@@ -132,45 +178,79 @@ impl Filter {
             wild.set(offset + i as u32, *p, 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::WILDCARDS)))?;
         }
-        let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> = self.map_mut(names::RULES)?;
-        for (inserted, (key, value)) in tables.rules.iter().enumerate() {
-            rules.insert(key, value, 0).map_err(|e| {
-                Error::Map(format!(
-                    "inserting rule {inserted} into {}: {e}",
-                    names::RULES
-                ))
-            })?;
-        }
-        let mut apps: Array<&mut MapData, AppPolicy> = self.map_mut(names::APPS)?;
-        for (i, app) in set.apps.iter().enumerate() {
-            apps.set(i as u32, app.policy, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
-        }
-        for i in set.apps.len() as u32..filter_common::APPS_MAX {
-            apps.set(i, AppPolicy::default(), 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
-        }
-        self.install_scopes(set)?;
-        self.settings.hash_seed = seed;
-        self.write_settings()?;
-        if old_seed != 0 {
-            let mut rules: HashMap<&mut MapData, RuleKey, RuleValue> =
-                self.map_mut(names::RULES)?;
-            let stale: Vec<RuleKey> = rules.keys().filter_map(Result::ok).collect();
-            for key in stale.into_iter().filter(|k| !tables.rules.contains_key(k)) {
-                let _ = rules.remove(&key);
+        let mut rules: Array<&mut MapData, RuleSlot> = self.map_mut(names::RULES)?;
+        for (i, slot) in table.iter().enumerate() {
+            let mut slot = *slot;
+            if slot.value.wild != 0 {
+                slot.value.wild += offset as u16;
             }
+            rules
+                .set(side * slots + i as u32, slot, 0)
+                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::RULES)))?;
         }
+        let apps_base = side * filter_common::APPS_MAX;
+        let mut apps: Array<&mut MapData, AppPolicy> = self.map_mut(names::APPS)?;
+        for i in 0..filter_common::APPS_MAX {
+            let policy = set
+                .apps
+                .get(i as usize)
+                .map_or_else(AppPolicy::default, |a| a.policy);
+            apps.set(apps_base + i, policy, 0)
+                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
+        }
+        self.install_scopes(set, apps_base)?;
+        next.hash_seed = seed;
+        next.rules_base = side * slots;
+        next.rules_mask = slots - 1;
+        next.apps_base = apps_base;
         Ok(())
+    }
+
+    /// The rules as an open-addressing table under a fresh seed; a seed under which some
+    /// key would need more than `RULE_PROBES_MAX` probes is replaced by another.
+    fn build_table(&self, set: &RuleSet) -> Result<(u64, Vec<RuleSlot>), Error> {
+        const SEEDS_TRIED: usize = 8;
+        let mask = self.rule_slots - 1;
+        'seeds: for _ in 0..SEEDS_TRIED {
+            let seed = random_seed()?;
+            let tables = set.tables(seed)?;
+            let mut table = vec![RuleSlot::default(); self.rule_slots as usize];
+            for (key, value) in &tables.rules {
+                let h = slot_hash(key.hash);
+                let mut i = first_slot(h, mask);
+                let mut placed = false;
+                for _ in 0..RULE_PROBES_MAX {
+                    let slot = &mut table[(i & mask) as usize];
+                    if slot.hash == 0 || slot.hash == h {
+                        *slot = RuleSlot {
+                            hash: h,
+                            value: *value,
+                        };
+                        placed = true;
+                        break;
+                    }
+                    i += 1;
+                }
+                if !placed {
+                    continue 'seeds;
+                }
+            }
+            return Ok((seed, table));
+        }
+        Err(Error::Map(format!(
+            "{} rules do not fit the rules table of {} slots; raise rules_max",
+            set.rule_count(),
+            self.rule_slots
+        )))
     }
 
     /// Source exemptions and interface/VLAN scopes of every app: the new entries first,
     /// then those no longer wanted are removed.
-    fn install_scopes(&mut self, set: &RuleSet) -> Result<(), Error> {
+    fn install_scopes(&mut self, set: &RuleSet, apps_base: u32) -> Result<(), Error> {
         let mut exempt_keys = Vec::new();
         let mut scope_keys = Vec::new();
         for (i, app) in set.apps.iter().enumerate() {
-            let id = i as u16;
+            let id = (apps_base + i as u32) as u16;
             for net in &app.exempt_sources {
                 let (family, addr) = match net.addr() {
                     IpAddr::V4(a) => {
@@ -218,34 +298,32 @@ impl Filter {
                 .insert(k, 1, 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::EXEMPT)))?;
         }
-        let old: Vec<Key<ExemptPrefix>> = exempt.keys().filter_map(Result::ok).collect();
-        for k in old {
-            if !exempt_keys
-                .iter()
-                .any(|n| n.prefix_len() == k.prefix_len() && n.data() == k.data())
-            {
-                let _ = exempt.remove(&k);
-            }
-        }
         let mut scopes: HashMap<&mut MapData, ScopeKey, u8> = self.map_mut(names::SCOPES)?;
         for k in &scope_keys {
             scopes
                 .insert(k, 1, 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::SCOPES)))?;
         }
-        let old: Vec<ScopeKey> = scopes.keys().filter_map(Result::ok).collect();
-        for k in old.iter().filter(|k| !scope_keys.contains(k)) {
-            let _ = scopes.remove(k);
-        }
         Ok(())
     }
 
-    fn write_settings(&mut self) -> Result<(), Error> {
-        let value = self.settings;
-        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
-        settings
-            .set(0, value, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))
+    /// Removes the exemptions and scopes of the apps side that left service.
+    fn remove_scopes_of(&mut self, apps_base: u32) -> Result<(), Error> {
+        let range = apps_base..apps_base + filter_common::APPS_MAX;
+        let mut exempt: LpmTrie<&mut MapData, ExemptPrefix, u8> = self.map_mut(names::EXEMPT)?;
+        let old: Vec<Key<ExemptPrefix>> = exempt.keys().filter_map(Result::ok).collect();
+        for k in old
+            .iter()
+            .filter(|k| range.contains(&u32::from(u16::from_be_bytes(k.data().app))))
+        {
+            let _ = exempt.remove(k);
+        }
+        let mut scopes: HashMap<&mut MapData, ScopeKey, u8> = self.map_mut(names::SCOPES)?;
+        let old: Vec<ScopeKey> = scopes.keys().filter_map(Result::ok).collect();
+        for k in old.iter().filter(|k| range.contains(&u32::from(k.app))) {
+            let _ = scopes.remove(k);
+        }
+        Ok(())
     }
 
     fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, Error>
@@ -298,9 +376,18 @@ impl Filter {
         Ok((result.return_value, out))
     }
 
-    /// Applies the policy keys of a configuration: the `uninspectable` policy, the blocked
-    /// flows' idle timeout and the inspected ports (the bitmap first, then the switch).
+    /// Applies the policy keys of a configuration (the `uninspectable` policy, the blocked
+    /// flows' idle timeout, the inspected ports), keeping the rule set.
     pub fn set_policy(&mut self, config: &Config) -> Result<(), Error> {
+        self.apply(Some(config), None)
+    }
+
+    fn write_policy(&mut self, config: &Config, next: &mut Settings) -> Result<(), Error> {
+        let base = if self.settings.ports_base == 0 {
+            filter_common::PORT_WORDS
+        } else {
+            0
+        };
         let mut words = vec![0u64; filter_common::PORT_WORDS as usize];
         for &p in &config.inspected_ports {
             words[usize::from(p) / 64] |= 1 << (p % 64);
@@ -308,20 +395,22 @@ impl Filter {
         let mut ports: Array<&mut MapData, u64> = self.map_mut(names::PORTS)?;
         for (i, w) in words.iter().enumerate() {
             ports
-                .set(i as u32, *w, 0)
+                .set(base + i as u32, *w, 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::PORTS)))?;
         }
-        self.settings.all_ports = u8::from(config.inspected_ports.is_empty());
-        self.settings.uninspectable_drop = u8::from(config.uninspectable == Uninspectable::Drop);
-        self.settings.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
-        self.write_settings()
+        next.ports_base = base;
+        next.all_ports = u8::from(config.inspected_ports.is_empty());
+        next.uninspectable_drop = u8::from(config.uninspectable == Uninspectable::Drop);
+        next.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
+        Ok(())
     }
 
     /// Sets `trace_all`: an event for every judged hello. Only for filters of their own
     /// (replay), never for the live one.
     pub fn set_trace_all(&mut self, on: bool) -> Result<(), Error> {
-        self.settings.trace_all = u8::from(on);
-        self.write_settings()
+        let mut next = self.settings;
+        next.trace_all = u8::from(on);
+        self.commit(next)
     }
 
     /// Takes every event the program has written since the last call.

@@ -8,7 +8,10 @@ pub mod counters;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod metrics;
+pub mod privacy;
 pub mod rules;
 pub mod state;
+pub mod syslog;
 
 pub use error::Error;

@@ -4,21 +4,24 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG},
+    bindings::BPF_F_RDONLY_PROG,
     helpers::generated::bpf_loop,
     macros::map,
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
     APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
-    ExemptPrefix, PORT_WORDS, RULES_DEFAULT_MAX, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey,
-    Settings, WILDCARDS_MAX,
+    ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX, RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE,
+    SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
     name::{MATCH_STEPS_MAX, NameMatch, RuleKey, RuleTables, WildPattern},
+    slot_hash,
 };
 
+/// The rules: an open-addressing table of `RuleSlot`s in two sides (sized by userspace
+/// from `rules_max`), one in force, one being filled by a reload. 16 bytes a slot and at
+/// most half full: 1M rules take 32 MiB a side.
 #[map(name = "RULES")]
-static RULES: HashMap<RuleKey, RuleValue> =
-    HashMap::with_max_entries(RULES_DEFAULT_MAX, BPF_F_RDONLY_PROG | BPF_F_NO_PREALLOC);
+static RULES: Array<RuleSlot> = Array::with_max_entries(2 * RULES_DEFAULT_MAX, BPF_F_RDONLY_PROG);
 
 /// Wildcard labels (`p16-tiktok-*`), chained per parent name from `RuleValue::wild`.
 #[map(name = "WILDCARDS")]
@@ -26,11 +29,16 @@ static RULES: HashMap<RuleKey, RuleValue> =
 static WILDCARDS: Array<WildPattern> =
     Array::with_max_entries(2 * WILDCARDS_MAX, BPF_F_RDONLY_PROG);
 
+/// App policies, in two sides like the rules.
 #[map(name = "APPS")]
-static APPS: Array<AppPolicy> = Array::with_max_entries(APPS_MAX, BPF_F_RDONLY_PROG);
+static APPS: Array<AppPolicy> = Array::with_max_entries(2 * APPS_MAX, BPF_F_RDONLY_PROG);
 
 #[map(name = "SETTINGS")]
-static SETTINGS: Array<Settings> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
+static SETTINGS: Array<Settings> = Array::with_max_entries(2, BPF_F_RDONLY_PROG);
+
+/// Which of the two `SETTINGS` is in force.
+#[map(name = "ACTIVE")]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
 /// Source networks exempted per app, as `ExemptPrefix` keys.
 #[map(name = "EXEMPT")]
@@ -85,7 +93,7 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
 
 /// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
 #[map(name = "PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, BPF_F_RDONLY_PROG);
+static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, BPF_F_RDONLY_PROG);
 
 /// Whether payload to this destination port is inspected.
 #[inline(always)]
@@ -102,7 +110,7 @@ pub fn port_inspected(port: u16) -> bool {
 /// The app whose rules match the name the walker just read, and its action, if any.
 #[inline(always)]
 pub fn action_for_name() -> Option<(u16, Action)> {
-    let seed = SETTINGS.get(0)?.hash_seed;
+    let seed = settings()?.hash_seed;
     let j = crate::tls::judging()?;
     j.name = NameMatch::new(&j.walk.name, j.walk.name_len as usize, seed);
     // One label per round keeps the verifier's view to one label's bytes.
@@ -118,8 +126,11 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     let j = crate::tls::judging()?;
     j.name.finish(&j.walk.name, &Maps);
     let rule = j.name.result()?;
-    let app = APPS.get(rule.app as u32)?;
-    if app.enabled == 0 || !applies(rule.app, app, crate::tls::judging()?) {
+    let base = settings()?.apps_base;
+    let app = APPS.get(base + u32::from(rule.app))?;
+    // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
+    let key = (base + u32::from(rule.app)) as u16;
+    if app.enabled == 0 || !applies(key, app, crate::tls::judging()?) {
         return None;
     }
     Some((rule.app, Action::from_u8(app.action)?))
@@ -128,7 +139,7 @@ pub fn action_for_name() -> Option<(u16, Action)> {
 /// The settings userspace wrote; `None` only before the first rule set is installed.
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {
-    SETTINGS.get(0)
+    SETTINGS.get(*ACTIVE.get(0)? & 1)
 }
 
 /// The rule tables as the matcher sees them: the program's maps.
@@ -137,8 +148,20 @@ struct Maps;
 impl RuleTables for Maps {
     #[inline(always)]
     fn rule(&self, key: RuleKey) -> Option<RuleValue> {
-        // SAFETY: rule values are plain data; an update in flight gives the old or new value.
-        unsafe { RULES.get(key) }.copied()
+        let s = settings()?;
+        let h = slot_hash(key.hash);
+        let mut i = first_slot(h, s.rules_mask);
+        for _ in 0..RULE_PROBES_MAX {
+            let slot = RULES.get(s.rules_base + (i & s.rules_mask))?;
+            if slot.hash == h {
+                return Some(slot.value);
+            }
+            if slot.hash == 0 {
+                return None;
+            }
+            i += 1;
+        }
+        None
     }
 
     #[inline(always)]

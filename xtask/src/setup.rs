@@ -35,10 +35,16 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["tcpdump"],
     // The syslog receiver of the end-to-end tests.
     &["rsyslog"],
+    // rsyslog's TLS listener (RFC 5425) for the syslog-over-TLS test.
+    &["rsyslog-gnutls"],
     // `gnutls-cli`, a second TLS client.
     &["gnutls-bin"],
     // Python's ssl module as a client.
     &["python3"],
+    // Headless Chromium as a client: its post-quantum ClientHello takes two TCP segments.
+    &["chromium"],
+    // `certutil`: the NSS database through which Chromium trusts the lab's CA.
+    &["libnss3-tools"],
 ];
 
 /// The bpf-linker release the XDP program is built with.

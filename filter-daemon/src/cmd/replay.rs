@@ -113,8 +113,7 @@ pub fn replay(options: &ReplayOptions) -> Result<(), Error> {
 /// packet to packet as on a live gateway.
 pub fn replay_capture(config: &Config, set: &RuleSet, capture: Capture) -> Result<Replay, Error> {
     let mut filter = Filter::load((set.rule_count() as u32).max(1))?;
-    filter.install(set)?;
-    filter.set_policy(config)?;
+    filter.apply_config(config, set)?;
     filter.set_trace_all(true)?;
     let mut flows = Flows::default();
     let mut stats = ReplayStats::default();

@@ -3,27 +3,33 @@
 
 use std::{
     path::PathBuf,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use filter_common::Counter;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     Error,
-    config::{Config, XdpMode},
-    counters, events,
+    config::{Config, Logging, XdpMode},
+    events::{self, WallClock},
     filter::Filter,
+    metrics::{self, AppInfo, DaemonMetrics, Snapshot},
+    privacy::ClientAnonymizer,
     rules::RuleSet,
     state::{AppSummary, Attachment, Instance, RunState},
+    syslog::{
+        Logger, MsgId, Origin, Record, Severity,
+        sink::{Destination, LocalPaths, QUEUE_CAPACITY, Sink, SinkConfig},
+    },
 };
 
 /// How often the ring buffer of events is read.
 const EVENT_POLL: Duration = Duration::from_millis(200);
 /// How often idle reassembly states and verdicts are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Events logged per second at most; the rest are counted in a "suppressed" line.
-const EVENTS_PER_SECOND: u32 = 100;
+/// How long a stopping daemon (or a sink replaced on reload) keeps sending what is queued.
+const SINK_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -33,8 +39,9 @@ pub struct RunOptions {
     pub allow_generic_fallback: bool,
 }
 
-fn log(msg: &str) {
-    eprintln!("sni-filter: {msg}");
+/// A `LIFECYCLE` record.
+fn lifecycle(event: &str, severity: Severity, text: String) -> Record {
+    Record::new(MsgId::Lifecycle, severity, text).param("event", event)
 }
 
 /// What the daemon runs with: the filter and the configuration it was built from.
@@ -45,25 +52,130 @@ struct Running {
     attached: Vec<Attachment>,
 }
 
+/// Where the daemon's records go, and what shapes them: the client privacy setting, the
+/// rate limit of flow events, the clock of event times, and the last counters summarised.
+struct Output {
+    logger: Logger,
+    clients: ClientAnonymizer,
+    limit: events::RateLimit,
+    events_per_second: u32,
+    clock: WallClock,
+    metrics: Option<Arc<DaemonMetrics>>,
+    last: Snapshot,
+    last_at: Instant,
+    last_sink_dropped: u64,
+}
+
+/// The syslog sink a `[logging]` section asks for; `None` for `destination = "none"`.
+fn sink_for(logging: &Logging, config: &Config) -> Result<Option<Sink>, Error> {
+    if logging.destination == Destination::Off {
+        return Ok(None);
+    }
+    Sink::start(SinkConfig {
+        destination: logging.destination.clone(),
+        ca_file: logging.ca_file.as_ref().map(|(p, _)| p.clone()),
+        origin: Origin::new(logging.facility, &logging.app_name),
+        local: LocalPaths::default(),
+        capacity: QUEUE_CAPACITY,
+    })
+    .map(Some)
+    .map_err(|e| match &logging.ca_file {
+        Some((_, line)) => Error::config(format!("{}:{line}", config.path.display()), e),
+        None => e,
+    })
+}
+
 pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
-    let mut running = start(instance, opts)?;
+    let config = Config::load(&opts.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::State(format!("starting the runtime: {e}")))?;
-    let result = runtime.block_on(serve(instance, opts, &mut running));
+    let _context = runtime.enter();
+    // Both before anything touches the kernel: a wrong CA file or a taken port stops here.
+    let logger = Logger::new(config.logging.stderr, sink_for(&config.logging, &config)?);
+    let listener = config.metrics_listen.map(metrics::bind).transpose()?;
+    let logging = config.logging.clone();
+    let mut running = match start(instance, opts, config, &logger) {
+        Ok(r) => r,
+        Err(e) => {
+            // main prints the error on stderr; syslog learns it too.
+            let mut r = lifecycle("start_failed", Severity::Error, format!("not started: {e}"));
+            r.on_stderr = false;
+            logger.emit(r);
+            runtime.block_on(logger.close(SINK_CLOSE_GRACE));
+            return Err(e);
+        }
+    };
+    let mut out = Output {
+        clients: ClientAnonymizer::new(logging.client_privacy),
+        limit: events::RateLimit::new(logging.events_per_second),
+        events_per_second: logging.events_per_second,
+        clock: WallClock::measure(),
+        metrics: None,
+        last: Snapshot::default(),
+        last_at: Instant::now(),
+        last_sink_dropped: 0,
+        logger,
+    };
+    let result = match DaemonMetrics::open(instance, app_infos(&running.set)) {
+        Ok(m) => {
+            let m = Arc::new(m);
+            m.set_sink(out.logger.sink().map(|s| s.stats().clone()));
+            if let Some(l) = listener {
+                let addr = l
+                    .local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string());
+                out.logger.emit(
+                    lifecycle(
+                        "metrics",
+                        Severity::Info,
+                        format!("serving Prometheus metrics on http://{addr}/metrics"),
+                    )
+                    .param("listen", addr),
+                );
+                tokio::spawn(metrics::serve(l, m.clone()));
+            }
+            out.metrics = Some(m);
+            runtime.block_on(serve(instance, opts, &mut running, &mut out))
+        }
+        Err(e) => Err(e),
+    };
     instance.clear();
     drop(running);
-    log("detached");
+    out.logger
+        .emit(lifecycle("detached", Severity::Notice, "detached".into()));
+    runtime.block_on(out.logger.close(SINK_CLOSE_GRACE));
     result
 }
 
+fn app_infos(set: &RuleSet) -> Vec<AppInfo> {
+    set.apps
+        .iter()
+        .map(|a| AppInfo {
+            name: a.name.clone(),
+            action: action_name(a.policy.action).into(),
+        })
+        .collect()
+}
+
+fn action_name(action: u8) -> &'static str {
+    filter_common::Action::from_u8(action).map_or("?", filter_common::Action::name)
+}
+
 /// Validates, loads, attaches and records the state for the CLI.
-fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
-    let config = Config::load(&opts.config)?;
+fn start(
+    instance: &Instance,
+    opts: &RunOptions,
+    config: Config,
+    logger: &Logger,
+) -> Result<Running, Error> {
     let set = RuleSet::compile(&config)?;
     for w in &set.warnings {
-        log(&format!("warning: {w}"));
+        logger.emit(
+            Record::new(MsgId::Config, Severity::Warning, format!("warning: {w}"))
+                .param("warning", w),
+        );
     }
     let interfaces = if opts.interfaces.is_empty() {
         config.interfaces.clone()
@@ -80,7 +192,7 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
     let fallback = opts.allow_generic_fallback || config.generic_fallback;
 
     let mut filter = Filter::load_for(&config)?;
-    filter.install(&set)?;
+    filter.apply_config(&config, &set)?;
     instance.prepare()?;
     filter.pin_maps(instance)?;
     let mut attached = Vec::new();
@@ -88,13 +200,22 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
         let actual = filter
             .attach(iface, mode, fallback)
             .inspect_err(|_| instance.clear())?;
-        log(&format!(
-            "attached to {iface} ({} mode), program id {}",
-            actual.name(),
-            filter
-                .program_id()
-                .map_or_else(|| "?".into(), |i| i.to_string())
-        ));
+        let program_id = filter
+            .program_id()
+            .map_or_else(|| "?".into(), |i| i.to_string());
+        logger.emit(
+            lifecycle(
+                "attached",
+                Severity::Notice,
+                format!(
+                    "attached to {iface} ({} mode), program id {program_id}",
+                    actual.name(),
+                ),
+            )
+            .param("iface", iface)
+            .param("mode", actual.name())
+            .param("program_id", program_id),
+        );
         attached.push(Attachment {
             interface: iface.clone(),
             ifindex: crate::state::ifindex(iface).unwrap_or(0),
@@ -108,13 +229,28 @@ fn start(instance: &Instance, opts: &RunOptions) -> Result<Running, Error> {
         attached,
     };
     instance.write_state(&state(&running))?;
-    log(&format!(
-        "filtering {}: {} rules in {} apps from {}",
-        interfaces.join(", "),
-        running.set.rule_count(),
-        running.set.apps.len(),
-        running.config.path.display()
-    ));
+    logger.emit(
+        lifecycle(
+            "started",
+            Severity::Notice,
+            format!(
+                "filtering {}: {} rules in {} apps from {}",
+                interfaces.join(", "),
+                running.set.rule_count(),
+                running.set.apps.len(),
+                running.config.path.display()
+            ),
+        )
+        .param("version", env!("CARGO_PKG_VERSION"))
+        .param("interfaces", interfaces.join(","))
+        .param("rules", running.set.rule_count())
+        .param("apps", running.set.apps.len())
+        .param("config", running.config.path.display())
+        .param(
+            "client_privacy",
+            running.config.logging.client_privacy.name(),
+        ),
+    );
     Ok(running)
 }
 
@@ -131,9 +267,7 @@ fn state(r: &Running) -> RunState {
             .iter()
             .map(|a| AppSummary {
                 name: a.name.clone(),
-                action: filter_common::Action::from_u8(a.policy.action)
-                    .map_or("?", filter_common::Action::name)
-                    .into(),
+                action: action_name(a.policy.action).into(),
                 enabled: a.policy.enabled != 0,
                 rules: a.rules.len(),
             })
@@ -141,8 +275,58 @@ fn state(r: &Running) -> RunState {
     }
 }
 
+impl Output {
+    fn metrics(&self) -> Result<&Arc<DaemonMetrics>, Error> {
+        self.metrics
+            .as_ref()
+            .ok_or_else(|| Error::State("counters not open".into()))
+    }
+
+    /// A `SUMMARY` and one `APP_SUMMARY` per app: the changes since the last call.
+    fn summarize(&mut self) -> Result<(), Error> {
+        let metrics = self.metrics()?.clone();
+        let now = metrics.snapshot()?;
+        let interval = self.last_at.elapsed();
+        let dropped = metrics.sink_dropped();
+        let sink = (dropped - self.last_sink_dropped.min(dropped), dropped);
+        self.logger
+            .emit(metrics::summary(&self.last, &now, interval, sink));
+        for r in metrics::app_summaries(&self.last, &now, interval) {
+            self.logger.emit(r);
+        }
+        self.last = now;
+        self.last_at = Instant::now();
+        self.last_sink_dropped = dropped;
+        Ok(())
+    }
+
+    /// Takes the settings of a reloaded `[logging]` section: a new sink (the old one sends
+    /// what it holds in the background), and the privacy and rate limit if they changed.
+    fn apply_logging(&mut self, old: &Logging, new: &Logging, sink: Option<Sink>) {
+        let stats = sink.as_ref().map(|s| s.stats().clone());
+        if let Some(previous) = self.logger.replace(new.stderr, sink) {
+            tokio::spawn(previous.close(SINK_CLOSE_GRACE));
+        }
+        if let Some(m) = &self.metrics {
+            m.set_sink(stats);
+        }
+        if old.client_privacy != new.client_privacy {
+            self.clients = ClientAnonymizer::new(new.client_privacy);
+        }
+        if old.events_per_second != new.events_per_second {
+            self.limit = events::RateLimit::new(new.events_per_second);
+            self.events_per_second = new.events_per_second;
+        }
+    }
+}
+
 /// The daemon's loop: summaries, events, sweeping, reloads, and the signals that end it.
-async fn serve(instance: &Instance, opts: &RunOptions, r: &mut Running) -> Result<(), Error> {
+async fn serve(
+    instance: &Instance,
+    opts: &RunOptions,
+    r: &mut Running,
+    out: &mut Output,
+) -> Result<(), Error> {
     let sig =
         |kind| signal(kind).map_err(|e| Error::State(format!("installing a signal handler: {e}")));
     let (mut term, mut int, mut hup) = (
@@ -154,49 +338,93 @@ async fn serve(instance: &Instance, opts: &RunOptions, r: &mut Running) -> Resul
     summary.tick().await;
     let mut poll = tokio::time::interval(EVENT_POLL);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut limit = events::RateLimit::new(EVENTS_PER_SECOND);
-    let mut last = r.filter.counters()?;
+    out.last = out.metrics()?.snapshot()?;
+    out.last_at = Instant::now();
     loop {
         tokio::select! {
-            _ = summary.tick() => {
-                let now = r.filter.counters()?;
-                log(&format!("summary: {}", counters::summary_line(&last, &now)));
-                last = now;
-            }
-            _ = poll.tick() => log_events(r, &mut limit)?,
+            _ = summary.tick() => out.summarize()?,
+            _ = poll.tick() => log_events(r, out)?,
             _ = sweep.tick() => {
                 let (hellos, verdicts) = r.filter.sweep()?;
                 if hellos + verdicts > 0 {
-                    log(&format!("swept {hellos} idle reassembly states and {verdicts} idle blocked flows"));
+                    out.logger.emit(
+                        Record::new(
+                            MsgId::Sweep,
+                            Severity::Debug,
+                            format!("swept {hellos} idle reassembly states and {verdicts} idle blocked flows"),
+                        )
+                        .param("reassembly_states", hellos)
+                        .param("blocked_flows", verdicts),
+                    );
                 }
             }
-            _ = hup.recv() => reload(instance, opts, r)?,
+            _ = hup.recv() => reload(instance, opts, r, out)?,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    log_events(r, &mut limit)?;
-    let now = r.filter.counters()?;
-    log(&format!(
-        "stopping; totals: {}",
-        counters::summary_line(&vec![Counter::default(); now.len()], &now)
-    ));
+    log_events(r, out)?;
+    out.summarize()?;
+    let now = &out.last;
+    out.logger.emit(
+        lifecycle(
+            "stopping",
+            Severity::Notice,
+            format!(
+                "stopping; totals: {}",
+                crate::counters::summary_line(
+                    &vec![filter_common::Counter::default(); now.reasons.len()],
+                    &now.reasons
+                )
+            ),
+        )
+        .param(
+            "packets_total",
+            now.reasons.iter().map(|c| c.packets).sum::<u64>(),
+        )
+        .param(
+            "dropped_total",
+            now.reasons.iter().map(|c| c.dropped).sum::<u64>(),
+        ),
+    );
     Ok(())
 }
 
-fn log_events(r: &mut Running, limit: &mut events::RateLimit) -> Result<(), Error> {
+fn log_events(r: &mut Running, out: &mut Output) -> Result<(), Error> {
     let apps: Vec<String> = r.set.apps.iter().map(|a| a.name.clone()).collect();
     let now = Instant::now();
+    let metrics = out.metrics()?.clone();
     for e in r.filter.drain_events()? {
-        if limit.allow(now) {
-            log(&events::line(&e, &apps, &iface_name(e.ifindex)));
+        if out.limit.allow(now) {
+            let client = out
+                .clients
+                .view(events::addr(&e.flow, true), e.flow.sport, now);
+            let time = out.clock.wall(e.ts_ns);
+            out.logger.emit(events::record(
+                &e,
+                &apps,
+                &iface_name(e.ifindex),
+                &client,
+                time,
+            ));
+            metrics.events_logged.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let held = limit.take_suppressed();
+    let held = out.limit.take_suppressed();
     if held > 0 {
-        log(&format!(
-            "{held} events suppressed (more than {EVENTS_PER_SECOND} per second)"
-        ));
+        metrics.events_suppressed.fetch_add(held, Ordering::Relaxed);
+        out.logger.emit(
+            Record::new(
+                MsgId::Suppressed,
+                Severity::Warning,
+                format!(
+                    "{held} events suppressed (more than {} per second)",
+                    out.events_per_second
+                ),
+            )
+            .param("count", held)
+            .param("limit_per_second", out.events_per_second),
+        );
     }
     Ok(())
 }
@@ -215,24 +443,66 @@ fn iface_name(ifindex: u32) -> String {
 }
 
 /// Re-reads the configuration; an invalid one is refused and the running rules stay.
-fn reload(instance: &Instance, opts: &RunOptions, r: &mut Running) -> Result<(), Error> {
-    match Config::load(&opts.config).and_then(|c| RuleSet::compile(&c).map(|s| (c, s))) {
-        Ok((config, set)) => {
-            r.filter.install(&set)?;
-            r.filter.set_policy(&config)?;
-            log(&format!(
-                "reloaded {}: {} rules in {} apps",
-                config.path.display(),
-                set.rule_count(),
-                set.apps.len()
-            ));
+fn reload(
+    instance: &Instance,
+    opts: &RunOptions,
+    r: &mut Running,
+    out: &mut Output,
+) -> Result<(), Error> {
+    let loaded = Config::load(&opts.config)
+        .and_then(|c| RuleSet::compile(&c).map(|s| (c, s)))
+        .and_then(|(c, s)| {
+            // A new sink is made before anything changes, so a bad one refuses the reload.
+            let sink = if c.logging == r.config.logging {
+                None
+            } else {
+                Some(sink_for(&c.logging, &c)?)
+            };
+            Ok((c, s, sink))
+        });
+    match loaded {
+        Ok((config, set, sink)) => {
+            // Rules, apps, exemptions, scopes, ports and policy switch together.
+            r.filter.apply_config(&config, &set)?;
+            if let Some(sink) = sink {
+                out.apply_logging(&r.config.logging, &config.logging, sink);
+            }
+            if config.metrics_listen != r.config.metrics_listen {
+                out.logger.emit(Record::new(
+                    MsgId::Config,
+                    Severity::Warning,
+                    "warning: [metrics] listen changes take effect at the next start",
+                ));
+            }
+            out.logger.emit(
+                lifecycle(
+                    "reloaded",
+                    Severity::Notice,
+                    format!(
+                        "reloaded {}: {} rules in {} apps",
+                        config.path.display(),
+                        set.rule_count(),
+                        set.apps.len()
+                    ),
+                )
+                .param("rules", set.rule_count())
+                .param("apps", set.apps.len()),
+            );
+            if let Some(m) = &out.metrics {
+                m.set_apps(app_infos(&set));
+            }
             r.config = config;
             r.set = set;
             instance.write_state(&state(r))?;
         }
-        Err(e) => log(&format!(
-            "reload refused, the running rules stay in force: {e}"
-        )),
+        Err(e) => out.logger.emit(
+            lifecycle(
+                "reload_refused",
+                Severity::Error,
+                format!("reload refused, the running rules stay in force: {e}"),
+            )
+            .param("error", &e),
+        ),
     }
     Ok(())
 }
