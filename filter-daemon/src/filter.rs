@@ -217,10 +217,10 @@ impl Filter {
             let mut table = vec![RuleSlot::default(); self.rule_slots as usize];
             for (key, value) in &tables.rules {
                 let h = slot_hash(key.hash);
-                let mut i = first_slot(h, mask);
+                let start = first_slot(h, mask);
                 let mut placed = false;
-                for _ in 0..RULE_PROBES_MAX {
-                    let slot = &mut table[(i & mask) as usize];
+                for probe in 0..RULE_PROBES_MAX {
+                    let slot = &mut table[(start.wrapping_add(probe) & mask) as usize];
                     if slot.hash == 0 || slot.hash == h {
                         *slot = RuleSlot {
                             hash: h,
@@ -229,7 +229,6 @@ impl Filter {
                         placed = true;
                         break;
                     }
-                    i += 1;
                 }
                 if !placed {
                     continue 'seeds;

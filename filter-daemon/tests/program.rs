@@ -943,3 +943,76 @@ fn a_hello_in_a_multi_buffer_jumbo_frame_is_read() {
         XDP_PASS
     );
 }
+
+/// Adds `words` 4-byte IPv4 options (NOP padding) to an untagged IPv4 frame.
+fn with_ipv4_options(frame: &[u8], words: usize) -> Vec<u8> {
+    const IP: usize = 14;
+    let ihl = usize::from(frame[IP] & 0x0f) * 4;
+    let mut out = frame[..IP + ihl].to_vec();
+    out[IP] = 0x40 | ((ihl / 4 + words) as u8);
+    let total = u16::from_be_bytes([out[IP + 2], out[IP + 3]]) + 4 * words as u16;
+    out[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+    out.extend(std::iter::repeat_n(1u8, 4 * words)); // NOP options
+    out[IP + 10..IP + 12].copy_from_slice(&[0, 0]);
+    let sum: u32 = out[IP..IP + ihl + 4 * words]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    out[IP + 10..IP + 12].copy_from_slice(&check.to_be_bytes());
+    out.extend_from_slice(&frame[IP + ihl..]);
+    out
+}
+
+#[test]
+fn ipv4_options_a_16_kib_hello_and_the_idle_timeout() {
+    let f = filter(&format!(
+        "[filter]\nuninspectable = \"drop\"\nflow_idle_secs = 1\n{RULES}"
+    ));
+    // IPv4 options (IHL up to 15 words) in front of TCP.
+    for words in [1, 10] {
+        let frame = with_ipv4_options(&hello_frame("www.tiktok.com"), words);
+        etherparse::SlicedPacket::from_ethernet(&frame).expect("the frame with options parses");
+        assert_eq!(
+            f.run_frame(&frame).unwrap(),
+            XDP_DROP,
+            "{words} option words"
+        );
+    }
+    // A hello padded to 16 KiB, in two records, over 12 segments, the name last.
+    let big = tls_records(
+        &ClientHelloBuilder::chrome("www.tiktok.com")
+            .sni_position(SniPosition::Last)
+            .pad_to(16 * 1024)
+            .build(),
+        16384,
+    );
+    assert!(big.len() > 16 * 1024);
+    let frames = tcp(IpPair::v4_example()).frames(&big, 1448);
+    assert!(frames.len() >= 12, "{} segments", frames.len());
+    let actions: Vec<u32> = frames.iter().map(|fr| f.run_frame(fr).unwrap()).collect();
+    assert_eq!(actions.last(), Some(&XDP_DROP), "{actions:?}");
+    assert!(
+        actions[..actions.len() - 1].iter().all(|&a| a == XDP_PASS),
+        "{actions:?}"
+    );
+    // A blocked flow silent longer than flow_idle_secs is forgotten: its data passes again.
+    let s = tcp(IpPair::v4_example());
+    let hello = tls_records(
+        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+        16384,
+    );
+    let later = TcpSegment {
+        seq: s.seq + hello.len() as u32,
+        ..s.clone()
+    };
+    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+    assert_eq!(f.run_frame(&later.frame(b"data")).unwrap(), XDP_DROP);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(
+        f.run_frame(&later.frame(b"data")).unwrap(),
+        XDP_PASS,
+        "the verdict outlived its idle timeout"
+    );
+}

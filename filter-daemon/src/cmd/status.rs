@@ -1,8 +1,11 @@
 //! `sni-filter status`: the running filter's attachments, rule set and counters, read from
 //! its state file and pinned maps, as aligned columns with human units.
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use filter_common::{AppCounters, Counter, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note, names};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use filter_common::{
+    AppCounters, BlockedFlow, Counter, FlowKey, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
+    hello::HelloFlow, names,
+};
 
 use crate::{
     Error, counters,
@@ -83,6 +86,11 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         );
     }
     println!();
+    let (flows, flows_max) = occupancy::<BlockedFlow>(instance, names::VERDICTS)?;
+    let (hellos, hellos_max) = occupancy::<HelloFlow>(instance, names::HELLOS)?;
+    println!("{:<18} {flows:>8} of {flows_max}", "blocked flows");
+    println!("{:<18} {hellos:>8} of {hellos_max}", "hellos being read");
+    println!();
     print!("{}", counters::table(&read_reasons(instance)?, false));
     let notes: Vec<u64> = read_per_cpu(instance, names::NOTES, NOTE_COUNT, |v: &[u64]| {
         v.iter().sum()
@@ -98,6 +106,17 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         println!("also counted: {}", seen.join(" "));
     }
     Ok(alive)
+}
+
+/// Entries in a pinned hash map keyed by flow, and its bound.
+fn occupancy<V: aya::Pod>(instance: &Instance, name: &str) -> Result<(usize, u32), Error> {
+    let path = instance.pin(name);
+    let data = MapData::from_pin(&path)
+        .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
+    let max = data.info().map_or(0, |i| i.max_entries());
+    let map: HashMap<MapData, FlowKey, V> = HashMap::try_from(Map::HashMap(data))
+        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+    Ok((map.keys().filter_map(Result::ok).count(), max))
 }
 
 /// The counters by reason of the running filter.
