@@ -58,8 +58,9 @@ pub mod names {
 /// every match stays small: 255 apps is far beyond any city's list of banned applications.
 pub const APPS_MAX: u32 = 256;
 
-/// Default bound of the rules table: 1M rules (DESIGN.md plans for 100k+).
-pub const RULES_DEFAULT_MAX: u32 = 1 << 20;
+/// Default bound of the rules (all apps together): 65536, far above today's lists, in 4 MiB
+/// of rule table. 1M rules need `rules_max = 1048576` and 64 MiB (both sides).
+pub const RULES_DEFAULT_MAX: u32 = 1 << 16;
 
 /// Default bound of the blocked-flow table.
 pub const VERDICTS_DEFAULT_MAX: u32 = 65536;

@@ -35,6 +35,8 @@ pub struct Filter {
     active: u32,
     /// Slots of one side of the rules table.
     rule_slots: u32,
+    /// The slots each side of the rules table holds rules in.
+    side_slots: [Vec<u32>; 2],
 }
 
 /// Counters summed over every CPU, indexed by `Reason`.
@@ -107,6 +109,7 @@ impl Filter {
             settings,
             active: 1,
             rule_slots: filter_common::rule_slots(rules_max),
+            side_slots: [Vec::new(), Vec::new()],
         };
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
         filter.settings.rules_base = filter.rule_slots;
@@ -178,16 +181,28 @@ impl Filter {
             wild.set(offset + i as u32, *p, 0)
                 .map_err(|e| Error::Map(format!("{}: {e}", names::WILDCARDS)))?;
         }
+        // Only slots that hold a rule now or held one the last time this side was written
+        // need a write: the rest are already empty.
+        let used: Vec<u32> = (0..slots)
+            .filter(|&i| table[i as usize].hash != 0)
+            .collect();
+        let stale = std::mem::take(&mut self.side_slots[side as usize]);
         let mut rules: Array<&mut MapData, RuleSlot> = self.map_mut(names::RULES)?;
-        for (i, slot) in table.iter().enumerate() {
-            let mut slot = *slot;
+        for i in stale.into_iter().filter(|&i| table[i as usize].hash == 0) {
+            rules
+                .set(side * slots + i, RuleSlot::default(), 0)
+                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::RULES)))?;
+        }
+        for &i in &used {
+            let mut slot = table[i as usize];
             if slot.value.wild != 0 {
                 slot.value.wild += offset as u16;
             }
             rules
-                .set(side * slots + i as u32, slot, 0)
+                .set(side * slots + i, slot, 0)
                 .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::RULES)))?;
         }
+        self.side_slots[side as usize] = used;
         let apps_base = side * filter_common::APPS_MAX;
         let mut apps: Array<&mut MapData, AppPolicy> = self.map_mut(names::APPS)?;
         for i in 0..filter_common::APPS_MAX {
