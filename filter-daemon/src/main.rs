@@ -61,6 +61,19 @@ enum Command {
         /// The server name to judge.
         host: String,
     },
+    /// Ask the running daemon to re-read its configuration (as SIGHUP does). An invalid
+    /// configuration is refused and the running rules stay in force; the log says which.
+    ///
+    /// Example: sni-filter reload
+    Reload,
+    /// List the blocked flows whose later packets are being dropped.
+    ///
+    /// Example: sni-filter flows --flush
+    Flows {
+        /// Forget them all afterwards: their next packets are judged afresh.
+        #[arg(long)]
+        flush: bool,
+    },
     /// Run captured traffic through the real compiled XDP program, with maps of its own, and
     /// print the verdict of every flow that carried a ClientHello.
     ///
@@ -108,6 +121,8 @@ fn main() -> ExitCode {
             },
         ),
         Command::Status => cmd::status::status(&instance).map(|_| ()),
+        Command::Reload => cmd::reload::reload(&instance),
+        Command::Flows { flush } => cmd::flows::flows(&instance, flush),
         Command::CheckConfig { file } => cmd::check_config::check_config(&file),
         Command::Check { config, host } => cmd::check::check(&instance, &config, &host).map(|_| ()),
         Command::Replay {

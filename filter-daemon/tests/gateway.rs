@@ -106,3 +106,61 @@ fn banned_name_fails_and_allowed_name_is_served_over_ipv4() {
 fn banned_name_fails_and_allowed_name_is_served_over_ipv6() {
     check_gateway(true);
 }
+
+/// Waits up to 10 s for the daemon's log to contain `text`.
+fn wait_for_log(daemon: &Daemon, text: &str) -> bool {
+    for _ in 0..100 {
+        if daemon.log().contains(text) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn flows_lists_the_blocked_flow_and_a_bad_reload_keeps_the_rules() {
+    let lab = Lab::new("ops").expect("lab");
+    let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
+    let opts = CurlOpts::new(server.ca_path()).max_time(Duration::from_secs(2));
+    // A copy of the shipped configuration, to break it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lists")).unwrap();
+    let shipped = repo_config();
+    let config_dir = shipped.parent().unwrap();
+    for f in ["lists/tiktok.txt", "lists/bytedance.txt"] {
+        std::fs::copy(config_dir.join(f), dir.path().join(f)).unwrap();
+    }
+    let config = dir.path().join("filter.toml");
+    std::fs::copy(&shipped, &config).unwrap();
+    let daemon =
+        Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).expect("daemon attaches");
+
+    assert!(!curl(&lab, BANNED, &opts).unwrap().served());
+    let out = daemon.command(["flows"]).output().unwrap();
+    let flows = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        flows.contains(&format!("{}:443", lab.server_addr(false))) && flows.contains("tiktok"),
+        "{flows}"
+    );
+    assert!(flows.contains("1 blocked flows"), "{flows}");
+
+    // An invalid configuration is refused with its file and line; the rules stay in force.
+    std::fs::write(&config, "[filter]\nxdp_mdoe = \"native\"\n").unwrap();
+    assert!(daemon.command(["reload"]).status().unwrap().success());
+    assert!(
+        wait_for_log(&daemon, "filter.toml:2"),
+        "no refusal naming the line:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !curl(&lab, BANNED, &opts).unwrap().served(),
+        "the rules were lost on a bad reload"
+    );
+    assert_eq!(curl(&lab, ALLOWED, &opts).unwrap().http_status, Some(200));
+}

@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod check_config;
+pub mod flows;
+pub mod reload;
 pub mod replay;
 pub mod run;
 pub mod status;
