@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod filter;
 pub mod metrics;
+pub mod preflight;
 pub mod privacy;
 pub mod rules;
 pub mod state;

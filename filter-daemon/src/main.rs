@@ -61,6 +61,16 @@ enum Command {
         /// The server name to judge.
         host: String,
     },
+    /// Check the kernel and interfaces as `run` does before attaching: kernel version, the
+    /// interface and its driver, offloads that hide VLAN tags or merge segments, MTU, and
+    /// another XDP program already attached (never replaced). Exit 1 if a check fails.
+    ///
+    /// Example: sni-filter doctor lan0 wifi0
+    Doctor {
+        /// Interfaces to check.
+        #[arg(required = true)]
+        interfaces: Vec<String>,
+    },
     /// Ask the running daemon to re-read its configuration (as SIGHUP does). An invalid
     /// configuration is refused and the running rules stay in force; the log says which.
     ///
@@ -98,6 +108,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A CLI piped into `head` ends quietly, as other tools do. The daemon keeps Rust's
+        // default (ignored), so a closed syslog connection is an error, not its death.
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let instance = match Instance::new(&cli.instance) {
         Ok(i) => i,
         Err(e) => {
@@ -122,6 +138,11 @@ fn main() -> ExitCode {
         ),
         Command::Status => cmd::status::status(&instance).map(|_| ()),
         Command::Reload => cmd::reload::reload(&instance),
+        Command::Doctor { interfaces } => match cmd::doctor::doctor(&interfaces) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::Flows { flush } => cmd::flows::flows(&instance, flush),
         Command::CheckConfig { file } => cmd::check_config::check_config(&file),
         Command::Check { config, host } => cmd::check::check(&instance, &config, &host).map(|_| ()),

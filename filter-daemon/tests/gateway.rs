@@ -164,3 +164,44 @@ fn flows_lists_the_blocked_flow_and_a_bad_reload_keeps_the_rules() {
     );
     assert_eq!(curl(&lab, ALLOWED, &opts).unwrap().http_status, Some(200));
 }
+
+#[test]
+fn another_xdp_program_on_the_interface_is_never_replaced() {
+    let lab = Lab::new("busy").expect("lab");
+    let iface = lab.gateway_client_if().to_string();
+    let gateway = |args: &[&str]| {
+        lab.exec(sni_filter_lab::Node::Gateway, bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // With nothing attached, doctor finds no failure.
+    let clean = gateway(&["doctor", &iface]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    // Someone else's XDP program on the interface: doctor fails, and run refuses to start.
+    let _foreign = sni_filter_lab::attach_xdp_pass(lab.gateway_ns(), &iface)
+        .expect("a foreign program attaches");
+    let busy = gateway(&["doctor", &iface]);
+    let text = String::from_utf8_lossy(&busy.stdout);
+    assert!(
+        !busy.status.success() && text.contains("lab_xdp_pass") && text.contains("never replaces"),
+        "{text}"
+    );
+    let config = repo_config();
+    let run = gateway(&[
+        "--instance",
+        "busy-test",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--interface",
+        &iface,
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("never replaces another program"), "{err}");
+}

@@ -26,6 +26,9 @@ pub struct Seen {
     /// 4, 6, or 0 for not IP.
     pub family: u8,
     pub vlan: bool,
+    pub _pad: u16,
+    /// The frame's length as it arrived (a `reject` rewrites it into a short reset).
+    pub len: u32,
 }
 
 /// How a packet leaves the program.
@@ -100,7 +103,11 @@ pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
         Fate::Drop => true,
         Fate::Policy => crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0),
     };
-    let bytes = frame_len(ctx);
+    let bytes = if seen.len != 0 {
+        u64::from(seen.len)
+    } else {
+        frame_len(ctx)
+    };
     if let Some(c) = COUNTERS.get_ptr_mut(exit.reason as u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe {

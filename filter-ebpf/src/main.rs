@@ -49,7 +49,10 @@ static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp(frags)]
 pub fn sni_filter(ctx: XdpContext) -> u32 {
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        len: counters::frame_len(&ctx) as u32,
+        ..Seen::default()
+    };
     let exit = match try_sni_filter(&ctx, &mut seen) {
         Ok(exit) => exit,
         Err(reason) => Exit::of(reason),
@@ -139,10 +142,7 @@ fn judge_tcp(
     unsafe {
         (*p).flow = *flow;
         (*p).now = now;
-        (*p).seen = Seen {
-            family: seen.family,
-            vlan: seen.vlan,
-        };
+        (*p).seen = *seen;
         (*p).first_fragment = u8::from(first_fragment);
         // On success the judging program ends the packet; returning means it is missing.
         JUDGE.tail_call(ctx, 0);

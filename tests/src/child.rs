@@ -4,7 +4,7 @@
 //! children in order, and that helpers the child forks (nginx workers) are stopped with it.
 
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Output};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,11 @@ impl ChildGuard {
     /// The command line it was started with.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// Takes the child's stdin, if it was piped.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
     }
 
     /// Takes the child's stdout, if it was piped.

@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use crate::child::ChildGuard;
 use crate::lab::{Lab, Node};
 use crate::scratch::ScratchDir;
+use crate::status::Status;
 
 /// What `sni-filter run` prints once its program is attached.
 pub const ATTACHED_MARKER: &str = "attached";
@@ -159,6 +160,22 @@ impl Daemon {
             .arg(&self.instance)
             .args(args);
         cmd
+    }
+
+    /// `sni-filter status` of this daemon, read into numbers.
+    pub fn status(&self) -> Result<Status> {
+        let out = self
+            .command(["status"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run `sni-filter status`")?;
+        ensure!(
+            out.status.success(),
+            "`sni-filter status` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(Status::parse(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Sends SIGTERM, waits up to 5 s (then SIGKILL); returns how it ended and its full log.

@@ -6,13 +6,16 @@
 
 use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
+use crate::bpf;
 use crate::netns::{self, Netns, netns_exec};
 use crate::run::{cmd, run};
+use crate::vlan::VlanTagging;
 
 /// Linux interface names hold at most 15 bytes (`IFNAMSIZ` 16 with the NUL).
 const IFNAME_MAX: usize = 15;
@@ -22,6 +25,35 @@ const IFNAME_PREFIX_MAX: usize = 4;
 const PREFIX_MAX: usize = 12;
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// Most queues a lab's veth ends get: the kernel's veth accepts up to 4096, tests need a few.
+const QUEUES_MAX: u16 = 64;
+
+/// How a lab differs from the default one.
+#[derive(Clone, Debug, Default)]
+pub struct LabOptions {
+    /// Receive and transmit queues of each end of the client — gateway veth pair; `None`
+    /// (or 1) is one queue, as `ip link add` makes by default.
+    pub client_link_queues: Option<u16>,
+    /// Carry the client — gateway link's frames tagged with this 802.1Q VLAN id, in both
+    /// directions, with the tag inside the frame (`txvlan` off on both ends) so that the
+    /// filter on `gateway_client_if` sees it. The addresses stay on the veth ends.
+    pub client_vlan: Option<u16>,
+}
+
+impl LabOptions {
+    #[must_use]
+    pub fn client_link_queues(mut self, queues: u16) -> Self {
+        self.client_link_queues = Some(queues);
+        self
+    }
+
+    #[must_use]
+    pub fn client_vlan(mut self, vid: u16) -> Self {
+        self.client_vlan = Some(vid);
+        self
+    }
+}
 
 /// One of the lab's three machines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +72,15 @@ pub enum Node {
 ///              fd00:N:1::2   fd00:N:1::1                 fd00:N:2::1    fd00:N:2::2
 /// ```
 /// The filter attaches at ingress of `gateway_client_if`.
+///
+/// [`LabOptions`] can give the client — gateway link several queues, or carry its frames
+/// 802.1Q-tagged.
 #[derive(Debug)]
 pub struct Lab {
     name: String,
+    // Detached first; the namespaces' deletion would remove them anyway.
+    vlan: Option<VlanTagging>,
+    client_xdp: Option<OwnedFd>,
     // Each namespace guard kills whatever still runs inside before deleting it.
     client: Netns,
     gateway: Netns,
@@ -52,6 +90,7 @@ pub struct Lab {
     gateway_server_if: String,
     server_if: String,
     subnet: u8,
+    client_link_queues: u16,
 }
 
 impl Lab {
@@ -60,7 +99,17 @@ impl Lab {
     /// `prefix` is ASCII letters and digits, at most 12; use distinct prefixes for runs that
     /// may overlap (the demo, each test suite) so that [`Lab::cleanup_stale`] stays targeted.
     pub fn new(prefix: &str) -> Result<Self> {
+        Self::with_options(prefix, &LabOptions::default())
+    }
+
+    /// Like [`Lab::new`], with the client — gateway link built as `options` say.
+    pub fn with_options(prefix: &str, options: &LabOptions) -> Result<Self> {
         netns::require_root()?;
+        let queues = options.client_link_queues.unwrap_or(1);
+        ensure!(
+            (1..=QUEUES_MAX).contains(&queues),
+            "client_link_queues {queues} must be 1 to {QUEUES_MAX}"
+        );
         ensure!(
             !prefix.is_empty()
                 && prefix.len() <= PREFIX_MAX
@@ -90,8 +139,10 @@ impl Lab {
         let client = Netns::new(&format!("{tag}-cl"))?;
         let gateway = Netns::new(&format!("{tag}-gw"))?;
         let server = Netns::new(&format!("{tag}-sv"))?;
-        let lab = Self {
+        let mut lab = Self {
             name: tag.clone(),
+            vlan: None,
+            client_xdp: None,
             client,
             gateway,
             server,
@@ -100,25 +151,83 @@ impl Lab {
             gateway_server_if,
             server_if,
             subnet,
+            client_link_queues: queues,
         };
         lab.wire()
             .with_context(|| format!("cannot build the lab {tag}"))?;
+        // After XDP_TX a veth wakes its peer's queue only if the peer runs an XDP program
+        // of its own (the kernel's veth_xdp_flush): without one, a reset the filter sends
+        // waits in the client's queue until some other frame arrives. A program that passes
+        // everything makes the client's end deliver it at once, as a wire would.
+        lab.client_xdp = Some(
+            bpf::attach_xdp_pass(lab.client.name(), &lab.client_if)
+                .with_context(|| format!("cannot build the lab {tag}"))?,
+        );
+        if let Some(vid) = options.client_vlan {
+            lab.vlan = Some(
+                lab.tag_client_link(vid)
+                    .with_context(|| format!("cannot tag the client link of {tag}"))?,
+            );
+        }
         Ok(lab)
+    }
+
+    /// Tags the client — gateway link's frames with `vid` both ways, the tag in the frame.
+    fn tag_client_link(&self, vid: u16) -> Result<VlanTagging> {
+        // With the offload on, the veth hands the tag over beside the frame and an XDP
+        // program never sees it.
+        for (ns, ifname) in [
+            (self.client.name(), &self.client_if),
+            (self.gateway.name(), &self.gateway_client_if),
+        ] {
+            run(netns_exec(ns, "ethtool").args(["-K", ifname, "txvlan", "off"]))?;
+        }
+        VlanTagging::attach(
+            vid,
+            &[
+                (self.client.name(), &self.client_if),
+                (self.gateway.name(), &self.gateway_client_if),
+            ],
+        )
     }
 
     fn wire(&self) -> Result<()> {
         let (cl, gw, sv) = (self.client.name(), self.gateway.name(), self.server.name());
         // Each veth is created in the gateway with its peer straight in the other namespace,
         // so the names never exist in (or clash with) the namespace this process runs in.
-        for (gw_if, peer_if, peer_ns) in [
-            (&self.gateway_client_if, &self.client_if, cl),
-            (&self.gateway_server_if, &self.server_if, sv),
+        let queues = self.client_link_queues.to_string();
+        for (gw_if, peer_if, peer_ns, queues) in [
+            (
+                &self.gateway_client_if,
+                &self.client_if,
+                cl,
+                queues.as_str(),
+            ),
+            (&self.gateway_server_if, &self.server_if, sv, "1"),
         ] {
             run(&mut cmd(
                 "ip",
                 [
-                    "-n", gw, "link", "add", gw_if, "type", "veth", "peer", "name", peer_if,
-                    "netns", peer_ns,
+                    "-n",
+                    gw,
+                    "link",
+                    "add",
+                    gw_if,
+                    "numtxqueues",
+                    queues,
+                    "numrxqueues",
+                    queues,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    peer_if,
+                    "numtxqueues",
+                    queues,
+                    "numrxqueues",
+                    queues,
+                    "netns",
+                    peer_ns,
                 ],
             ))?;
         }
@@ -176,14 +285,73 @@ impl Lab {
             "net.ipv4.ip_forward=1",
             "net.ipv6.conf.all.forwarding=1",
         ]))?;
+        self.pin_ipv6_neighbours()?;
         // Without TSO/GSO the sending stack cuts a 2 KB ClientHello into wire-sized segments,
         // as a real NIC would, instead of handing the veth one super-packet.
         for (ns, ifname) in &addrs.map(|(ns, ifname, _, _)| (ns, ifname)) {
             run(netns_exec(ns, "ethtool").args(["-K", ifname, "tso", "off", "gso", "off"]))?;
         }
         // A frame the program sends back with XDP_TX reaches the client's veth end only if
-        // that end has NAPI, which GRO turns on; otherwise it counts as xdp_tx_errors.
+        // that end has NAPI, which GRO turns on; otherwise it counts as xdp_tx_errors. (The
+        // pass-all XDP program `with_options` attaches there also wakes it: see there.)
         run(netns_exec(cl, "ethtool").args(["-K", &self.client_if, "gro", "on"]))?;
+        Ok(())
+    }
+
+    /// A freshly raised veth end ignores neighbour solicitations for up to ~2 s (until its
+    /// IPv6 is ready), so a test's first IPv6 connection would lose its SYN and wait for a
+    /// retransmission. Permanent entries on both ends of each link make it immediate.
+    fn pin_ipv6_neighbours(&self) -> Result<()> {
+        let (cl, gw, sv) = (self.client.name(), self.gateway.name(), self.server.name());
+        for (ns, ifname, peer_ns, peer_if, peer_addr) in [
+            (
+                cl,
+                &self.client_if,
+                gw,
+                &self.gateway_client_if,
+                self.gateway_client_v6(),
+            ),
+            (
+                gw,
+                &self.gateway_client_if,
+                cl,
+                &self.client_if,
+                self.client_v6(),
+            ),
+            (
+                gw,
+                &self.gateway_server_if,
+                sv,
+                &self.server_if,
+                self.server_v6(),
+            ),
+            (
+                sv,
+                &self.server_if,
+                gw,
+                &self.gateway_server_if,
+                self.gateway_server_v6(),
+            ),
+        ] {
+            let mac = mac_address(peer_ns, peer_if)?;
+            run(&mut cmd(
+                "ip",
+                [
+                    "-n",
+                    ns,
+                    "-6",
+                    "neigh",
+                    "replace",
+                    &peer_addr.to_string(),
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    ifname,
+                    "nud",
+                    "permanent",
+                ],
+            ))?;
+        }
         Ok(())
     }
 
@@ -231,6 +399,16 @@ impl Lab {
     /// The server's interface (peer of [`Lab::gateway_server_if`]).
     pub fn server_if(&self) -> &str {
         &self.server_if
+    }
+
+    /// Receive (and transmit) queues of each end of the client — gateway link.
+    pub fn client_link_queues(&self) -> u16 {
+        self.client_link_queues
+    }
+
+    /// The VLAN id the client — gateway link's frames carry, if tagged.
+    pub fn client_vlan(&self) -> Option<u16> {
+        self.vlan.as_ref().map(VlanTagging::vid)
     }
 
     pub fn client_v4(&self) -> Ipv4Addr {
@@ -327,6 +505,19 @@ impl Lab {
         crate::scratch::remove_stale();
         Ok(deleted)
     }
+}
+
+/// The MAC address of an interface in a namespace.
+fn mac_address(ns: &str, ifname: &str) -> Result<String> {
+    let out = run(&mut cmd(
+        "ip",
+        ["-n", ns, "-o", "link", "show", "dev", ifname],
+    ))?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .with_context(|| format!("no MAC address for {ifname} in {ns}: {out}"))
 }
 
 /// The prefix and owner pid of a lab namespace name `PREFIX-PID-N-{cl,gw,sv}`.

@@ -5,7 +5,10 @@
 //! nothing behind; [`shutdown`] removes everything at once when a signal cuts a run short.
 //! Building a lab needs root (namespaces, veth pairs, `ethtool`).
 
+mod bpf;
+pub mod capture;
 mod child;
+mod clients;
 mod curl;
 mod daemon;
 pub mod hello;
@@ -14,15 +17,27 @@ mod netns;
 mod registry;
 mod run;
 mod scratch;
+mod status;
 mod tls_server;
+mod vlan;
 
+pub use bpf::attach_xdp_pass;
 pub use child::ChildGuard;
+pub use clients::{ClientRun, FetchOpts, TlsClient, fetch};
 pub use curl::{CURL_TIMEOUT, CurlOpts, CurlOutcome, curl};
 pub use daemon::{ATTACHED_MARKER, Daemon};
-pub use lab::{Lab, Node};
+pub use lab::{Lab, LabOptions, Node};
 pub use netns::{Netns, netns_exec, run_in_netns};
 pub use registry::shutdown;
+pub use scratch::ScratchDir;
+pub use status::{Status, StatusRow};
 pub use tls_server::{HTTPS_PORT, TlsServer, response_body};
+pub use vlan::VlanTagging;
+
+/// Debian's python3 when present (a version manager's shim in `PATH` costs a start-up).
+pub fn python3() -> &'static str {
+    clients::python3()
+}
 
 /// Whether this process runs as root, which every lab needs.
 pub fn is_root() -> bool {

@@ -11,15 +11,16 @@ use crate::registry;
 /// Names start with this, then the owner's pid: `sni-filter-lab-PID-KIND.XXXXXX`.
 const NAME_PREFIX: &str = "sni-filter-lab-";
 
-/// A temporary folder removed on drop, or by [`crate::shutdown`].
+/// A temporary folder removed on drop, or by [`crate::shutdown`] (and, if the process was
+/// killed, by the next [`crate::Lab::cleanup_stale`]).
 #[derive(Debug)]
-pub(crate) struct ScratchDir {
+pub struct ScratchDir {
     dir: TempDir,
 }
 
 impl ScratchDir {
     /// A new folder under the system's temporary folder; `kind` says what it holds.
-    pub(crate) fn new(kind: &str) -> Result<Self> {
+    pub fn new(kind: &str) -> Result<Self> {
         let prefix = format!("{NAME_PREFIX}{}-{kind}.", std::process::id());
         let dir = registry::add_scratch_dir(|| {
             let dir = tempfile::Builder::new()
@@ -32,7 +33,7 @@ impl ScratchDir {
         Ok(Self { dir })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }

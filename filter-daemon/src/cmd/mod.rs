@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod check_config;
+pub mod doctor;
 pub mod flows;
 pub mod reload;
 pub mod replay;

@@ -191,6 +191,7 @@ fn start(
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let fallback = opts.allow_generic_fallback || config.generic_fallback;
 
+    preflight(&interfaces, logger)?;
     let mut filter = Filter::load_for(&config)?;
     filter.apply_config(&config, &set)?;
     instance.prepare()?;
@@ -252,6 +253,41 @@ fn start(
         ),
     );
     Ok(running)
+}
+
+/// Every interface is checked before anything is loaded; one that fails (another XDP
+/// program on it, a missing interface, an old kernel) stops the start, warnings are logged.
+fn preflight(interfaces: &[String], logger: &Logger) -> Result<(), Error> {
+    let mut checks = crate::preflight::kernel();
+    for iface in interfaces {
+        checks.extend(crate::preflight::interface(
+            iface,
+            filter_common::names::PROGRAM,
+        ));
+    }
+    for c in checks
+        .iter()
+        .filter(|c| c.level == crate::preflight::Level::Warn)
+    {
+        logger.emit(
+            Record::new(
+                MsgId::Config,
+                Severity::Warning,
+                format!("warning: {}: {}", c.what, c.detail),
+            )
+            .param("warning", &c.detail),
+        );
+    }
+    match checks
+        .iter()
+        .find(|c| c.level == crate::preflight::Level::Fail)
+    {
+        Some(c) => Err(Error::Attach {
+            iface: c.what.clone(),
+            reason: c.detail.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn state(r: &Running) -> RunState {
