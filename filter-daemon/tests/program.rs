@@ -544,6 +544,18 @@ fn cases() -> Vec<Case> {
             &[(Reason::HelloBlocked, 1)],
         ),
         strict(
+            "the first IPv6 fragment of a hello is uninspectable",
+            vec![with_ipv6_fragment(&tcp(v6).frame(&chrome), 0, true)],
+            XDP_DROP,
+            &[(Reason::UninspectableFragment, 1)],
+        ),
+        case(
+            "a later IPv6 fragment passes",
+            vec![with_ipv6_fragment(&tcp(v6).frame(&chrome), 185, false)],
+            XDP_PASS,
+            &[(Reason::IpFragment, 1)],
+        ),
+        strict(
             "an IPv6 chain beyond the bound is uninspectable",
             vec![with_ipv6_extensions(&tcp(v6).frame(&chrome), 7)],
             XDP_DROP,
@@ -580,6 +592,22 @@ fn cases() -> Vec<Case> {
             &[(Reason::HeaderMalformed, 1)],
         ),
     ]
+}
+
+/// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
+fn with_ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
+    const IP: usize = 14;
+    let mut out = frame[..IP + 40].to_vec();
+    let next = out[IP + 6];
+    out[IP + 6] = 44; // fragment header
+    let payload = u16::from_be_bytes([out[IP + 4], out[IP + 5]]) + 8;
+    out[IP + 4..IP + 6].copy_from_slice(&payload.to_be_bytes());
+    let field = (offset << 3) | u16::from(more);
+    out.extend_from_slice(&[next, 0]);
+    out.extend_from_slice(&field.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0x12, 0x34]); // identification
+    out.extend_from_slice(&frame[IP + 40..]);
+    out
 }
 
 /// Puts `count` 8-byte destination-options headers between the IPv6 header and TCP.
