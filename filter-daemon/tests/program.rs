@@ -1045,7 +1045,7 @@ fn ipv4_options_a_16_kib_hello_and_the_idle_timeout() {
     );
 }
 
-/// BPF_PROG_TEST_RUN on a program fd, for a thread that runs packets while another reloads.
+/// `BPF_PROG_TEST_RUN` on a program fd, for a thread that runs packets while another reloads.
 fn raw_test_run(prog_fd: std::os::fd::RawFd, frame: &[u8]) -> u32 {
     #[repr(C)]
     #[derive(Default)]
@@ -1069,7 +1069,7 @@ fn raw_test_run(prog_fd: std::os::fd::RawFd, frame: &[u8]) -> u32 {
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
     let mut attr = TestAttr {
-        prog_fd: prog_fd as u32,
+        prog_fd: u32::try_from(prog_fd).expect("a valid fd"),
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
         repeat: 1,
@@ -1101,17 +1101,17 @@ fn a_reload_never_shows_a_mix_of_two_rule_sets() {
     // app, set B through its second, whose first app only monitors. New rules with old apps
     // find a disabled app (pass); old rules with new apps find the monitor (pass, counted
     // hello_monitored). Only a clean switch drops every time.
-    let a = "[apps.one]\naction = \"drop\"\ndomains = [\"x.example\"]\n";
-    let b = "[apps.one]\naction = \"monitor\"\ndomains = [\"unused.example\"]\n[apps.two]\naction = \"drop\"\ndomains = [\"x.example\"]\n";
+    let text_a = "[apps.one]\naction = \"drop\"\ndomains = [\"x.example\"]\n";
+    let text_b = "[apps.one]\naction = \"monitor\"\ndomains = [\"unused.example\"]\n[apps.two]\naction = \"drop\"\ndomains = [\"x.example\"]\n";
     let parse = |text: &str| {
         let config = Config::parse(Path::new("/nonexistent/mix.toml"), text).unwrap();
         let set = RuleSet::compile(&config).unwrap();
         (config, set)
     };
-    let (ca, sa) = parse(a);
-    let (cb, sb) = parse(b);
-    let mut f = Filter::load_for(&ca).unwrap();
-    f.apply_config(&ca, &sa).unwrap();
+    let (config_a, set_a) = parse(text_a);
+    let (config_b, set_b) = parse(text_b);
+    let mut f = Filter::load_for(&config_a).unwrap();
+    f.apply_config(&config_a, &set_a).unwrap();
     let fd = f.program().fd().unwrap().try_clone().unwrap();
     let stop = AtomicBool::new(false);
     let (runs, wrong) = std::thread::scope(|scope| {
@@ -1128,12 +1128,12 @@ fn a_reload_never_shows_a_mix_of_two_rule_sets() {
             (runs, wrong)
         });
         for round in 0..40 {
-            let (c, s) = if round % 2 == 0 {
-                (&cb, &sb)
+            let (config, set) = if round % 2 == 0 {
+                (&config_b, &set_b)
             } else {
-                (&ca, &sa)
+                (&config_a, &set_a)
             };
-            f.apply_config(c, s).unwrap();
+            f.apply_config(config, set).unwrap();
         }
         stop.store(true, Ordering::Relaxed);
         runner.join().unwrap()
