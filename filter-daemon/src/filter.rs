@@ -37,7 +37,12 @@ pub struct Filter {
     rule_slots: u32,
     /// The slots each side of the rules table holds rules in.
     side_slots: [Vec<u32>; 2],
+    /// When the last switch of sides happened.
+    switched: Option<std::time::Instant>,
 }
+
+/// How long a side of the tables rests after leaving service before it is rewritten.
+const SIDE_REUSE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Counters summed over every CPU, indexed by `Reason`.
 pub type Counters = Vec<Counter>;
@@ -110,6 +115,7 @@ impl Filter {
             active: 1,
             rule_slots: filter_common::rule_slots(rules_max),
             side_slots: [Vec::new(), Vec::new()],
+            switched: None,
         };
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
         filter.settings.rules_base = filter.rule_slots;
@@ -132,6 +138,14 @@ impl Filter {
     }
 
     fn apply(&mut self, config: Option<&Config>, set: Option<&RuleSet>) -> Result<(), Error> {
+        // The sides about to be written left service at the last switch; a packet that read
+        // the settings just before it may still be using them. Programs finish a packet in
+        // microseconds, so a short wait before reusing a side is ample.
+        if let Some(elapsed) = self.switched.map(|t| t.elapsed())
+            && elapsed < SIDE_REUSE_GRACE
+        {
+            std::thread::sleep(SIDE_REUSE_GRACE.saturating_sub(elapsed));
+        }
         let mut next = self.settings;
         let old_apps_base = self.settings.apps_base;
         if let Some(set) = set {
@@ -160,6 +174,7 @@ impl Filter {
             .map_err(|e| Error::Map(format!("{}: {e}", names::ACTIVE)))?;
         self.active = slot;
         self.settings = next;
+        self.switched = Some(std::time::Instant::now());
         Ok(())
     }
 

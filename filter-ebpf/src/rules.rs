@@ -110,8 +110,11 @@ pub fn port_inspected(port: u16) -> bool {
 /// The app whose rules match the name the walker just read, and its action, if any.
 #[inline(always)]
 pub fn action_for_name() -> Option<(u16, Action)> {
-    let seed = settings()?.hash_seed;
     let j = crate::tls::judging()?;
+    // One snapshot of the settings for the whole name: a reload switching sides in the
+    // middle must not pair one side's seed with the other's table.
+    j.settings = *settings()?;
+    let seed = j.settings.hash_seed;
     j.name = NameMatch::new(&j.walk.name, j.walk.name_len as usize, seed);
     // One label per round keeps the verifier's view to one label's bytes.
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
@@ -126,7 +129,7 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     let j = crate::tls::judging()?;
     j.name.finish(&j.walk.name, &Maps);
     let rule = j.name.result()?;
-    let base = settings()?.apps_base;
+    let base = j.settings.apps_base;
     let app = APPS.get(base + u32::from(rule.app))?;
     // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
     let key = (base + u32::from(rule.app)) as u16;
@@ -148,18 +151,17 @@ struct Maps;
 impl RuleTables for Maps {
     #[inline(always)]
     fn rule(&self, key: RuleKey) -> Option<RuleValue> {
-        let s = settings()?;
+        let s = &crate::tls::judging()?.settings;
         let h = slot_hash(key.hash);
-        let mut i = first_slot(h, s.rules_mask);
-        for _ in 0..RULE_PROBES_MAX {
-            let slot = RULES.get(s.rules_base + (i & s.rules_mask))?;
+        let start = first_slot(h, s.rules_mask);
+        for probe in 0..RULE_PROBES_MAX {
+            let slot = RULES.get(s.rules_base + (start.wrapping_add(probe) & s.rules_mask))?;
             if slot.hash == h {
                 return Some(slot.value);
             }
             if slot.hash == 0 {
                 return None;
             }
-            i += 1;
         }
         None
     }

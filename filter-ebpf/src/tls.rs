@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    Action, NO_APP, Note, Reason,
+    Action, NO_APP, Note, Reason, Settings,
     hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_LATER, WALK_NAME_SEEN},
     name::NameMatch,
     reason_from_u32,
@@ -57,6 +57,8 @@ pub struct Judging {
     pub name_in_later_segment: u8,
     /// 1 when a name matched an app whose rules exempt this client.
     pub exempt: u8,
+    /// The settings the current name is matched under (one snapshot per name).
+    pub settings: Settings,
     /// Who sent the hello, where: for exemptions and scopes.
     pub client: [u8; 16],
     pub family: u8,
