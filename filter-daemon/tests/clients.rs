@@ -5,40 +5,21 @@
 //! certificate valid for the allowed name and get its body, and move the counters. Needs
 //! root and the lab's Debian packages (`cargo xtask setup`).
 
-use std::path::PathBuf;
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::time::{Duration, Instant};
 
 use sni_filter_lab::{
-    CurlOpts, Daemon, FetchOpts, Lab, Status, TlsClient, TlsServer, curl, fetch, response_body,
+    CurlOpts, Daemon, FetchOpts, Lab, TlsClient, TlsServer, curl, fetch, response_body,
 };
 
-const BANNED: &str = "www.tiktok.com";
-const ALLOWED: &str = "www.example.org";
 /// How long a client waits before a silently dropped flow counts as failed.
 const PATIENCE: Duration = Duration::from_secs(2);
 /// How long an allowed fetch may take (it ends as soon as it is served): two Chromiums
 /// starting at once on a small machine are slow.
 const GENEROUS: Duration = Duration::from_secs(8);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
-
-fn repo_config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/filter.toml"
-    ))
-}
-
-fn requests_for(server: &TlsServer, host: &str) -> usize {
-    server.access_log().matches(&format!("sni={host} ")).count()
-}
-
-/// What moved between two `status` reads.
-fn moved(before: &Status, after: &Status, reason: &str) -> u64 {
-    after.reason_packets(reason) - before.reason_packets(reason)
-}
 
 fn check_clients(ipv6: bool) {
     let started = Instant::now();

@@ -2,23 +2,13 @@
 //! both names, the real `sni-filter` daemon attached to the gateway's client-facing
 //! interface, and curl as the client. Needs root.
 
-use std::{path::PathBuf, time::Duration};
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
+use std::time::Duration;
 
 use sni_filter_lab::{CurlOpts, Daemon, Lab, TlsServer, curl, response_body};
-
-const BANNED: &str = "www.tiktok.com";
-const ALLOWED: &str = "www.example.org";
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
-
-fn repo_config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/filter.toml"
-    ))
-}
 
 /// `sni-filter status` of the lab's daemon, as text.
 fn status(daemon: &Daemon) -> String {

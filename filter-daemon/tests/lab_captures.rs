@@ -3,44 +3,30 @@
 //! hello; a crafted hello padded past one segment). `sni-filter replay` must read the name
 //! across the segments and drop the flow with the repository's configuration.
 //!
-//! `regenerate_lab_captures` (ignored; run it by hand as root) makes them again; see
-//! `tests/fixtures/README.md`. Replaying needs root (`BPF_PROG_TEST_RUN`).
+//! `cargo run -p filter-daemon --example regenerate_lab_captures` (root) makes them again;
+//! see `tests/fixtures/README.md`. Replaying needs root (`BPF_PROG_TEST_RUN`).
 
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
-use sni_filter_lab::capture::{
-    PcapRecord, Stand, Tcpdump, client_hello_connection, read_pcap, restage, tcp_frame, write_pcap,
-};
-use sni_filter_lab::hello::{ClientHelloBuilder, SniPosition, tls_records};
-use sni_filter_lab::{
-    FetchOpts, HTTPS_PORT, Lab, Node, ScratchDir, TlsClient, TlsServer, fetch, run_in_netns,
-};
+use sni_filter_lab::HTTPS_PORT;
+use sni_filter_lab::capture::{PcapRecord, Stand, read_pcap, tcp_frame};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sni-filter");
-const BANNED: &str = "www.tiktok.com";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
 /// Chromium fetching `https://www.tiktok.com/`.
 const CHROMIUM: &str = "chromium-tiktok.pcap";
 /// A crafted hello padded to 2000 bytes with the name after the padding, over a real TCP
 /// connection.
 const PADDED: &str = "padded-hello-tiktok.pcap";
-/// Chromium hellos captured at most, looking for one with the name in its second segment.
-const CHROMIUM_TRIES: usize = 20;
 /// Fixtures stay small: only the handshake packets up to the end of the hello.
 const FIXTURE_MAX_BYTES: u64 = 8 * 1024;
-
-fn repo_config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/filter.toml"
-    ))
-}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
@@ -154,75 +140,4 @@ fn lab_captures_yield_the_banned_name_and_the_flow_is_dropped() {
         assert_eq!(flows[0]["sni"], BANNED, "{name}: {}", flows[0]);
         assert_eq!(flows[0]["action"], "pass", "{name}: {}", flows[0]);
     }
-}
-
-/// Captures `act` at the gateway's client-facing interface and keeps the first connection
-/// to port 443 up to its complete hello, restaged to fixed addresses and times.
-fn capture(lab: &Lab, act: impl FnOnce()) -> Vec<u8> {
-    let dir = ScratchDir::new("capture").expect("temporary folder");
-    let raw = dir.path().join("raw.pcap");
-    let tcpdump = Tcpdump::start(
-        lab,
-        Node::Gateway,
-        lab.gateway_client_if(),
-        &raw,
-        &["tcp", "port", "443"],
-    )
-    .expect("tcpdump starts");
-    act();
-    let raw = tcpdump.stop().expect("tcpdump stops");
-    let (_, records) = read_pcap(&fs::read(raw).unwrap()).unwrap();
-    let connection = client_hello_connection(&records, HTTPS_PORT).expect("a hello");
-    write_pcap(&restage(&connection, &Stand::default()).expect("restaged"))
-}
-
-#[test]
-#[ignore = "writes tests/fixtures/ from a fresh lab; run by hand as root"]
-fn regenerate_lab_captures() {
-    let lab = Lab::new("fixt").expect("lab");
-    let server = TlsServer::start(&lab, &[BANNED]).expect("nginx");
-
-    // Chromium shuffles its extensions: fetch until the name falls in the second segment.
-    let chromium = (0..CHROMIUM_TRIES)
-        .map(|_| {
-            capture(&lab, || {
-                let run = fetch(
-                    &lab,
-                    TlsClient::Chromium,
-                    BANNED,
-                    &FetchOpts::new(server.ca_path()),
-                )
-                .expect("chromium starts");
-                assert!(run.served(), "{}", run.summary());
-            })
-        })
-        .find(|pcap| {
-            let (_, records) = read_pcap(pcap).unwrap();
-            segment_of_name(&client_segments(&records)) == Some(2)
-        })
-        .expect("no Chromium hello with the name in its second segment");
-    fs::write(fixture(CHROMIUM), chromium).expect("writing the fixture");
-
-    let padded = capture(&lab, || {
-        let hello = ClientHelloBuilder::minimal(BANNED)
-            .sni_position(SniPosition::Last)
-            .pad_to(2000)
-            .build();
-        let records = tls_records(&hello, hello.len());
-        let server_addr = SocketAddr::new(lab.server_v4().into(), HTTPS_PORT);
-        run_in_netns(lab.client_ns(), || {
-            let mut stream =
-                TcpStream::connect_timeout(&server_addr, Duration::from_secs(2)).unwrap();
-            stream.set_nodelay(true).unwrap();
-            stream.write_all(&records).unwrap();
-            // Whatever the server answers (it cannot finish a handshake with made-up key
-            // shares), wait for it so the hello is complete on the wire.
-            stream
-                .set_read_timeout(Some(Duration::from_secs(1)))
-                .unwrap();
-            let _ = stream.read(&mut [0; 4096]);
-        })
-        .unwrap();
-    });
-    fs::write(fixture(PADDED), padded).expect("writing the fixture");
 }

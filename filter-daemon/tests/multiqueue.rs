@@ -14,36 +14,26 @@
 //! reads the gateway veth's per-queue XDP counters (`ethtool -S`: `rx_queue_N_xdp_packets`,
 //! `_bytes`) and checks that each part really arrived on its queue.
 
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use sni_filter_lab::{
-    ChildGuard, Daemon, Lab, LabOptions, Node, Status, TlsServer, python3, response_body,
+    ChildGuard, Daemon, Lab, LabOptions, Node, TlsServer, python3, response_body,
 };
 
-const BANNED: &str = "www.tiktok.com";
-const ALLOWED: &str = "www.example.org";
 const QUEUES: u16 = 4;
 /// The client's transmit queues (= the gateway's receive queues) the two parts go to.
 const QUEUE_A: u16 = 1;
 const QUEUE_B: u16 = 2;
 /// How long the client waits for the server once the hello is sent.
 const PATIENCE: Duration = Duration::from_secs(2);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
-
-fn repo_config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/filter.toml"
-    ))
-}
 
 /// Python's `ssl` with the hello written in two parts from two CPUs: `HOST ADDR CAFILE
 /// TIMEOUT CPU_A CPU_B`. Prints `ready HELLO_LEN SPLIT`, then waits for a line on stdin
@@ -283,10 +273,6 @@ fn assert_arrived_on(
         elsewhere < bytes,
         "{what} also arrived on receive queue {other}: {window:?}"
     );
-}
-
-fn moved(before: &Status, after: &Status, reason: &str) -> u64 {
-    after.reason_packets(reason) - before.reason_packets(reason)
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! instead of waiting for a timeout, over IPv4 and IPv6; the allowed name is still served and
 //! the app's `resets` counter moves. Needs root.
 
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,8 +16,6 @@ use sni_filter_lab::{
     response_body,
 };
 
-const BANNED: &str = "www.tiktok.com";
-const ALLOWED: &str = "www.example.org";
 /// A reset must end the attempt well before this; a dropped flow would run into it.
 const FAST: Duration = Duration::from_secs(1);
 /// curl's patience: far above `FAST`, so a silent drop is told apart from a reset.
@@ -21,10 +23,6 @@ const CURL_MAX_TIME: Duration = Duration::from_secs(4);
 /// curl's exit codes for a connection reset during the TLS handshake: 35 (SSL connect
 /// error) or 56 (failure receiving network data).
 const CURL_RESET: [i32; 2] = [35, 56];
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
 
 /// The repository's tiktok list, with the app's action set to reject.
 fn reject_config(dir: &ScratchDir) -> PathBuf {

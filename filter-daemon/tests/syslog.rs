@@ -4,6 +4,10 @@
 //! received line must parse as RFC 5424 with the expected MSGIDs and structured data. Needs
 //! root.
 
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::{
     collections::BTreeMap,
     fs,
@@ -18,14 +22,9 @@ use sni_filter::syslog::rfc3339;
 
 use sni_filter_lab::{ChildGuard, CurlOpts, Daemon, Lab, Node, TlsServer, curl, run_in_netns};
 
-const BANNED: &str = "www.tiktok.com";
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 /// How long a message may take to reach the file (reconnection backoff included).
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
 
 // ---------------------------------------------------------------------------------------
 // A strict RFC 5424 parser: what a SIEM's parser expects, without regexes.

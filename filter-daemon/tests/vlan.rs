@@ -4,7 +4,10 @@
 //! served over IPv4 and IPv6, and the interface's `vlan` column and the `vlan_tagged` note
 //! count the tagged frames. Needs root.
 
-use std::path::PathBuf;
+mod common;
+
+#[allow(clippy::wildcard_imports)]
+use common::*;
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
@@ -14,24 +17,11 @@ use sni_filter_lab::{
     fetch, response_body,
 };
 
-const BANNED: &str = "www.tiktok.com";
-const ALLOWED: &str = "www.example.org";
 const VID: u16 = 42;
 /// How long a client waits before a silently dropped flow counts as failed.
 const PATIENCE: Duration = Duration::from_secs(2);
 /// How long an allowed fetch may take (it ends as soon as it is served).
 const GENEROUS: Duration = Duration::from_secs(8);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
-}
-
-fn repo_config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../config/filter.toml"
-    ))
-}
 
 /// The link-level headers of a few frames of a TLS connection the client opens, read by
 /// tcpdump at the gateway: the tag must be in the frames the filter sees.

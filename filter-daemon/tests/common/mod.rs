@@ -1,0 +1,34 @@
+//! What the end-to-end tests share: the names the lab serves, the binary under test and
+//! the shipped configuration. Each test binary uses a part of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use sni_filter_lab::{Status, TlsServer};
+
+/// A name `config/filter.toml` blocks, and one it lets through.
+pub const BANNED: &str = "www.tiktok.com";
+pub const ALLOWED: &str = "www.example.org";
+
+/// The `sni-filter` binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sni-filter"))
+}
+
+/// The shipped configuration.
+pub fn repo_config() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/filter.toml"
+    ))
+}
+
+/// Requests the server answered for `host` (its access log names the SNI).
+pub fn requests_for(server: &TlsServer, host: &str) -> usize {
+    server.access_log().matches(&format!("sni={host} ")).count()
+}
+
+/// How much a reason's packets moved between two `status` reads.
+pub fn moved(before: &Status, after: &Status, reason: &str) -> u64 {
+    after.reason_packets(reason) - before.reason_packets(reason)
+}
