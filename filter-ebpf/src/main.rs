@@ -126,17 +126,18 @@ fn judge_tcp(
     first_fragment: bool,
     seen: &Seen,
 ) -> Result<Exit, Reason> {
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(exit) = flows::standing_verdict(ctx, flow, tcp, now) {
+    // Cheapest first: verdicts only ever exist for inspected ports.
+    if !rules::port_inspected(flow.dport) {
+        return Ok(Exit::of(Reason::TcpPortNotInspected));
+    }
+    if let Some(exit) = flows::standing_verdict(ctx, flow, tcp) {
         return Ok(exit);
     }
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));
     }
-    if !rules::port_inspected(flow.dport) {
-        return Ok(Exit::of(Reason::TcpPortNotInspected));
-    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
     let p = PENDING.get_ptr_mut(0).ok_or(Reason::InternalError)?;
     // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
     unsafe {
