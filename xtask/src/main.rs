@@ -1,6 +1,8 @@
-//! `cargo xtask`: the project's tasks — installing the tools, the demo lab, the test suites.
+//! `cargo xtask`: the project's tasks — installing the tools, the demo lab, the test suites,
+//! the benchmarks.
 //! This file parses arguments and dispatches; each task lives in a file of its own.
 
+mod bench;
 mod demo;
 mod setup;
 mod shell;
@@ -33,11 +35,19 @@ enum Task {
     ///
     /// Example: sudo cargo xtask demo
     Demo(demo::Args),
-    /// Run every check in order, stopping at the first failure: formatting, clippy, and the
-    /// unit, BPF and namespace tests. Needs root.
+    /// Run every check in order, stopping at the first failure: formatting, clippy, the
+    /// unit, BPF and namespace tests, and a quick benchmark run. Needs root.
     ///
     /// Example: sudo cargo xtask test
     Test(test::Args),
+    /// Measure the filter: per-packet cost through `BPF_PROG_TEST_RUN` next to an empty XDP
+    /// program, rule scaling (10 to 1M rules), iptables string match and nDPI on the same
+    /// hellos, end to end on veth, and the daemon's CPU, memory and load time. Writes
+    /// bench.md and bench.json. Timings never fail it; a class whose counter did not move
+    /// as intended does. Needs root.
+    ///
+    /// Example: sudo cargo xtask bench --quick
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +56,7 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: every check the project has, in order, stopping at the first failure —
-//! setup, formatting, clippy, then the unit, BPF and namespace tests.
+//! setup, formatting, clippy, then the unit, BPF and namespace tests, and last the quick
+//! benchmark run (every class measured and counted as intended; timings never fail it).
 //!
 //! A test binary killed by Ctrl-C cannot drop its labs, so namespaces of dead test runs are
 //! removed before the tests and again after them.
@@ -25,6 +26,8 @@ pub struct Args {
 enum Stage {
     Setup,
     Cargo(&'static [&'static str]),
+    /// `cargo xtask bench --quick`, in this process.
+    BenchQuick,
 }
 
 const STAGES: &[(&str, Stage)] = &[
@@ -53,6 +56,7 @@ const STAGES: &[(&str, Stage)] = &[
         ]),
     ),
     ("tests", Stage::Cargo(&["test"])),
+    ("bench-quick", Stage::BenchQuick),
 ];
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -80,6 +84,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 cargo.current_dir(&root);
                 shell::run(&mut cargo)
             }
+            Stage::BenchQuick => {
+                remove_stale_labs();
+                crate::bench::quick_check()
+            }
         };
         let ok = outcome.is_ok();
         results.push((name, start.elapsed(), ok));
@@ -96,7 +104,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     println!("\n== summary");
     for (name, took, ok) in &results {
         let verdict = if *ok { "ok" } else { "FAILED" };
-        println!("  {name:<10} {verdict:<7} {:>6.1} s", took.as_secs_f64());
+        println!("  {name:<11} {verdict:<7} {:>6.1} s", took.as_secs_f64());
     }
     if interrupted.load(Ordering::SeqCst) {
         println!("interrupted");
