@@ -33,12 +33,12 @@ enum Task {
     /// names served without the filter, then www.tiktok.com blocked and www.example.org
     /// served once `sni-filter` runs on the gateway. Needs root. Ctrl-C cleans up.
     ///
-    /// Example: sudo cargo xtask demo
+    /// Example (as root): cargo xtask demo
     Demo(demo::Args),
     /// Run every check in order, stopping at the first failure: formatting, clippy, the
     /// unit, BPF and namespace tests, and a quick benchmark run. Needs root.
     ///
-    /// Example: sudo cargo xtask test
+    /// Example (as root): cargo xtask test
     Test(test::Args),
     /// Measure the filter: per-packet cost through `BPF_PROG_TEST_RUN` next to an empty XDP
     /// program, rule scaling (10 to 1M rules), iptables string match and nDPI on the same
@@ -46,7 +46,7 @@ enum Task {
     /// bench.md and bench.json. Timings never fail it; a class whose counter did not move
     /// as intended does. Needs root.
     ///
-    /// Example: sudo cargo xtask bench --quick
+    /// Example (as root): cargo xtask bench --quick
     Bench(bench::Args),
 }
 
