@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sni_filter_lab::capture::{
-    PcapRecord, Stand, Tcpdump, client_hello_connection, read_pcap, restage, tcp_frame, write_pcap,
+    Stand, Tcpdump, client_hello_connection, client_segments, read_pcap, restage, segment_of,
+    write_pcap,
 };
 use sni_filter_lab::hello::{ClientHelloBuilder, SniPosition, tls_records};
 use sni_filter_lab::{
@@ -29,34 +30,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(FIXTURES).join(name)
 }
 
-/// The flows `sni-filter replay --json [--config CONFIG] CAPTURE` prints.
-fn client_segments(records: &[PcapRecord]) -> Vec<Vec<u8>> {
-    let stand = Stand::default();
-    records
-        .iter()
-        .filter_map(|r| tcp_frame(&r.data))
-        .filter(|f| f.tcp.source_port == stand.client_port && !f.payload.is_empty())
-        .map(|f| f.payload)
-        .collect()
-}
-
-/// Which of the client's segments (1, 2, ...) the banned name starts in.
-fn segment_of_name(segments: &[Vec<u8>]) -> Option<usize> {
-    let stream = segments.concat();
-    let at = stream
-        .windows(BANNED.len())
-        .position(|w| w == BANNED.as_bytes())?;
-    let mut end = 0;
-    segments
-        .iter()
-        .position(|s| {
-            end += s.len();
-            at < end
-        })
-        .map(|i| i + 1)
-}
-
-/// The hello offers the X25519MLKEM768 key share (group 0x11ec, 1216 bytes).
 /// Captures `act` at the gateway's client-facing interface and keeps the first connection
 /// to port 443 up to its complete hello, restaged to fixed addresses and times.
 fn capture(lab: &Lab, act: impl FnOnce()) -> Vec<u8> {
@@ -97,7 +70,7 @@ fn main() {
         })
         .find(|pcap| {
             let (_, records) = read_pcap(pcap).unwrap();
-            segment_of_name(&client_segments(&records)) == Some(2)
+            segment_of(&client_segments(&records), BANNED.as_bytes()) == Some(2)
         })
         .expect("no Chromium hello with the name in its second segment");
     fs::write(fixture(CHROMIUM), chromium).expect("writing the fixture");

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use sni_filter_lab::HTTPS_PORT;
-use sni_filter_lab::capture::{PcapRecord, Stand, read_pcap, tcp_frame};
+use sni_filter_lab::capture::{Stand, client_segments, read_pcap, segment_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sni-filter");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
@@ -54,33 +54,6 @@ fn replay(capture: &Path, config: Option<&Path>) -> Vec<Value> {
         .collect()
 }
 
-/// The client's TCP payloads of a restaged capture, segment by segment.
-fn client_segments(records: &[PcapRecord]) -> Vec<Vec<u8>> {
-    let stand = Stand::default();
-    records
-        .iter()
-        .filter_map(|r| tcp_frame(&r.data))
-        .filter(|f| f.tcp.source_port == stand.client_port && !f.payload.is_empty())
-        .map(|f| f.payload)
-        .collect()
-}
-
-/// Which of the client's segments (1, 2, ...) the banned name starts in.
-fn segment_of_name(segments: &[Vec<u8>]) -> Option<usize> {
-    let stream = segments.concat();
-    let at = stream
-        .windows(BANNED.len())
-        .position(|w| w == BANNED.as_bytes())?;
-    let mut end = 0;
-    segments
-        .iter()
-        .position(|s| {
-            end += s.len();
-            at < end
-        })
-        .map(|i| i + 1)
-}
-
 /// The hello offers the X25519MLKEM768 key share (group 0x11ec, 1216 bytes).
 fn has_post_quantum_share(segments: &[Vec<u8>]) -> bool {
     segments
@@ -106,7 +79,11 @@ fn lab_captures_yield_the_banned_name_and_the_flow_is_dropped() {
             "{name}: the hello should span two segments: {sizes:?}"
         );
         // The name is only in the second segment: the program must carry the first over.
-        assert_eq!(segment_of_name(&segments), Some(2), "{name}: {sizes:?}");
+        assert_eq!(
+            segment_of(&segments, BANNED.as_bytes()),
+            Some(2),
+            "{name}: {sizes:?}"
+        );
         if name == CHROMIUM {
             assert!(
                 has_post_quantum_share(&segments),
