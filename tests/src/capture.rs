@@ -374,6 +374,31 @@ pub fn restage(records: &[PcapRecord], stand: &Stand) -> Result<Vec<PcapRecord>>
         .collect()
 }
 
+/// The client's TCP payloads of a restaged capture, segment by segment.
+pub fn client_segments(records: &[PcapRecord]) -> Vec<Vec<u8>> {
+    let stand = Stand::default();
+    records
+        .iter()
+        .filter_map(|r| tcp_frame(&r.data))
+        .filter(|f| f.tcp.source_port == stand.client_port && !f.payload.is_empty())
+        .map(|f| f.payload)
+        .collect()
+}
+
+/// Which of the segments (1, 2, ...) `needle` starts in, read as one stream.
+pub fn segment_of(segments: &[Vec<u8>], needle: &[u8]) -> Option<usize> {
+    let stream = segments.concat();
+    let at = stream.windows(needle.len()).position(|w| w == needle)?;
+    let mut end = 0;
+    segments
+        .iter()
+        .position(|s| {
+            end += s.len();
+            at < end
+        })
+        .map(|i| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{PcapRecord, hello_complete, read_pcap, write_pcap};
@@ -407,29 +432,4 @@ mod tests {
         }
         assert_eq!(hello_complete(b"GET / HTTP/1.1\r\n"), None);
     }
-}
-
-/// The client's TCP payloads of a restaged capture, segment by segment.
-pub fn client_segments(records: &[PcapRecord]) -> Vec<Vec<u8>> {
-    let stand = Stand::default();
-    records
-        .iter()
-        .filter_map(|r| tcp_frame(&r.data))
-        .filter(|f| f.tcp.source_port == stand.client_port && !f.payload.is_empty())
-        .map(|f| f.payload)
-        .collect()
-}
-
-/// Which of the segments (1, 2, ...) `needle` starts in, read as one stream.
-pub fn segment_of(segments: &[Vec<u8>], needle: &[u8]) -> Option<usize> {
-    let stream = segments.concat();
-    let at = stream.windows(needle.len()).position(|w| w == needle)?;
-    let mut end = 0;
-    segments
-        .iter()
-        .position(|s| {
-            end += s.len();
-            at < end
-        })
-        .map(|i| i + 1)
 }
