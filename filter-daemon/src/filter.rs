@@ -240,31 +240,11 @@ impl Filter {
     /// key would need more than `RULE_PROBES_MAX` probes is replaced by another.
     fn build_table(&self, set: &RuleSet) -> Result<(u64, Vec<RuleSlot>), Error> {
         const SEEDS_TRIED: usize = 8;
-        let mask = self.rule_slots - 1;
-        'seeds: for _ in 0..SEEDS_TRIED {
+        for _ in 0..SEEDS_TRIED {
             let seed = random_seed()?;
-            let tables = set.tables(seed)?;
-            let mut table = vec![RuleSlot::default(); self.rule_slots as usize];
-            for (key, value) in &tables.rules {
-                let h = slot_hash(key.hash);
-                let start = first_slot(h, mask);
-                let mut placed = false;
-                for probe in 0..RULE_PROBES_MAX {
-                    let slot = &mut table[(start.wrapping_add(probe) & mask) as usize];
-                    if slot.hash == 0 || slot.hash == h {
-                        *slot = RuleSlot {
-                            hash: h,
-                            value: *value,
-                        };
-                        placed = true;
-                        break;
-                    }
-                }
-                if !placed {
-                    continue 'seeds;
-                }
+            if let Some(table) = robin_hood(&set.tables(seed)?, self.rule_slots) {
+                return Ok((seed, table));
             }
-            return Ok((seed, table));
         }
         Err(Error::Map(format!(
             "{} rules do not fit the rules table of {} slots; raise rules_max",
@@ -624,6 +604,43 @@ fn verifier_message(e: &aya::programs::ProgramError) -> String {
     full
 }
 
+/// Places every rule with Robin Hood insertion: a key that has probed further than the one
+/// in a slot takes the slot and moves that one on. The lookup is plain linear probing; Robin
+/// Hood only keeps every key's distance from its first slot short (at half load, a handful
+/// of probes even for 1M rules), so none needs more than `RULE_PROBES_MAX`. `None` if one
+/// would.
+fn robin_hood(tables: &crate::rules::Tables, slots: u32) -> Option<Vec<RuleSlot>> {
+    let mask = slots - 1;
+    let mut table = vec![RuleSlot::default(); slots as usize];
+    let distance = |hash: u64, at: u32| at.wrapping_sub(first_slot(hash, mask)) & mask;
+    for (key, value) in &tables.rules {
+        let mut entry = RuleSlot {
+            hash: slot_hash(key.hash),
+            value: *value,
+        };
+        let mut at = first_slot(entry.hash, mask);
+        let mut dist = 0;
+        loop {
+            if dist >= RULE_PROBES_MAX {
+                return None;
+            }
+            let slot = &mut table[at as usize];
+            if slot.hash == 0 || slot.hash == entry.hash {
+                *slot = entry;
+                break;
+            }
+            let theirs = distance(slot.hash, at);
+            if theirs < dist {
+                std::mem::swap(slot, &mut entry);
+                dist = theirs;
+            }
+            at = (at + 1) & mask;
+            dist += 1;
+        }
+    }
+    Some(table)
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -642,4 +659,69 @@ fn random_seed() -> Result<u64, Error> {
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(|e| Error::Load(format!("reading /dev/urandom: {e}")))?;
     Ok(u64::from_ne_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filter_common::{RuleValue, name::RuleKey};
+
+    /// What the program does: linear probing from the first slot, stopping at an empty one.
+    fn probe(table: &[RuleSlot], hash: u64) -> Option<u32> {
+        let mask = table.len() as u32 - 1;
+        let h = slot_hash(hash);
+        let start = first_slot(h, mask);
+        (0..RULE_PROBES_MAX).find_map(|i| {
+            let slot = table[(start.wrapping_add(i) & mask) as usize];
+            (slot.hash == h).then_some(i)
+        })
+    }
+
+    #[test]
+    fn a_million_rules_fit_their_table_within_the_probe_bound() {
+        let n: u32 = 1_000_000;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let rules: std::collections::HashMap<RuleKey, RuleValue> = (0..n)
+            .map(|i| {
+                // splitmix64: well-spread keys, as the seeded name hash gives.
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (
+                    RuleKey {
+                        hash: z ^ (z >> 31),
+                    },
+                    RuleValue {
+                        app: (i % 7) as u16,
+                        flags: 1,
+                        wild: 0,
+                        _pad: 0,
+                    },
+                )
+            })
+            .collect();
+        let tables = crate::rules::Tables {
+            rules,
+            patterns: Vec::new(),
+        };
+        let table = robin_hood(&tables, filter_common::rule_slots(n)).expect("the rules fit");
+        let mut longest = 0;
+        for (k, v) in &tables.rules {
+            let found = probe(&table, k.hash).expect("every rule is found within the bound");
+            assert_eq!(
+                table[((first_slot(slot_hash(k.hash), table.len() as u32 - 1) + found) as usize)
+                    & (table.len() - 1)]
+                    .value,
+                *v
+            );
+            longest = longest.max(found);
+        }
+        println!("1M rules: longest probe {}", longest + 1);
+        assert!(
+            longest + 1 < RULE_PROBES_MAX / 2,
+            "longest probe {} is near the bound",
+            longest + 1
+        );
+    }
 }

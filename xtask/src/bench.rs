@@ -20,7 +20,7 @@ mod veth;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -129,19 +129,7 @@ fn execute(args: &Args) -> Result<bool> {
         .tempdir()
         .context("cannot create a temporary folder")?;
     let mut report = Report::default();
-    let command = std::env::args().collect::<Vec<_>>();
-    let command = format!(
-        "cargo xtask bench{}",
-        command
-            .iter()
-            .skip_while(|a| *a != "bench")
-            .skip(1)
-            .fold(String::new(), |mut s, a| {
-                s.push(' ');
-                s.push_str(a);
-                s
-            })
-    );
+    let command = command_line();
     let machine = machine();
     report.set("date", json!(date()));
     report.set("machine", machine.clone());
@@ -151,21 +139,25 @@ fn execute(args: &Args) -> Result<bool> {
 
     let cpu = bpf::bench_cpu();
     let mut floors = bpf::Floors::load()?;
-    stage(args, "packet", "per packet", || {
+    stage(args, "packet", "per packet", &mut report, |report| {
         bpf::pin(Some(cpu))?;
-        let r = packet::run(mode.packet, &floors, work.path(), &mut report);
+        let r = packet::run(mode.packet, &floors, work.path(), report);
         bpf::pin(None)?;
         r
-    })?;
-    stage(args, "scaling", "rule scaling", || {
-        scaling::run(&mode, &floors, work.path(), cpu, &mut report)
-    })?;
-    stage(args, "veth", "iptables, nDPI and veth", || {
-        veth::run(&mode, &mut floors, work.path(), cpu, &mut report)
-    })?;
-    stage(args, "daemon", "daemon", || {
-        daemon::run(&mode, work.path(), &mut report)
-    })?;
+    });
+    stage(args, "scaling", "rule scaling", &mut report, |report| {
+        scaling::run(&mode, &floors, work.path(), cpu, report)
+    });
+    stage(
+        args,
+        "veth",
+        "iptables, nDPI and veth",
+        &mut report,
+        |report| veth::run(&mode, &mut floors, work.path(), cpu, report),
+    );
+    stage(args, "daemon", "daemon", &mut report, |report| {
+        daemon::run(&mode, work.path(), report)
+    });
 
     report.set("seconds", json!(start.elapsed().as_secs_f64()));
     let markdown = render(
@@ -176,26 +168,7 @@ fn execute(args: &Args) -> Result<bool> {
         start.elapsed().as_secs_f64(),
     );
     println!("\n{markdown}");
-    let md_path = out.join("bench.md");
-    let json_path = out.join("bench.json");
-    fs::write(&md_path, &markdown).with_context(|| format!("writing {}", md_path.display()))?;
-    let mut json = report.json.clone();
-    json.insert(
-        "checks".into(),
-        Value::Array(
-            report
-                .checks
-                .iter()
-                .map(|c| json!({ "what": c.what, "ok": c.ok, "detail": c.detail }))
-                .collect(),
-        ),
-    );
-    fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&Value::Object(json))? + "\n",
-    )
-    .with_context(|| format!("writing {}", json_path.display()))?;
-    println!("wrote {} and {}", md_path.display(), json_path.display());
+    write_outputs(&out, &markdown, &report)?;
 
     let failed: Vec<_> = report.checks.iter().filter(|c| !c.ok).collect();
     if failed.is_empty() {
@@ -214,16 +187,66 @@ fn execute(args: &Args) -> Result<bool> {
     }
 }
 
-/// Runs one part unless `--only` leaves it out, saying how long it took.
-fn stage(args: &Args, key: &str, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+/// The command as the user typed it.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().skip_while(|a| *a != "bench").skip(1).fold(
+        "cargo xtask bench".to_owned(),
+        |mut s, a| {
+            s.push(' ');
+            s.push_str(a);
+            s
+        },
+    )
+}
+
+/// `bench.md` and `bench.json` (the figures and every check) in `out`.
+fn write_outputs(out: &Path, markdown: &str, report: &Report) -> Result<()> {
+    let md_path = out.join("bench.md");
+    let json_path = out.join("bench.json");
+    fs::write(&md_path, markdown).with_context(|| format!("writing {}", md_path.display()))?;
+    let mut json = report.json.clone();
+    json.insert(
+        "checks".into(),
+        Value::Array(
+            report
+                .checks
+                .iter()
+                .map(|c| json!({ "what": c.what, "ok": c.ok, "detail": c.detail }))
+                .collect(),
+        ),
+    );
+    fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&Value::Object(json))? + "\n",
+    )
+    .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("wrote {} and {}", md_path.display(), json_path.display());
+    Ok(())
+}
+
+/// Runs one part unless `--only` leaves it out, saying how long it took. A part that fails
+/// is reported (a table and a failed check) and the others still run.
+fn stage(
+    args: &Args,
+    key: &str,
+    name: &str,
+    report: &mut Report,
+    f: impl FnOnce(&mut Report) -> Result<()>,
+) {
     if !args.only.is_empty() && !args.only.iter().any(|o| o == key) {
-        return Ok(());
+        return;
     }
     println!("== bench: {name}");
     let start = Instant::now();
-    f().with_context(|| format!("bench part `{name}`"))?;
+    if let Err(e) = f(report) {
+        println!("   {name} failed: {e:#}");
+        let mut t = report::Table::new(format!("{name}: failed"), &["error"]);
+        t.row(vec![format!("{e:#}").replace('\n', " ")]);
+        report.tables.push(t);
+        report.fail(name, format!("{e:#}"));
+    }
     println!("   {name}: {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
 }
 
 fn render(report: &Report, command: &str, machine: &Value, mode: Mode, secs: f64) -> String {

@@ -39,8 +39,9 @@ fn allowed_name(i: usize) -> String {
     format!("www.a{i:07x}-bench.{}", TLDS[i % TLDS.len()])
 }
 
-/// Writes a list of `n` rules and returns the configuration text using it.
-pub fn rule_config(dir: &Path, n: usize, action: &str) -> Result<String> {
+/// Writes a list of `n` rules and returns the configuration text using it, with room for
+/// `rules_max` rules.
+pub fn rule_config(dir: &Path, n: usize, rules_max: usize, action: &str) -> Result<String> {
     let list = dir.join(format!("rules-{n}.txt"));
     let mut text = String::with_capacity(n * 20);
     for i in 0..n {
@@ -50,7 +51,7 @@ pub fn rule_config(dir: &Path, n: usize, action: &str) -> Result<String> {
     fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
     Ok(format!(
         "[filter]\ninspected_ports = [443]\nrules_max = {}\n\n[apps.bench]\naction = \"{action}\"\nlists = [\"{}\"]\n",
-        n.max(16),
+        rules_max.max(16),
         list.display()
     ))
 }
@@ -96,6 +97,35 @@ struct Size {
     cold: Vec<f64>,
 }
 
+/// Compiles, loads and installs `n` generated rules in `monitor` mode with `rules_max = n`;
+/// if the table cannot hold them at that size, with twice the room (and says so). Returns
+/// the seconds of each step and the `rules_max` used.
+fn load_rules(dir: &Path, n: usize) -> Result<(Filter, RuleSet, [f64; 3], usize)> {
+    let mut rules_max = n;
+    loop {
+        let text = rule_config(dir, n, rules_max, "monitor")?;
+        let t = Instant::now();
+        let config = Config::parse(&dir.join("bench.toml"), &text)?;
+        let set = RuleSet::compile(&config)?;
+        let compile = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut filter = Filter::load_for(&config).context("loading the filter")?;
+        let load = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        match filter.install(&set) {
+            Ok(()) => {
+                let install = t.elapsed().as_secs_f64();
+                return Ok((filter, set, [compile, load, install], rules_max));
+            }
+            Err(e) if rules_max == n && e.to_string().contains("rules_max") => {
+                println!("   {n} rules with rules_max = {n}: {e}; trying twice the room");
+                rules_max = 2 * n;
+            }
+            Err(e) => return Err(e).context("installing the rules"),
+        }
+    }
+}
+
 pub fn run(
     mode: &Mode,
     floors: &Floors,
@@ -114,17 +144,15 @@ pub fn run(
         ],
     );
     for &n in mode.rule_counts {
-        let text = rule_config(dir, n, "monitor")?;
-        let t = Instant::now();
-        let config = Config::parse(&dir.join("bench.toml"), &text)?;
-        let set = RuleSet::compile(&config)?;
-        let compile = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let mut filter = Filter::load_for(&config).context("loading the filter")?;
-        let load = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        filter.install(&set).context("installing the rules")?;
-        let install = t.elapsed().as_secs_f64();
+        let (filter, set, times, rules_max) = load_rules(dir, n)?;
+        let [compile, load, install] = times;
+        if rules_max != n {
+            let msg = format!(
+                "{n} rules did not fit a rule table sized for rules_max = {n}; measured with rules_max = {rules_max}"
+            );
+            loads.note(msg.clone());
+            report.fail(&format!("loading {n} rules"), msg);
+        }
         let count = set.rule_count();
         drop(set);
         loads.row(vec![
@@ -135,7 +163,10 @@ pub fn run(
         ]);
         report.push(
             "rule_loading",
-            json!({ "rules": count, "compile_s": compile, "load_s": load, "install_s": install }),
+            json!({
+                "rules": count, "rules_max": rules_max, "compile_s": compile, "load_s": load,
+                "install_s": install,
+            }),
         );
         bpf::pin(Some(cpu))?;
         let measured = measure(mode, floors, &filter, n, report);
