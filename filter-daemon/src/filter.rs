@@ -671,10 +671,16 @@ mod tests {
         let mask = table.len() as u32 - 1;
         let h = slot_hash(hash);
         let start = first_slot(h, mask);
-        (0..RULE_PROBES_MAX).find_map(|i| {
+        for i in 0..RULE_PROBES_MAX {
             let slot = table[(start.wrapping_add(i) & mask) as usize];
-            (slot.hash == h).then_some(i)
-        })
+            if slot.hash == h {
+                return Some(i);
+            }
+            if slot.hash == 0 {
+                return None;
+            }
+        }
+        None
     }
 
     #[test]
