@@ -345,11 +345,7 @@ fn a_hello_split_over_two_receive_queues_is_read_as_one() {
             );
         }
     }
-    assert!(
-        !server.access_log().contains(&format!("sni={BANNED} ")),
-        "{}",
-        server.access_log()
-    );
+    assert_never_served(&server, BANNED);
     println!("{}", daemon.status().unwrap().text);
 }
 

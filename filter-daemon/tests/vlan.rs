@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sni_filter_lab::{
     ChildGuard, CurlOpts, Daemon, FetchOpts, Lab, LabOptions, Node, TlsClient, TlsServer, curl,
-    fetch, response_body,
+    fetch,
 };
 
 const VID: u16 = 42;
@@ -71,13 +71,7 @@ fn tagged_frames_are_read_through_their_vlan_header() {
             blocked.summary()
         );
         let allowed = curl(&lab, ALLOWED, &opts).unwrap();
-        assert_eq!(
-            allowed.http_status,
-            Some(200),
-            "ipv6={ipv6} {ALLOWED}: {}",
-            allowed.summary()
-        );
-        assert_eq!(allowed.body, response_body(ALLOWED));
+        assert_served(&allowed, ALLOWED, &format!("ipv6={ipv6}"));
         // Chromium's two-segment hello, tagged.
         let chromium_opts = FetchOpts::new(server.ca_path()).ipv6(ipv6);
         let chromium = fetch(
@@ -127,10 +121,6 @@ fn tagged_frames_are_read_through_their_vlan_header() {
             );
         }
     }
-    assert!(
-        !server.access_log().contains(&format!("sni={BANNED} ")),
-        "{}",
-        server.access_log()
-    );
+    assert_never_served(&server, BANNED);
     println!("{}", daemon.status().unwrap().text);
 }
