@@ -65,6 +65,7 @@ pub enum L4 {
 
 /// The TCP header fields the program uses, and where the payload lies.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Tcp {
     /// Offset of the IP header from the start of the frame (for `reject`).
     pub ip_offset: usize,

@@ -108,8 +108,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             let mut tcp = headers::parse_tcp(ctx, &mut cur, end, &mut flow)?;
             tcp.ip_offset = ip_offset;
             tcp.vlan = eth.vlan;
-            let tcp = headers::launder(tcp).ok_or(Reason::InternalError)?;
-            judge_tcp(ctx, &flow, tcp, first_fragment, seen)
+            judge_tcp(ctx, &flow, &tcp, first_fragment, seen)
         }
         L4::Udp => Ok(Exit::of(Reason::Udp)),
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
@@ -138,6 +137,8 @@ fn judge_tcp(
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    // Only a payload that may be a hello goes through map memory to the judging program.
+    headers::launder(*tcp).ok_or(Reason::InternalError)?;
     let p = PENDING.get_ptr_mut(0).ok_or(Reason::InternalError)?;
     // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
     unsafe {
