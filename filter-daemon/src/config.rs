@@ -96,7 +96,7 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawFilter {
     #[serde(default)]
-    interfaces: Vec<String>,
+    interfaces: Vec<Spanned<String>>,
     #[serde(default)]
     xdp_mode: XdpMode,
     #[serde(default)]
@@ -483,10 +483,13 @@ impl Config {
 
         let f = raw.filter;
         for iface in &f.interfaces {
-            if !valid_interface_name(iface) {
+            if !valid_interface_name(iface.get_ref()) {
                 return Err(Error::config(
-                    format!("{}", path.display()),
-                    format!("interface name {iface:?} is not a valid Linux interface name"),
+                    at(iface.span().start),
+                    format!(
+                        "interface name {:?} is not a valid Linux interface name",
+                        iface.get_ref()
+                    ),
                 ));
             }
         }
@@ -554,7 +557,7 @@ impl Config {
         Ok(Self {
             path: path.to_owned(),
             text: text.to_owned(),
-            interfaces: f.interfaces,
+            interfaces: f.interfaces.into_iter().map(Spanned::into_inner).collect(),
             xdp_mode: f.xdp_mode,
             generic_fallback: f.generic_fallback,
             summary_interval_secs,
@@ -611,6 +614,15 @@ mod tests {
         assert!(e.starts_with("/etc/sni-filter/filter.toml:2:"), "{e}");
         let e = parse("[apps.x]\naction = \"drop\"\n").unwrap_err();
         assert!(e.contains("no lists and no domains"), "{e}");
+    }
+
+    #[test]
+    fn bad_interface_names_name_their_line() {
+        let e = parse("[filter]\ninterfaces = [\"lan0\",\n \"a/b\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("/etc/sni-filter/filter.toml:3:") && e.contains("a/b"),
+            "{e}"
+        );
     }
 
     #[test]
