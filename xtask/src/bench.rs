@@ -20,7 +20,7 @@ mod veth;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -30,19 +30,7 @@ use serde_json::{Value, json};
 use crate::shell;
 use report::Report;
 
-#[derive(clap::Args, Default)]
-pub struct Args {
-    /// Small repeat counts and rule sets (about a minute): checks that every class runs
-    /// and is counted as intended; skips iptables, nDPI and the veth runs.
-    #[arg(long)]
-    quick: bool,
-    /// Folder for bench.md and bench.json [default: target/bench].
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
-    /// Run only these parts: packet, scaling, veth (iptables, nDPI, end to end), daemon.
-    #[arg(long, value_delimiter = ',', value_name = "PART")]
-    only: Vec<String>,
-}
+pub use crate::bench_args::Args;
 
 /// The sizes of one mode.
 #[derive(Clone, Copy)]
@@ -92,15 +80,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     })
 }
 
-/// The final stage of `cargo xtask test`: the quick run, into `target/bench/test-quick`,
-/// failing when a class did not run or was not counted as intended.
-pub fn quick_check() -> Result<()> {
-    let args = Args {
-        quick: true,
-        out: Some(shell::target_dir().join("bench").join("test-quick")),
-        only: Vec::new(),
-    };
-    if !execute(&args)? {
+/// Runs the benchmarks and fails when a class did not run or was not counted as intended.
+pub fn check(args: &Args) -> Result<()> {
+    if !execute(args)? {
         anyhow::bail!("benchmark checks failed (see above)");
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! the benchmarks.
 //! This file parses arguments and dispatches; each task lives in a file of its own.
 
+#[cfg(feature = "bench")]
 mod bench;
+mod bench_args;
 mod demo;
 mod setup;
 mod shell;
@@ -47,7 +49,7 @@ enum Task {
     /// as intended does. Needs root.
     ///
     /// Example (as root): cargo xtask bench --quick
-    Bench(bench::Args),
+    Bench(bench_args::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
-        Task::Bench(args) => bench::run(&args),
+        Task::Bench(args) => bench_args::run(&args),
     };
     match result {
         Ok(code) => code,

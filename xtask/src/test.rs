@@ -26,17 +26,25 @@ pub struct Args {
 enum Stage {
     Setup,
     Cargo(&'static [&'static str]),
-    /// `cargo xtask bench --quick`, in this process.
+    /// `cargo xtask bench --quick`.
     BenchQuick,
 }
 
 const STAGES: &[(&str, Stage)] = &[
     ("setup", Stage::Setup),
     ("format", Stage::Cargo(&["fmt", "--all", "--", "--check"])),
-    // The default members: everything built for the host.
+    // The default members: everything built for the host, the benchmarks included.
     (
         "clippy",
-        Stage::Cargo(&["clippy", "--all-targets", "--", "-D", "warnings"]),
+        Stage::Cargo(&[
+            "clippy",
+            "--all-targets",
+            "--features",
+            "xtask/bench",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     ),
     // The XDP program, built for the BPF target as filter-daemon's build.rs builds it.
     (
@@ -86,7 +94,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
             Stage::BenchQuick => {
                 remove_stale_labs();
-                crate::bench::quick_check()
+                crate::bench_args::quick_check()
             }
         };
         let ok = outcome.is_ok();

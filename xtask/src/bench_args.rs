@@ -1,0 +1,85 @@
+//! The arguments of `cargo xtask bench`, and how the command reaches the benchmarks.
+//!
+//! The benchmarks link filter-daemon, which embeds the XDP program; building that needs the
+//! tools `cargo xtask setup` installs. So plain xtask builds without them and, for `bench`,
+//! installs what is missing and then runs itself again built with the `bench` feature.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+
+use crate::shell;
+
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Small repeat counts and rule sets (about a minute): checks that every class runs
+    /// and is counted as intended; skips iptables, nDPI and the veth runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Folder for bench.md and bench.json [default: target/bench].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Run only these parts: packet, scaling, veth (iptables, nDPI, end to end), daemon.
+    #[arg(long, value_delimiter = ',', value_name = "PART")]
+    pub only: Vec<String>,
+}
+
+#[cfg(feature = "bench")]
+pub fn run(args: &Args) -> Result<ExitCode> {
+    crate::bench::run(args)
+}
+
+#[cfg(not(feature = "bench"))]
+pub fn run(args: &Args) -> Result<ExitCode> {
+    crate::setup::run(&crate::setup::Args::default())?;
+    shell::run(&mut with_benchmarks(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The last stage of `cargo xtask test`: the quick run into `target/bench/test-quick`,
+/// failing when a class did not run or was not counted as intended.
+pub fn quick_check() -> Result<()> {
+    let args = Args {
+        quick: true,
+        out: Some(shell::target_dir().join("bench").join("test-quick")),
+        only: Vec::new(),
+    };
+    #[cfg(feature = "bench")]
+    {
+        crate::bench::check(&args)
+    }
+    #[cfg(not(feature = "bench"))]
+    {
+        shell::run(&mut with_benchmarks(&args))
+    }
+}
+
+/// `cargo run -p xtask --features bench -- bench ARGS`: this command again, benchmarks
+/// included.
+#[cfg(not(feature = "bench"))]
+fn with_benchmarks(args: &Args) -> std::process::Command {
+    let mut cargo = shell::cmd(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--features",
+            "bench",
+            "--",
+            "bench",
+        ],
+    );
+    cargo.current_dir(shell::workspace_root());
+    if args.quick {
+        cargo.arg("--quick");
+    }
+    if let Some(out) = &args.out {
+        cargo.arg("--out").arg(out);
+    }
+    if !args.only.is_empty() {
+        cargo.arg("--only").arg(args.only.join(","));
+    }
+    cargo
+}
