@@ -38,6 +38,8 @@ pub mod names {
     pub const EXEMPT: &str = "EXEMPT";
     pub const SCOPES: &str = "SCOPES";
     pub const WILDCARDS: &str = "WILDCARDS";
+    /// One `u32`: the [`LAYOUT_VERSION`](super::LAYOUT_VERSION) of the maps pinned with it.
+    pub const LAYOUT: &str = "LAYOUT";
     /// Every map the daemon reads or writes.
     pub const MAPS: [&str; 11] = [
         COUNTERS,
@@ -53,6 +55,13 @@ pub mod names {
         PORTS,
     ];
 }
+
+/// The layout of the maps that outlive a daemon (pinned: counters, blocked flows, hellos
+/// being read, events). A daemon adopts a pinned filter's maps only when their layout is
+/// this one, and the CLI reads only maps of this layout. Raise it with any change to a
+/// pinned map's type, key or value, or to what a value means; the test
+/// `pinned_layout_matches_its_version` lists what it covers.
+pub const LAYOUT_VERSION: u32 = 1;
 
 /// Apps per rule set. The app id is a `u16`, but an array of policies the program reads on
 /// every match stays small: 255 apps is far beyond any city's list of banned applications.
@@ -413,6 +422,41 @@ mod tests {
         assert_eq!(size_of::<BlockedFlow>(), 24);
         assert_eq!(size_of::<hello::HelloFlow>() % 8, 0);
         assert_eq!(size_of::<name::RuleKey>(), 8);
+    }
+
+    /// What the pinned maps hold, as of [`LAYOUT_VERSION`]. A change here is a change of
+    /// the pinned layout: raise the version and update this list.
+    #[test]
+    fn pinned_layout_matches_its_version() {
+        let layout = [
+            ("version", LAYOUT_VERSION as usize),
+            ("reasons", REASON_COUNT as usize),
+            ("notes", NOTE_COUNT as usize),
+            ("iface slots", IFACE_SLOTS as usize),
+            ("apps", APPS_MAX as usize),
+            ("Counter", size_of::<Counter>()),
+            ("IfaceCounters", size_of::<IfaceCounters>()),
+            ("AppCounters", size_of::<AppCounters>()),
+            ("FlowKey", size_of::<FlowKey>()),
+            ("BlockedFlow", size_of::<BlockedFlow>()),
+            ("HelloFlow", size_of::<hello::HelloFlow>()),
+            ("Event", size_of::<Event>()),
+        ];
+        let expected = [
+            ("version", 1),
+            ("reasons", 27),
+            ("notes", 11),
+            ("iface slots", 1024),
+            ("apps", 256),
+            ("Counter", 24),
+            ("IfaceCounters", 40),
+            ("AppCounters", 32),
+            ("FlowKey", 40),
+            ("BlockedFlow", 24),
+            ("HelloFlow", 8528),
+            ("Event", 320),
+        ];
+        assert_eq!(layout, expected);
     }
 
     #[test]

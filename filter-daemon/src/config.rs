@@ -101,6 +101,8 @@ struct RawFilter {
     xdp_mode: XdpMode,
     #[serde(default)]
     generic_fallback: bool,
+    #[serde(default)]
+    detach_on_stop: bool,
     summary_interval_secs: Option<Spanned<u64>>,
     rules_max: Option<Spanned<u64>>,
     #[serde(default)]
@@ -154,6 +156,9 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub generic_fallback: bool,
+    /// Whether a stopping daemon takes the filter off its interfaces. Off by default: the
+    /// filter stays in force across restarts and upgrades, and `sni-filter unload` removes it.
+    pub detach_on_stop: bool,
     pub summary_interval_secs: u64,
     pub rules_max: u32,
     pub uninspectable: Uninspectable,
@@ -560,6 +565,7 @@ impl Config {
             interfaces: f.interfaces.into_iter().map(Spanned::into_inner).collect(),
             xdp_mode: f.xdp_mode,
             generic_fallback: f.generic_fallback,
+            detach_on_stop: f.detach_on_stop,
             summary_interval_secs,
             rules_max: rules_max as u32,
             uninspectable: f.uninspectable,

@@ -6,12 +6,16 @@ use std::{fs::File, io::Read as _};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key},
-    programs::{Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        Xdp, XdpMode as AyaXdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use std::net::IpAddr;
 
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, REASON_COUNT, RULE_PROBES_MAX,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, LAYOUT_VERSION, REASON_COUNT, RULE_PROBES_MAX,
     RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
     name::WildPattern,
@@ -22,6 +26,7 @@ use crate::{
     Error,
     config::{Config, Uninspectable, XdpMode},
     rules::RuleSet,
+    state::{Instance, PINNED_MAPS},
 };
 
 /// The object file built from `filter-ebpf` by build.rs.
@@ -44,14 +49,46 @@ pub struct Filter {
 /// How long a side of the tables rests after leaving service before it is rewritten.
 const SIDE_REUSE_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How [`Filter::attach_pinned`] put the program on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, in this mode.
+    New(XdpMode),
+    /// The link an earlier daemon pinned, its program replaced by this one.
+    Adopted,
+}
+
 /// Counters summed over every CPU, indexed by `Reason`.
 pub type Counters = Vec<Counter>;
 
 impl Filter {
     /// Loads the program with the table sizes and policy of a configuration.
     pub fn load_for(config: &Config) -> Result<Self, Error> {
-        let mut f = Self::load_sized(config.rules_max, config.verdicts_max, config.hellos_max)?;
+        let mut f = Self::load_sized(
+            config.rules_max,
+            config.verdicts_max,
+            config.hellos_max,
+            None,
+        )?;
         f.set_policy(config)?;
+        Ok(f)
+    }
+
+    /// As [`Filter::load_for`], with the maps that outlive a daemon taken from the pins of
+    /// `instance` where they exist (see [`Instance::prune_pins`]) and pinned there where they
+    /// do not.
+    pub fn load_pinned(config: &Config, instance: &Instance) -> Result<Self, Error> {
+        let mut f = Self::load_sized(
+            config.rules_max,
+            config.verdicts_max,
+            config.hellos_max,
+            Some(instance),
+        )?;
+        f.set_policy(config)?;
+        let mut layout: Array<&mut MapData, u32> = f.map_mut(names::LAYOUT)?;
+        layout
+            .set(0, LAYOUT_VERSION, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::LAYOUT)))?;
         Ok(f)
     }
 
@@ -62,16 +99,29 @@ impl Filter {
             rules_max,
             filter_common::VERDICTS_DEFAULT_MAX,
             filter_common::HELLOS_DEFAULT_MAX,
+            None,
         )
     }
 
     /// During a reload the old and new rule sets live side by side, so the rules map holds
     /// twice `rules_max`.
-    fn load_sized(rules_max: u32, verdicts_max: u32, hellos_max: u32) -> Result<Self, Error> {
-        let mut ebpf = EbpfLoader::new()
+    fn load_sized(
+        rules_max: u32,
+        verdicts_max: u32,
+        hellos_max: u32,
+        pins: Option<&Instance>,
+    ) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::RULES, 2 * filter_common::rule_slots(rules_max))
             .map_max_entries(names::VERDICTS, verdicts_max)
-            .map_max_entries(names::HELLOS, hellos_max)
+            .map_max_entries(names::HELLOS, hellos_max);
+        if let Some(instance) = pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, instance.pin(name));
+            }
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e}")))?;
         // The judging program first: the header program tail-calls it through JUDGE.
@@ -498,25 +548,36 @@ impl Filter {
     }
 
     /// Attaches to `iface` in `mode`; with `fallback`, a native attach that the driver
-    /// refuses is retried in generic mode. Returns the mode in force.
+    /// refuses is retried in generic mode. Returns the mode in force. The attachment ends
+    /// with the filter (tests, benchmarks); the daemon uses [`Filter::attach_pinned`].
     pub fn attach(&mut self, iface: &str, mode: XdpMode, fallback: bool) -> Result<XdpMode, Error> {
+        self.attach_link(iface, mode, fallback).map(|(_, mode)| mode)
+    }
+
+    fn attach_link(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        fallback: bool,
+    ) -> Result<(XdpLinkId, XdpMode), Error> {
         let flags = match mode {
             XdpMode::Native => AyaXdpMode::Driver,
             XdpMode::Generic => AyaXdpMode::Skb,
         };
         match self.program_mut().attach(iface, flags) {
-            Ok(_) => Ok(mode),
+            Ok(id) => Ok((id, mode)),
             Err(e) if mode == XdpMode::Native && fallback => {
                 eprintln!(
                     "sni-filter: warning: native XDP on {iface} refused ({e}); falling back to generic mode as configured"
                 );
-                self.program_mut()
+                let id = self
+                    .program_mut()
                     .attach(iface, AyaXdpMode::Skb)
                     .map_err(|e| Error::Attach {
                         iface: iface.into(),
                         reason: format!("generic XDP: {e}"),
                     })?;
-                Ok(XdpMode::Generic)
+                Ok((id, XdpMode::Generic))
             }
             Err(e) => Err(Error::Attach {
                 iface: iface.into(),
@@ -534,18 +595,60 @@ impl Filter {
         }
     }
 
-    /// Pins the maps the CLI reads, under `dir`.
-    pub fn pin_maps(&self, instance: &crate::state::Instance) -> Result<(), Error> {
-        for name in crate::state::PINNED_MAPS {
-            let map = self
-                .ebpf
-                .map(name)
-                .ok_or_else(|| Error::Map(format!("map {name} missing")))?;
-            let path = instance.pin(name);
-            map.pin(&path)
-                .map_err(|e| Error::State(format!("pinning {name} at {}: {e}", path.display())))?;
+    /// Puts the program on `iface` through a link pinned under `instance`, so that it stays
+    /// attached when this process ends. A link already pinned there (a filter left by an
+    /// earlier daemon) is taken over: its program is replaced by this one in one step
+    /// (`BPF_LINK_UPDATE`), with no moment without a filter.
+    pub fn attach_pinned(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        fallback: bool,
+        instance: &Instance,
+    ) -> Result<Attached, Error> {
+        let pin = instance.link_pin(iface);
+        let failed = |what: &str, e: &dyn std::fmt::Display| Error::Attach {
+            iface: iface.into(),
+            reason: format!("{what} {}: {e}", pin.display()),
+        };
+        if pin.exists() {
+            let pinned = PinnedLink::from_pin(&pin).map_err(|e| failed("opening the link pinned at", &e))?;
+            let link = XdpLink::try_from(FdLink::from(pinned))
+                .map_err(|e| failed("the link pinned at", &e))?;
+            let id = self
+                .program_mut()
+                .attach_to_link(link)
+                .map_err(|e| failed("replacing the program of the link pinned at", &error_chain(&e)))?;
+            // The pin holds the link; this process's handle on it goes.
+            drop(self.program_mut().take_link(id));
+            return Ok(Attached::Adopted);
         }
-        Ok(())
+        let (id, actual) = self.attach_link(iface, mode, fallback)?;
+        let link = self
+            .program_mut()
+            .take_link(id)
+            .map_err(|e| failed("taking the new link for", &e))?;
+        let link = FdLink::try_from(link).map_err(|e| Error::Attach {
+            iface: iface.into(),
+            reason: format!(
+                "the kernel attached XDP without a link ({e}), which cannot be pinned: the filter could not outlive the daemon"
+            ),
+        })?;
+        link.pin(&pin).map_err(|e| failed("pinning the link at", &e))?;
+        Ok(Attached::New(actual))
+    }
+
+    /// Pins the tail-call table of this program, replacing the pin of the program it took
+    /// over (whose table, unpinned, empties once no process holds it: call this only once
+    /// this program is on every interface).
+    pub fn pin_judge(&self, instance: &Instance) -> Result<(), Error> {
+        let path = instance.pin(names::JUDGE);
+        let _ = std::fs::remove_file(&path);
+        self.ebpf
+            .map(names::JUDGE)
+            .ok_or_else(|| Error::Map(format!("map {} missing", names::JUDGE)))?
+            .pin(&path)
+            .map_err(|e| Error::State(format!("pinning {} at {}: {e}", names::JUDGE, path.display())))
     }
 
     pub fn counters(&self) -> Result<Counters, Error> {

@@ -61,6 +61,28 @@ enum Command {
         /// The server name to judge.
         host: String,
     },
+    /// Print the filter's counters (by reason, by app, notes), read from its pinned maps:
+    /// works with or without a running daemon. `--watch` prints rates per second every
+    /// interval; `--json` prints one JSON object per sample (every reason, zeros too).
+    ///
+    /// Example: sni-filter stats --watch 5 --json
+    Stats {
+        /// Sample every SECS seconds (default 1) and print rates per second until stopped.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1", value_parser = watch_interval)]
+        watch: Option<std::time::Duration>,
+        /// With --watch: stop after N samples.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
+        /// One JSON object per sample and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take the filter off every interface and remove every trace of it: the pinned links
+    /// and maps under /sys/fs/bpf/INSTANCE and the state file. A running daemon is stopped
+    /// first (SIGTERM). Stopping the daemon alone leaves the filter in force; this ends it.
+    ///
+    /// Example: sni-filter unload
+    Unload,
     /// Check the kernel and interfaces as `run` does before attaching: kernel version, the
     /// interface and its driver, offloads that hide VLAN tags or merge segments, MTU, and
     /// another XDP program already attached (never replaced). Exit 1 if a check fails.
@@ -106,6 +128,14 @@ enum Command {
     },
 }
 
+/// The `--watch` interval: seconds, at least 0.1.
+fn watch_interval(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.1 => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("{text:?} is not a number of seconds of at least 0.1")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run { .. }) {
@@ -138,7 +168,11 @@ fn main() -> ExitCode {
         ),
         Command::Status => cmd::status::status(&instance).map(|_| ()),
         Command::Reload => cmd::reload::reload(&instance),
-        Command::Doctor { interfaces } => match cmd::doctor::doctor(&interfaces) {
+        Command::Unload => cmd::unload::unload(&instance),
+        Command::Stats { watch, count, json } => {
+            cmd::stats::stats(&instance, &cmd::stats::StatsOptions { watch, count, json })
+        }
+        Command::Doctor { interfaces } => match cmd::doctor::doctor(&instance, &interfaces) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),

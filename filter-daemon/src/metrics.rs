@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use filter_common::{AppCounters, Counter, NOTE_COUNT, Note, REASON_COUNT, Reason, names};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -49,13 +49,6 @@ struct CounterMaps {
     notes: PerCpuArray<MapData, u64>,
 }
 
-fn open<V: aya::Pod>(instance: &Instance, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
-    let path = instance.pin(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
-    PerCpuArray::try_from(Map::PerCpuArray(data))
-        .map_err(|e| Error::State(format!("{}: {e}", path.display())))
-}
 
 /// Slot `i` of a per-CPU array, summed over the CPUs with `add`.
 fn read_slot<V: aya::Pod + Default>(
@@ -127,9 +120,9 @@ impl DaemonMetrics {
     pub fn open(instance: &Instance, apps: Vec<AppInfo>) -> Result<Self, Error> {
         Ok(Self {
             maps: Mutex::new(CounterMaps {
-                reasons: open(instance, names::COUNTERS)?,
-                apps: open(instance, names::APP_COUNTERS)?,
-                notes: open(instance, names::NOTES)?,
+                reasons: instance.open_per_cpu(names::COUNTERS)?,
+                apps: instance.open_per_cpu(names::APP_COUNTERS)?,
+                notes: instance.open_per_cpu(names::NOTES)?,
             }),
             apps: Mutex::new(apps),
             sink: Mutex::new(None),

@@ -2,6 +2,7 @@
 //! its driver, offloads that hide what the program must see, MTU, and another XDP program
 //! already on the interface (never replaced). `sni-filter doctor IFACE` prints the same.
 
+use crate::state::Instance;
 use std::{fs, process::Command};
 
 /// How a check came out.
@@ -74,8 +75,8 @@ pub fn kernel() -> Vec<Check> {
     out
 }
 
-/// Checks of one interface before attaching to it.
-pub fn interface(name: &str, program_name: &str) -> Vec<Check> {
+/// Checks of one interface before the filter of `instance` attaches to it.
+pub fn interface(name: &str, instance: &Instance) -> Vec<Check> {
     let Some(link) = ip_link(name) else {
         return vec![check(
             Level::Fail,
@@ -88,7 +89,7 @@ pub fn interface(name: &str, program_name: &str) -> Vec<Check> {
         "interface",
         format!("{name} exists, ifindex {}", link["ifindex"]),
     )];
-    out.push(attached_program(name, &link, program_name));
+    out.push(attached_program(name, &link, instance));
     let mtu = link
         .get("mtu")
         .and_then(serde_json::Value::as_u64)
@@ -117,10 +118,24 @@ pub fn interface(name: &str, program_name: &str) -> Vec<Check> {
     out
 }
 
-/// Another XDP program on the interface is never replaced; a leftover of sni-filter is.
-fn attached_program(name: &str, link: &serde_json::Value, program_name: &str) -> Check {
+/// Another XDP program on the interface is never replaced; the filter this instance pinned
+/// there is taken over.
+fn attached_program(name: &str, link: &serde_json::Value, instance: &Instance) -> Check {
+    let ours = instance.link_pin(name).exists();
     let Some(xdp) = link.get("xdp") else {
-        return check(Level::Ok, "XDP program", format!("none attached to {name}"));
+        return if ours {
+            check(
+                Level::Fail,
+                "XDP program",
+                format!(
+                    "{} is pinned but {name} runs no XDP program: remove the stale pin with `sni-filter --instance {} unload`",
+                    instance.link_pin(name).display(),
+                    instance.name
+                ),
+            )
+        } else {
+            check(Level::Ok, "XDP program", format!("none attached to {name}"))
+        };
     };
     let prog = xdp.get("prog").or_else(|| {
         xdp.get("attached")
@@ -134,11 +149,23 @@ fn attached_program(name: &str, link: &serde_json::Value, program_name: &str) ->
     let id = prog
         .and_then(|p| p.get("id"))
         .map_or_else(|| "?".into(), ToString::to_string);
-    if prog_name == program_name {
+    if ours && prog_name == filter_common::names::PROGRAM {
         check(
-            Level::Warn,
+            Level::Ok,
             "XDP program",
-            format!("an sni-filter program (id {id}) is still attached to {name}; it is replaced"),
+            format!(
+                "the filter of instance {:?} (program id {id}) runs on {name}: it is taken over without detaching",
+                instance.name
+            ),
+        )
+    } else if prog_name == filter_common::names::PROGRAM {
+        check(
+            Level::Fail,
+            "XDP program",
+            format!(
+                "an sni-filter program (id {id}) runs on {name} but instance {:?} did not pin it: another instance runs there (`sni-filter --instance NAME unload` removes it), or detach it with `ip link set dev {name} xdp off`",
+                instance.name
+            ),
         )
     } else {
         check(

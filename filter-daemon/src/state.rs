@@ -1,27 +1,43 @@
-//! Where a running filter leaves its traces: pinned maps under bpffs and a state file, both
-//! named by instance so that several test filters can run on one machine.
+//! Where a filter leaves its traces: pinned links, maps and a state file, named by instance
+//! so that several test filters can run on one machine.
+//!
+//! Under `/sys/fs/bpf/NAME/` (root only):
+//! - `link-IFACE`: the XDP link of each interface. While it is pinned the program stays
+//!   attached, daemon or not; removing it detaches.
+//! - the maps that outlive a daemon ([`PINNED_MAPS`]): counters, blocked flows, hellos
+//!   being read, events, and `LAYOUT`, the layout version they were made with. A daemon
+//!   that starts adopts them, so counters go on and blocked flows stay blocked.
+//! - `JUDGE`: the tail-call table of the loaded program, pinned so that it stays filled
+//!   when no daemon holds it (an emptied table would let hellos pass unread).
+//!
+//! `/run/NAME/state.json`: what the last daemon said about itself, for `status`.
 
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
-use filter_common::names;
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use filter_common::{LAYOUT_VERSION, names};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
 pub const DEFAULT_INSTANCE: &str = "sni-filter";
 
-/// The maps the CLI reads from a running filter.
-pub const PINNED_MAPS: [&str; 6] = [
+/// The maps that outlive a daemon: adopted by the next one, read by the CLI.
+pub const PINNED_MAPS: [&str; 8] = [
+    names::LAYOUT,
     names::COUNTERS,
     names::NOTES,
     names::IFACE_COUNTERS,
     names::APP_COUNTERS,
     names::VERDICTS,
     names::HELLOS,
+    names::EVENTS,
 ];
+/// The prefix of a pinned link's file name; the interface name follows.
+const LINK_PREFIX: &str = "link-";
 const BPFFS: &str = "/sys/fs/bpf";
 
 /// The traces of one instance.
@@ -85,21 +101,43 @@ impl Instance {
         Path::new("/run").join(&self.name).join("state.json")
     }
 
-    /// Creates the pin folder, mounting bpffs first if nothing is mounted there.
+    /// Where the link of an interface is pinned.
+    pub fn link_pin(&self, iface: &str) -> PathBuf {
+        self.pin_dir().join(format!("{LINK_PREFIX}{iface}"))
+    }
+
+    /// The interfaces whose links are pinned, with their pins, sorted by name.
+    pub fn pinned_links(&self) -> Vec<(String, PathBuf)> {
+        let mut links: Vec<(String, PathBuf)> = fs::read_dir(self.pin_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_prefix(LINK_PREFIX)?.to_owned();
+                Some((name, e.path()))
+            })
+            .collect();
+        links.sort();
+        links
+    }
+
+    /// Creates the pin and state folders (root only), mounting bpffs first if nothing is
+    /// mounted there. Pins already there are left for the caller to adopt.
     pub fn prepare(&self) -> Result<(), Error> {
+        use std::os::unix::fs::DirBuilderExt as _;
         ensure_bpffs()?;
-        let dir = self.pin_dir();
-        // Pins left by a daemon that was killed: this daemon replaces them.
-        for map in PINNED_MAPS {
-            let _ = fs::remove_file(self.pin(map));
-        }
-        fs::create_dir_all(&dir)
-            .map_err(|e| Error::State(format!("creating {}: {e}", dir.display())))?;
-        if let Some(parent) = self.state_file().parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| Error::State(format!("creating {}: {e}", parent.display())))?;
+        for dir in [self.pin_dir(), self.state_dir()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::State(format!("creating {}: {e}", dir.display())))?;
         }
         Ok(())
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        Path::new("/run").join(&self.name)
     }
 
     pub fn write_state(&self, state: &RunState) -> Result<(), Error> {
@@ -116,16 +154,133 @@ impl Instance {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Removes every trace; called when the daemon stops.
-    pub fn clear(&self) {
-        for map in PINNED_MAPS {
-            let _ = fs::remove_file(self.pin(map));
+    /// Removes every trace: the links (which detaches the program), the maps, the state
+    /// file and their folders. Returns the files removed.
+    pub fn clear(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        // Links first: the program leaves the interfaces before its maps are unpinned.
+        let links = self.pinned_links().into_iter().map(|(_, p)| p);
+        let rest = fs::read_dir(self.pin_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LINK_PREFIX)));
+        let pins: Vec<PathBuf> = links.chain(rest).collect();
+        for path in pins.into_iter().chain([self.state_file()]) {
+            if fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
         }
+        let _ = fs::remove_file(self.state_file().with_extension("json.tmp"));
         let _ = fs::remove_dir(self.pin_dir());
-        let _ = fs::remove_file(self.state_file());
-        if let Some(parent) = self.state_file().parent() {
-            let _ = fs::remove_dir(parent);
+        let _ = fs::remove_dir(self.state_dir());
+        removed
+    }
+
+    /// The layout version the pinned maps were made with; `None` when nothing is pinned.
+    pub fn pinned_layout(&self) -> Result<Option<u32>, Error> {
+        let path = self.pin(names::LAYOUT);
+        if !path.exists() {
+            return Ok(None);
         }
+        let data = MapData::from_pin(&path)
+            .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
+        let array: Array<MapData, u32> = Array::try_from(Map::Array(data))
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        array
+            .get(&0, 0)
+            .map(Some)
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+    }
+
+    /// Opens a pinned map for the CLI, once the pinned layout is known to be this
+    /// version's: a map of another layout would be misread.
+    pub fn open_pinned(&self, name: &str) -> Result<MapData, Error> {
+        match self.pinned_layout()? {
+            Some(LAYOUT_VERSION) => {}
+            Some(other) => {
+                return Err(Error::State(format!(
+                    "the filter pinned under {} uses map layout {other}; this sni-filter reads layout {LAYOUT_VERSION}: use the sni-filter that loaded it, or restart the daemon with this one (it takes over without a gap)",
+                    self.pin_dir().display()
+                )));
+            }
+            None if self.pin(names::COUNTERS).exists() => {
+                return Err(Error::State(format!(
+                    "the maps pinned under {} carry no layout version (an older sni-filter made them): restart the daemon with this version",
+                    self.pin_dir().display()
+                )));
+            }
+            None => {
+                return Err(Error::State(format!(
+                    "no filter is loaded for instance {:?}: nothing pinned under {}",
+                    self.name,
+                    self.pin_dir().display()
+                )));
+            }
+        }
+        let path = self.pin(name);
+        MapData::from_pin(&path).map_err(|e| Error::State(format!("reading {}: {e}", path.display())))
+    }
+
+    /// A pinned per-CPU array, opened as [`Instance::open_pinned`] does.
+    pub fn open_per_cpu<V: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
+        PerCpuArray::try_from(Map::PerCpuArray(self.open_pinned(name)?))
+            .map_err(|e| Error::State(format!("{}: {e}", self.pin(name).display())))
+    }
+
+    /// Readies the pinned maps for a daemon that starts and will adopt them: kept when
+    /// their layout is this version's and their size the one `sizes` asks, removed
+    /// otherwise, so that the loader makes them afresh. Returns what starts afresh, and why.
+    /// Links are left alone: they keep the running filter attached until it is replaced.
+    pub fn prune_pins(&self, sizes: &[(&str, u32)]) -> Result<Vec<String>, Error> {
+        let mut fresh = Vec::new();
+        let remove = |name: &str| {
+            let path = self.pin(name);
+            fs::remove_file(&path)
+                .map_err(|e| Error::State(format!("removing {}: {e}", path.display())))
+        };
+        let pinned: Vec<&str> = PINNED_MAPS
+            .into_iter()
+            .filter(|m| self.pin(m).exists())
+            .collect();
+        if pinned.is_empty() {
+            return Ok(fresh);
+        }
+        let layout = self.pinned_layout().ok().flatten();
+        if layout != Some(LAYOUT_VERSION) {
+            for name in &pinned {
+                remove(name)?;
+            }
+            fresh.push(format!(
+                "the pinned maps have layout {}, this version uses {LAYOUT_VERSION}: counters, blocked flows and queued events start afresh",
+                layout.map_or_else(|| "none".into(), |v| v.to_string())
+            ));
+            return Ok(fresh);
+        }
+        for &(name, want) in sizes {
+            let path = self.pin(name);
+            if !path.exists() {
+                continue;
+            }
+            let have = MapData::from_pin(&path)
+                .ok()
+                .and_then(|m| m.info().ok())
+                .map(|i| i.max_entries());
+            if have != Some(want) {
+                remove(name)?;
+                fresh.push(format!(
+                    "{name} holds {} entries, the configuration asks for {want}: it starts afresh",
+                    have.map_or_else(|| "?".into(), |v| v.to_string())
+                ));
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Whether anything of this instance is left: pins or a state file.
+    pub fn exists(&self) -> bool {
+        self.pin_dir().exists() || self.state_file().exists()
     }
 }
 
@@ -159,8 +314,19 @@ fn ensure_bpffs() -> Result<(), Error> {
 }
 
 /// Whether a process with this pid is alive.
+/// Whether a daemon with this pid runs: a live process (not a zombie waiting to be reaped)
+/// of this program's name, not another that got the pid since.
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    let Ok(stat) = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE ...`; COMM may hold spaces and parentheses, so split at the last ')'.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let comm = head.split_once('(').map_or("", |(_, c)| c);
+    let state = tail.trim_start().chars().next().unwrap_or('?');
+    comm.starts_with("sni-filter") && !matches!(state, 'Z' | 'X')
 }
 
 /// The index of an interface, if it exists.

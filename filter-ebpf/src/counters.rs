@@ -1,11 +1,15 @@
 //! Per-CPU counters — by reason, by note, by interface and by app — and the program's single
 //! exit that bumps them. No atomics: each CPU owns its slot and userspace sums them.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::map, maps::{Array, PerCpuArray}, programs::XdpContext};
 use filter_common::{
     APPS_MAX, AppCounters, Counter, Fate, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
     REASON_COUNT, Reason,
 };
+
+/// The layout version of the pinned maps, written by the daemon; the program never reads it.
+#[map(name = "LAYOUT")]
+static LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(REASON_COUNT, 0);

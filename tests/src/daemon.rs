@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::child::ChildGuard;
-use crate::lab::{Lab, Node};
+use crate::lab::Lab;
 use crate::scratch::ScratchDir;
 use crate::status::Status;
 
@@ -29,12 +29,17 @@ pub struct Daemon {
     process: ChildGuard,
     bin: PathBuf,
     instance: String,
+    /// The lab's gateway host process, whose namespaces the daemon and its CLI run in.
+    host: u32,
     dir: ScratchDir,
 }
 
 impl Daemon {
-    /// Starts `BIN --instance NAME run --config CONFIG --interface GW_CLIENT_IF [EXTRA...]` in
-    /// the gateway namespace and waits until it prints a line containing [`ATTACHED_MARKER`].
+    /// Starts `BIN --instance NAME run --config CONFIG --interface GW_CLIENT_IF [EXTRA...]` on
+    /// the lab's gateway ([`Lab::gateway_command`]: its network namespace, and one mount
+    /// namespace for the lab's life, so that a filter the daemon leaves pinned stays in
+    /// force and the next daemon takes it over) and waits until it prints a line containing
+    /// [`ATTACHED_MARKER`].
     ///
     /// The instance name (`sni-filter-LAB`) keeps the pinned state and run-time files of
     /// daemons in parallel labs apart.
@@ -55,7 +60,8 @@ impl Daemon {
         let stdout = File::create(dir.path().join("stdout"))?;
         let stderr = File::create(dir.path().join("stderr"))?;
         let instance = format!("sni-filter-{}", lab.name());
-        let mut cmd = lab.exec(Node::Gateway, &bin);
+        let host = lab.gateway_host()?;
+        let mut cmd = lab.gateway_command(&bin)?;
         cmd.arg("--instance")
             .arg(&instance)
             .arg("run")
@@ -72,6 +78,7 @@ impl Daemon {
             process,
             bin,
             instance,
+            host,
             dir,
         };
 
@@ -143,9 +150,9 @@ impl Daemon {
     }
 
     /// A command running the same binary and instance (`BIN --instance NAME ARGS...`, e.g.
-    /// `status`) with the daemon's view of the system: its network namespace, and its mount
-    /// namespace, where `ip netns exec` gave it a `/sys` of its own and the bpffs holding its
-    /// pins is mounted.
+    /// `status`) on the lab's gateway, as the daemon runs: its network namespace, and the
+    /// mount namespace where the bpffs holding the pins is mounted. Works after the daemon
+    /// ended too.
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -153,7 +160,7 @@ impl Daemon {
     {
         let mut cmd = Command::new("nsenter");
         cmd.arg("--target")
-            .arg(self.pid().to_string())
+            .arg(self.host.to_string())
             .args(["--mount", "--net", "--"])
             .arg(&self.bin)
             .arg("--instance")
@@ -176,6 +183,20 @@ impl Daemon {
             String::from_utf8_lossy(&out.stderr).trim()
         );
         Ok(Status::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(libc::pid_t::try_from(self.pid()).unwrap_or(0), libc::SIGKILL) };
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            if let Some(status) = self.process.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(Instant::now() < deadline, "the daemon outlived SIGKILL");
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends SIGTERM, waits up to 5 s (then SIGKILL); returns how it ended and its full log.

@@ -8,11 +8,13 @@ use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::bpf;
+use crate::child::ChildGuard;
 use crate::netns::{self, Netns, netns_exec};
 use crate::run::{cmd, run};
 use crate::vlan::VlanTagging;
@@ -81,6 +83,9 @@ pub struct Lab {
     // Detached first; the namespaces' deletion would remove them anyway.
     vlan: Option<VlanTagging>,
     client_xdp: Option<OwnedFd>,
+    /// A process that holds the gateway's mount namespace (see [`Lab::gateway_host`]); it
+    /// goes first, taking the pins of that namespace's bpffs, and so the filter, with it.
+    gateway_host: OnceLock<ChildGuard>,
     // Each namespace guard kills whatever still runs inside before deleting it.
     client: Netns,
     gateway: Netns,
@@ -143,6 +148,7 @@ impl Lab {
             name: tag.clone(),
             vlan: None,
             client_xdp: None,
+            gateway_host: OnceLock::new(),
             client,
             gateway,
             server,
@@ -465,6 +471,43 @@ impl Lab {
     fn v6(&self, side: u16, host: u16) -> Ipv6Addr {
         let n = u16::from_str_radix(&self.subnet.to_string(), 16).unwrap_or(0);
         Ipv6Addr::new(0xfd00, n, side, 0, 0, 0, 0, host)
+    }
+
+    /// The pid of a process that stands for the gateway machine: it lives in the gateway's
+    /// network namespace and in a mount namespace of its own that lasts as long as the lab
+    /// (an `ip netns exec` command gets a fresh one, with its own `/sys`, that ends with
+    /// it). Programs entered into its namespaces ([`Lab::gateway_command`]) share one
+    /// bpffs, as on a real gateway, so pins outlive the daemon that made them.
+    pub fn gateway_host(&self) -> Result<u32> {
+        if let Some(host) = self.gateway_host.get() {
+            return Ok(host.id());
+        }
+        let mut cmd = self.exec(Node::Gateway, "sleep");
+        cmd.arg("infinity")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        let host = ChildGuard::spawn(&mut cmd)?;
+        // Until `ip netns exec` has made the namespace and exec'd sleep, entering it would
+        // enter the parent's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let pid = host.id();
+        while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| c.trim() != "sleep") {
+            ensure!(std::time::Instant::now() < deadline, "the gateway host process did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.gateway_host.set(host);
+        Ok(pid)
+    }
+
+    /// A command that runs `program` on the gateway machine (see [`Lab::gateway_host`]):
+    /// `nsenter --target HOST --mount --net -- PROGRAM`.
+    pub fn gateway_command(&self, program: impl AsRef<OsStr>) -> Result<Command> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("--target")
+            .arg(self.gateway_host()?.to_string())
+            .args(["--mount", "--net", "--"])
+            .arg(program);
+        Ok(cmd)
     }
 
     /// A command that runs `program` on the given node (`ip netns exec NS PROGRAM`).

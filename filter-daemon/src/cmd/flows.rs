@@ -13,8 +13,7 @@ use crate::{
 
 pub fn flows(instance: &Instance, flush: bool) -> Result<(), Error> {
     let path = instance.pin(names::VERDICTS);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
+    let data = instance.open_pinned(names::VERDICTS)?;
     let mut map: HashMap<MapData, FlowKey, BlockedFlow> = HashMap::try_from(Map::HashMap(data))
         .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
     let apps: Vec<String> = instance

@@ -7,4 +7,6 @@ pub mod flows;
 pub mod reload;
 pub mod replay;
 pub mod run;
+pub mod stats;
 pub mod status;
+pub mod unload;

@@ -1,5 +1,7 @@
-//! `sni-filter run`: validates the configuration, loads and attaches the program, then logs
-//! counter summaries and flow events until SIGINT or SIGTERM. SIGHUP reloads the rules.
+//! `sni-filter run`: validates the configuration, loads and attaches the program (taking over
+//! a filter an earlier daemon left pinned), then logs counter summaries and flow events until
+//! SIGINT or SIGTERM. SIGHUP reloads the rules. Stopping leaves the filter attached unless
+//! `detach_on_stop` is set.
 
 use std::{
     path::PathBuf,
@@ -13,11 +15,11 @@ use crate::{
     Error,
     config::{Config, Logging, XdpMode},
     events::{self, WallClock},
-    filter::Filter,
+    filter::{Attached, Filter},
     metrics::{self, AppInfo, DaemonMetrics, Snapshot},
     privacy::ClientAnonymizer,
     rules::RuleSet,
-    state::{AppSummary, Attachment, Instance, RunState},
+    state::{AppSummary, Attachment, Instance, RunState, pid_alive},
     syslog::{
         Logger, MsgId, Origin, Record, Severity,
         sink::{Destination, LocalPaths, QUEUE_CAPACITY, Sink, SinkConfig},
@@ -141,10 +143,37 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
         }
         Err(e) => Err(e),
     };
-    instance.clear();
-    drop(running);
-    out.logger
-        .emit(lifecycle("detached", Severity::Notice, "detached".into()));
+    let interfaces: Vec<String> = running.attached.iter().map(|a| a.interface.clone()).collect();
+    if running.config.detach_on_stop {
+        instance.clear();
+        drop(running);
+        out.logger.emit(
+            lifecycle(
+                "detached",
+                Severity::Notice,
+                format!("detached from {} (detach_on_stop = true)", interfaces.join(", ")),
+            )
+            .param("interfaces", interfaces.join(",")),
+        );
+    } else {
+        let program_id = running
+            .filter
+            .program_id()
+            .map_or_else(|| "?".into(), |i| i.to_string());
+        drop(running);
+        out.logger.emit(
+            lifecycle(
+                "left_attached",
+                Severity::Notice,
+                format!(
+                    "stopped; the filter stays on {} (program id {program_id}) with the rules it has; the next daemon takes it over, `sni-filter unload` removes it",
+                    interfaces.join(", ")
+                ),
+            )
+            .param("interfaces", interfaces.join(","))
+            .param("program_id", program_id),
+        );
+    }
     runtime.block_on(out.logger.close(SINK_CLOSE_GRACE));
     result
 }
@@ -191,38 +220,22 @@ fn start(
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let fallback = opts.allow_generic_fallback || config.generic_fallback;
 
-    preflight(&interfaces, logger)?;
-    let mut filter = Filter::load_for(&config)?;
-    filter.apply_config(&config, &set)?;
-    instance.prepare()?;
-    filter.pin_maps(instance)?;
-    let mut attached = Vec::new();
-    for iface in &interfaces {
-        let actual = filter
-            .attach(iface, mode, fallback)
-            .inspect_err(|_| instance.clear())?;
-        let program_id = filter
-            .program_id()
-            .map_or_else(|| "?".into(), |i| i.to_string());
-        logger.emit(
-            lifecycle(
-                "attached",
-                Severity::Notice,
-                format!(
-                    "attached to {iface} ({} mode), program id {program_id}",
-                    actual.name(),
-                ),
-            )
-            .param("iface", iface)
-            .param("mode", actual.name())
-            .param("program_id", program_id),
-        );
-        attached.push(Attachment {
-            interface: iface.clone(),
-            ifindex: crate::state::ifindex(iface).unwrap_or(0),
-            mode: actual.name().into(),
-        });
+    if let Some(other) = instance.read_state().filter(|s| s.pid != std::process::id() && pid_alive(s.pid)) {
+        return Err(Error::State(format!(
+            "another daemon (pid {}) runs instance {:?}: stop it first, or pick another --instance",
+            other.pid, instance.name
+        )));
     }
+    preflight(&interfaces, instance, logger)?;
+    instance.prepare()?;
+    let adopting = !instance.pinned_links().is_empty();
+    let result = attach_all(instance, &config, &set, &interfaces, mode, fallback, logger);
+    if result.is_err() && !adopting {
+        // Nothing was running before: leave nothing behind. An adopted filter stays in
+        // force with the program it had.
+        instance.clear();
+    }
+    let (filter, attached) = result?;
     let running = Running {
         filter,
         config,
@@ -255,15 +268,91 @@ fn start(
     Ok(running)
 }
 
+/// Loads the program (adopting the pinned maps that fit), puts it on every interface — a
+/// pinned filter's links are taken over in one step — and takes the filter off pinned
+/// interfaces no longer configured.
+fn attach_all(
+    instance: &Instance,
+    config: &Config,
+    set: &RuleSet,
+    interfaces: &[String],
+    mode: XdpMode,
+    fallback: bool,
+    logger: &Logger,
+) -> Result<(Filter, Vec<Attachment>), Error> {
+    let sizes = [
+        (filter_common::names::VERDICTS, config.verdicts_max),
+        (filter_common::names::HELLOS, config.hellos_max),
+    ];
+    for note in instance.prune_pins(&sizes)? {
+        logger.emit(
+            Record::new(MsgId::Config, Severity::Warning, format!("warning: {note}"))
+                .param("warning", &note),
+        );
+    }
+    let mut filter = Filter::load_pinned(config, instance)?;
+    filter.apply_config(config, set)?;
+    let program_id = filter
+        .program_id()
+        .map_or_else(|| "?".into(), |i| i.to_string());
+    let previous = instance.read_state();
+    let mut attached = Vec::new();
+    for iface in interfaces {
+        let how = filter.attach_pinned(iface, mode, fallback, instance)?;
+        let (mode_name, text) = match how {
+            Attached::New(actual) => (
+                actual.name().to_owned(),
+                format!("attached to {iface} ({} mode), program id {program_id}", actual.name()),
+            ),
+            Attached::Adopted => {
+                let was = previous
+                    .as_ref()
+                    .and_then(|s| s.interfaces.iter().find(|a| &a.interface == iface))
+                    .map_or_else(|| "?".to_owned(), |a| a.mode.clone());
+                (
+                    was.clone(),
+                    format!(
+                        "attached to {iface} ({was} mode), program id {program_id}: took over the pinned filter without detaching"
+                    ),
+                )
+            }
+        };
+        logger.emit(
+            lifecycle("attached", Severity::Notice, text)
+                .param("iface", iface)
+                .param("mode", &mode_name)
+                .param("program_id", &program_id)
+                .param("adopted", how == Attached::Adopted),
+        );
+        attached.push(Attachment {
+            interface: iface.clone(),
+            ifindex: crate::state::ifindex(iface).unwrap_or(0),
+            mode: mode_name,
+        });
+    }
+    filter.pin_judge(instance)?;
+    for (iface, pin) in instance.pinned_links() {
+        if !interfaces.contains(&iface) {
+            let _ = std::fs::remove_file(&pin);
+            logger.emit(
+                lifecycle(
+                    "detached",
+                    Severity::Notice,
+                    format!("detached from {iface}: no longer configured"),
+                )
+                .param("iface", &iface),
+            );
+        }
+    }
+    Ok((filter, attached))
+}
+
 /// Every interface is checked before anything is loaded; one that fails (another XDP
 /// program on it, a missing interface, an old kernel) stops the start, warnings are logged.
-fn preflight(interfaces: &[String], logger: &Logger) -> Result<(), Error> {
+fn preflight(interfaces: &[String], instance: &Instance, logger: &Logger) -> Result<(), Error> {
     let mut checks = crate::preflight::kernel();
     for iface in interfaces {
-        checks.extend(crate::preflight::interface(
-            iface,
-            filter_common::names::PROGRAM,
-        ));
+        checks.extend(crate::preflight::interface(iface, instance));
     }
     for c in checks
         .iter()

@@ -23,19 +23,24 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         return Ok(false);
     };
     let alive = pid_alive(state.pid);
-    println!(
-        "sni-filter ({}): {} (pid {}), program id {}",
-        instance.name,
-        if alive {
-            "running"
-        } else {
-            "NOT running: stale state"
-        },
-        state.pid,
-        state
-            .program_id
-            .map_or_else(|| "?".into(), |id| id.to_string())
-    );
+    let links: Vec<String> = instance.pinned_links().into_iter().map(|(i, _)| i).collect();
+    let program = state
+        .program_id
+        .map_or_else(|| "?".into(), |id| id.to_string());
+    let filter = if links.is_empty() {
+        "filter NOT attached".to_owned()
+    } else {
+        format!("filter attached to {} (program id {program})", links.join(", "))
+    };
+    let daemon = if alive {
+        format!("daemon running (pid {})", state.pid)
+    } else {
+        format!(
+            "daemon NOT running (pid {} ended): no events or summaries are logged, the rules cannot be reloaded",
+            state.pid
+        )
+    };
+    println!("sni-filter ({}): {filter}; {daemon}", instance.name);
     println!(
         "config {} (fingerprint {})",
         state.config.display(),
@@ -111,8 +116,7 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
 /// Entries in a pinned hash map keyed by flow, and its bound.
 fn occupancy<V: aya::Pod>(instance: &Instance, name: &str) -> Result<(usize, u32), Error> {
     let path = instance.pin(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
+    let data = instance.open_pinned(name)?;
     let max = data.info().map_or(0, |i| i.max_entries());
     let map: HashMap<MapData, FlowKey, V> = HashMap::try_from(Map::HashMap(data))
         .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
@@ -121,17 +125,10 @@ fn occupancy<V: aya::Pod>(instance: &Instance, name: &str) -> Result<(usize, u32
 
 /// The counters by reason of the running filter.
 pub fn read_reasons(instance: &Instance) -> Result<Vec<Counter>, Error> {
-    let array: PerCpuArray<MapData, Counter> = open(instance, names::COUNTERS)?;
+    let array: PerCpuArray<MapData, Counter> = instance.open_per_cpu(names::COUNTERS)?;
     sum_counters(&array)
 }
 
-fn open<V: aya::Pod>(instance: &Instance, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
-    let path = instance.pin(name);
-    let data = MapData::from_pin(&path)
-        .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
-    PerCpuArray::try_from(Map::PerCpuArray(data))
-        .map_err(|e| Error::State(format!("{}: {e}", path.display())))
-}
 
 /// Reads every slot of a pinned per-CPU array, summing the CPUs with `sum`.
 fn read_per_cpu<V: aya::Pod, T>(
@@ -140,7 +137,7 @@ fn read_per_cpu<V: aya::Pod, T>(
     slots: u32,
     sum: impl Fn(&[V]) -> T,
 ) -> Result<Vec<T>, Error> {
-    let array: PerCpuArray<MapData, V> = open(instance, name)?;
+    let array: PerCpuArray<MapData, V> = instance.open_per_cpu(name)?;
     (0..slots)
         .map(|i| {
             let v = array
