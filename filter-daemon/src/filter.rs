@@ -15,8 +15,9 @@ use aya::{
 use std::net::IpAddr;
 
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, LAYOUT_VERSION, REASON_COUNT, RULE_PROBES_MAX,
-    RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, LAYOUT_VERSION, REASON_COUNT,
+    RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX,
+    first_slot,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
     name::WildPattern,
     names, slot_hash,
@@ -551,7 +552,8 @@ impl Filter {
     /// refuses is retried in generic mode. Returns the mode in force. The attachment ends
     /// with the filter (tests, benchmarks); the daemon uses [`Filter::attach_pinned`].
     pub fn attach(&mut self, iface: &str, mode: XdpMode, fallback: bool) -> Result<XdpMode, Error> {
-        self.attach_link(iface, mode, fallback).map(|(_, mode)| mode)
+        self.attach_link(iface, mode, fallback)
+            .map(|(_, mode)| mode)
     }
 
     fn attach_link(
@@ -612,13 +614,16 @@ impl Filter {
             reason: format!("{what} {}: {e}", pin.display()),
         };
         if pin.exists() {
-            let pinned = PinnedLink::from_pin(&pin).map_err(|e| failed("opening the link pinned at", &e))?;
+            let pinned =
+                PinnedLink::from_pin(&pin).map_err(|e| failed("opening the link pinned at", &e))?;
             let link = XdpLink::try_from(FdLink::from(pinned))
                 .map_err(|e| failed("the link pinned at", &e))?;
-            let id = self
-                .program_mut()
-                .attach_to_link(link)
-                .map_err(|e| failed("replacing the program of the link pinned at", &error_chain(&e)))?;
+            let id = self.program_mut().attach_to_link(link).map_err(|e| {
+                failed(
+                    "replacing the program of the link pinned at",
+                    &error_chain(&e),
+                )
+            })?;
             // The pin holds the link; this process's handle on it goes.
             drop(self.program_mut().take_link(id));
             return Ok(Attached::Adopted);
@@ -634,7 +639,8 @@ impl Filter {
                 "the kernel attached XDP without a link ({e}), which cannot be pinned: the filter could not outlive the daemon"
             ),
         })?;
-        link.pin(&pin).map_err(|e| failed("pinning the link at", &e))?;
+        link.pin(&pin)
+            .map_err(|e| failed("pinning the link at", &e))?;
         Ok(Attached::New(actual))
     }
 
@@ -648,7 +654,13 @@ impl Filter {
             .map(names::JUDGE)
             .ok_or_else(|| Error::Map(format!("map {} missing", names::JUDGE)))?
             .pin(&path)
-            .map_err(|e| Error::State(format!("pinning {} at {}: {e}", names::JUDGE, path.display())))
+            .map_err(|e| {
+                Error::State(format!(
+                    "pinning {} at {}: {e}",
+                    names::JUDGE,
+                    path.display()
+                ))
+            })
     }
 
     pub fn counters(&self) -> Result<Counters, Error> {

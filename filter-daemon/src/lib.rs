@@ -11,6 +11,7 @@ pub mod filter;
 pub mod metrics;
 pub mod preflight;
 pub mod privacy;
+pub mod privileges;
 pub mod rules;
 pub mod state;
 pub mod syslog;

@@ -132,7 +132,9 @@ enum Command {
 fn watch_interval(text: &str) -> Result<std::time::Duration, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs.is_finite() && secs >= 0.1 => Ok(std::time::Duration::from_secs_f64(secs)),
-        _ => Err(format!("{text:?} is not a number of seconds of at least 0.1")),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds of at least 0.1"
+        )),
     }
 }
 

@@ -49,7 +49,6 @@ struct CounterMaps {
     notes: PerCpuArray<MapData, u64>,
 }
 
-
 /// Slot `i` of a per-CPU array, summed over the CPUs with `add`.
 fn read_slot<V: aya::Pod + Default>(
     array: &PerCpuArray<MapData, V>,

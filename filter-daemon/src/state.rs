@@ -113,7 +113,11 @@ impl Instance {
             .flatten()
             .filter_map(Result::ok)
             .filter_map(|e| {
-                let name = e.file_name().to_str()?.strip_prefix(LINK_PREFIX)?.to_owned();
+                let name = e
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix(LINK_PREFIX)?
+                    .to_owned();
                 Some((name, e.path()))
             })
             .collect();
@@ -165,7 +169,10 @@ impl Instance {
             .flatten()
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LINK_PREFIX)));
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(LINK_PREFIX))
+            });
         let pins: Vec<PathBuf> = links.chain(rest).collect();
         for path in pins.into_iter().chain([self.state_file()]) {
             if fs::remove_file(&path).is_ok() {
@@ -220,7 +227,8 @@ impl Instance {
             }
         }
         let path = self.pin(name);
-        MapData::from_pin(&path).map_err(|e| Error::State(format!("reading {}: {e}", path.display())))
+        MapData::from_pin(&path)
+            .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))
     }
 
     /// A pinned per-CPU array, opened as [`Instance::open_pinned`] does.

@@ -602,10 +602,10 @@ fn udp_carries_lifecycle_flows_and_summaries_with_clients_truncated() {
     let (status, log) = daemon.stop().unwrap();
     assert!(status.success(), "{log}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while lifecycle(&rsyslog.messages(), "detached").is_none() {
+    while lifecycle(&rsyslog.messages(), "left_attached").is_none() {
         assert!(
             Instant::now() < deadline,
-            "no LIFECYCLE detached:\n{}",
+            "no LIFECYCLE left_attached:\n{}",
             rsyslog.lines().join("\n")
         );
         thread::sleep(Duration::from_millis(100));

@@ -1,7 +1,12 @@
 //! Per-CPU counters — by reason, by note, by interface and by app — and the program's single
 //! exit that bumps them. No atomics: each CPU owns its slot and userspace sums them.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, maps::{Array, PerCpuArray}, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
 use filter_common::{
     APPS_MAX, AppCounters, Counter, Fate, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
     REASON_COUNT, Reason,

@@ -188,7 +188,12 @@ impl Daemon {
     /// Kills the daemon with SIGKILL, as a crash or the OOM killer would, and reaps it.
     pub fn kill(&mut self) -> Result<ExitStatus> {
         // SAFETY: a signal to our own child.
-        unsafe { libc::kill(libc::pid_t::try_from(self.pid()).unwrap_or(0), libc::SIGKILL) };
+        unsafe {
+            libc::kill(
+                libc::pid_t::try_from(self.pid()).unwrap_or(0),
+                libc::SIGKILL,
+            )
+        };
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             if let Some(status) = self.process.try_wait()? {

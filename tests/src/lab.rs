@@ -491,8 +491,13 @@ impl Lab {
         // enter the parent's.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let pid = host.id();
-        while std::fs::read_to_string(format!("/proc/{pid}/comm")).map_or(true, |c| c.trim() != "sleep") {
-            ensure!(std::time::Instant::now() < deadline, "the gateway host process did not start");
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_or(true, |c| c.trim() != "sleep")
+        {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the gateway host process did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let _ = self.gateway_host.set(host);

@@ -120,7 +120,9 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
         last_sink_dropped: 0,
         logger,
     };
-    let result = match DaemonMetrics::open(instance, app_infos(&running.set)) {
+    drop_privileges(&out.logger);
+    let result = DaemonMetrics::open(instance, app_infos(&running.set));
+    let result = match result {
         Ok(m) => {
             let m = Arc::new(m);
             m.set_sink(out.logger.sink().map(|s| s.stats().clone()));
@@ -143,15 +145,30 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
         }
         Err(e) => Err(e),
     };
-    let interfaces: Vec<String> = running.attached.iter().map(|a| a.interface.clone()).collect();
+    leave(instance, running, &out.logger);
+    runtime.block_on(out.logger.close(SINK_CLOSE_GRACE));
+    result
+}
+
+/// Takes the filter off its interfaces if the configuration says so; otherwise leaves it
+/// in force for the next daemon, and says which it did.
+fn leave(instance: &Instance, running: Running, logger: &Logger) {
+    let interfaces: Vec<String> = running
+        .attached
+        .iter()
+        .map(|a| a.interface.clone())
+        .collect();
     if running.config.detach_on_stop {
         instance.clear();
         drop(running);
-        out.logger.emit(
+        logger.emit(
             lifecycle(
                 "detached",
                 Severity::Notice,
-                format!("detached from {} (detach_on_stop = true)", interfaces.join(", ")),
+                format!(
+                    "detached from {} (detach_on_stop = true)",
+                    interfaces.join(", ")
+                ),
             )
             .param("interfaces", interfaces.join(",")),
         );
@@ -161,7 +178,7 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
             .program_id()
             .map_or_else(|| "?".into(), |i| i.to_string());
         drop(running);
-        out.logger.emit(
+        logger.emit(
             lifecycle(
                 "left_attached",
                 Severity::Notice,
@@ -174,8 +191,24 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
             .param("program_id", program_id),
         );
     }
-    runtime.block_on(out.logger.close(SINK_CLOSE_GRACE));
-    result
+}
+
+/// Drops every capability but `CAP_BPF`: loading, attaching and pinning are done.
+fn drop_privileges(logger: &Logger) {
+    logger.emit(match crate::privileges::drop_to_kept() {
+        Ok(kept) => lifecycle(
+            "privileges",
+            Severity::Info,
+            format!("capabilities dropped; kept: {}", kept.join(", ")),
+        )
+        .param("kept", kept.join(",")),
+        Err(e) => lifecycle(
+            "privileges",
+            Severity::Warning,
+            format!("warning: running with every capability it started with: {e}"),
+        )
+        .param("error", &e),
+    });
 }
 
 fn app_infos(set: &RuleSet) -> Vec<AppInfo> {
@@ -220,7 +253,10 @@ fn start(
     let mode = opts.xdp_mode.unwrap_or(config.xdp_mode);
     let fallback = opts.allow_generic_fallback || config.generic_fallback;
 
-    if let Some(other) = instance.read_state().filter(|s| s.pid != std::process::id() && pid_alive(s.pid)) {
+    if let Some(other) = instance
+        .read_state()
+        .filter(|s| s.pid != std::process::id() && pid_alive(s.pid))
+    {
         return Err(Error::State(format!(
             "another daemon (pid {}) runs instance {:?}: stop it first, or pick another --instance",
             other.pid, instance.name
@@ -302,7 +338,10 @@ fn attach_all(
         let (mode_name, text) = match how {
             Attached::New(actual) => (
                 actual.name().to_owned(),
-                format!("attached to {iface} ({} mode), program id {program_id}", actual.name()),
+                format!(
+                    "attached to {iface} ({} mode), program id {program_id}",
+                    actual.name()
+                ),
             ),
             Attached::Adopted => {
                 let was = previous

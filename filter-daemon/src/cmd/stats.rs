@@ -124,7 +124,11 @@ fn apps_table(now: &Snapshot, since: Option<(&Snapshot, f64)>) -> String {
         "app",
         "action",
         if since.is_some() { "flows/s" } else { "flows" },
-        if since.is_some() { "dropped/s" } else { "dropped" },
+        if since.is_some() {
+            "dropped/s"
+        } else {
+            "dropped"
+        },
         "bytes",
         "resets"
     );
@@ -173,10 +177,7 @@ fn render_json(now: &Snapshot, since: Option<(&Snapshot, Duration)>) -> Value {
         .map(|(i, r)| {
             let n = now.reasons.get(i).copied().unwrap_or_default();
             let b = since.map(|(b, _)| b.reasons.get(i).copied().unwrap_or_default());
-            (
-                r.name().to_owned(),
-                counter_json(&n, b.as_ref().zip(secs)),
-            )
+            (r.name().to_owned(), counter_json(&n, b.as_ref().zip(secs)))
         })
         .collect();
     let apps: serde_json::Map<String, Value> = now
@@ -194,7 +195,8 @@ fn render_json(now: &Snapshot, since: Option<(&Snapshot, Duration)>) -> Value {
             if let (Some((before, _)), Some(secs)) = (since, secs) {
                 let b = before.apps.get(i).map(|(_, c)| *c).unwrap_or_default();
                 v["flows_per_s"] = json!(rate(c.flows, b.flows, secs));
-                v["packets_dropped_per_s"] = json!(rate(c.packets_dropped, b.packets_dropped, secs));
+                v["packets_dropped_per_s"] =
+                    json!(rate(c.packets_dropped, b.packets_dropped, secs));
             }
             (app.name.clone(), v)
         })

@@ -22,25 +22,7 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         );
         return Ok(false);
     };
-    let alive = pid_alive(state.pid);
-    let links: Vec<String> = instance.pinned_links().into_iter().map(|(i, _)| i).collect();
-    let program = state
-        .program_id
-        .map_or_else(|| "?".into(), |id| id.to_string());
-    let filter = if links.is_empty() {
-        "filter NOT attached".to_owned()
-    } else {
-        format!("filter attached to {} (program id {program})", links.join(", "))
-    };
-    let daemon = if alive {
-        format!("daemon running (pid {})", state.pid)
-    } else {
-        format!(
-            "daemon NOT running (pid {} ended): no events or summaries are logged, the rules cannot be reloaded",
-            state.pid
-        )
-    };
-    println!("sni-filter ({}): {filter}; {daemon}", instance.name);
+    let alive = print_header(instance, &state);
     println!(
         "config {} (fingerprint {})",
         state.config.display(),
@@ -113,6 +95,37 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
     Ok(alive)
 }
 
+/// The first line: whether the filter is attached, and whether its daemon runs.
+fn print_header(instance: &Instance, state: &crate::state::RunState) -> bool {
+    let alive = pid_alive(state.pid);
+    let links: Vec<String> = instance
+        .pinned_links()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    let program = state
+        .program_id
+        .map_or_else(|| "?".into(), |id| id.to_string());
+    let filter = if links.is_empty() {
+        "filter NOT attached".to_owned()
+    } else {
+        format!(
+            "filter attached to {} (program id {program})",
+            links.join(", ")
+        )
+    };
+    let daemon = if alive {
+        format!("daemon running (pid {})", state.pid)
+    } else {
+        format!(
+            "daemon NOT running (pid {} ended): no events or summaries are logged, the rules cannot be reloaded",
+            state.pid
+        )
+    };
+    println!("sni-filter ({}): {filter}; {daemon}", instance.name);
+    alive
+}
+
 /// Entries in a pinned hash map keyed by flow, and its bound.
 fn occupancy<V: aya::Pod>(instance: &Instance, name: &str) -> Result<(usize, u32), Error> {
     let path = instance.pin(name);
@@ -128,7 +141,6 @@ pub fn read_reasons(instance: &Instance) -> Result<Vec<Counter>, Error> {
     let array: PerCpuArray<MapData, Counter> = instance.open_per_cpu(names::COUNTERS)?;
     sum_counters(&array)
 }
-
 
 /// Reads every slot of a pinned per-CPU array, summing the CPUs with `sum`.
 fn read_per_cpu<V: aya::Pod, T>(

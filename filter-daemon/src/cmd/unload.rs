@@ -47,11 +47,18 @@ pub fn unload(instance: &Instance) -> Result<(), Error> {
     for (iface, _) in &links {
         println!("detached from {iface}");
     }
-    let pins = removed.iter().filter(|p| p.starts_with(instance.pin_dir())).count();
+    let pins = removed
+        .iter()
+        .filter(|p| p.starts_with(instance.pin_dir()))
+        .count();
     println!(
         "removed {pins} pins under {}{}",
         instance.pin_dir().display(),
-        if removed.len() > pins { " and the state file" } else { "" }
+        if removed.len() > pins {
+            " and the state file"
+        } else {
+            ""
+        }
     );
     if instance.exists() {
         return Err(Error::State(format!(
