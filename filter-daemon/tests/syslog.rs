@@ -20,9 +20,8 @@ use std::{
 
 use sni_filter::syslog::rfc3339;
 
-use sni_filter_lab::{ChildGuard, CurlOpts, Daemon, Lab, Node, TlsServer, curl, run_in_netns};
+use sni_filter_lab::{CurlOpts, Daemon, Lab, Listen, TlsServer, curl, run_in_netns};
 
-const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 /// How long a message may take to reach the file (reconnection backoff included).
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -243,110 +242,16 @@ fn the_parser_is_strict() {
 // ---------------------------------------------------------------------------------------
 // rsyslog in the lab's server namespace.
 
-/// Which listeners rsyslog opens.
-enum Listen {
-    /// UDP and TCP (RFC 6587 octet counting) on one port.
-    Plain(u16),
-    /// TLS (RFC 5425) with a certificate for the server's address, signed by `ca.crt`.
-    Tls(u16),
-}
-
-/// A running rsyslogd writing every message it receives, raw, one per line, to a file.
-struct Rsyslog {
-    // Field order is drop order: stop rsyslog before its folder goes.
-    _process: ChildGuard,
-    dir: PathBuf,
-}
+/// rsyslog from the lab crate, with this suite's reading of what it received.
+struct Rsyslog(sni_filter_lab::Rsyslog);
 
 impl Rsyslog {
     fn start(lab: &Lab, dir: &Path, listen: &Listen) -> Self {
-        assert!(
-            Path::new(RSYSLOGD).exists(),
-            "{RSYSLOGD} is missing: run `cargo xtask setup` (Debian package rsyslog)"
-        );
-        let certs = dir.display().to_string();
-        let dir = dir.join("rsyslog");
-        fs::create_dir_all(dir.join("work")).unwrap();
-        let d = dir.display();
-        let addr = lab.server_v4();
-        let (global, inputs, port) = match listen {
-            Listen::Plain(port) => (
-                String::new(),
-                format!(
-                    "module(load=\"imudp\")\nmodule(load=\"imtcp\")\n\
-                     input(type=\"imudp\" address=\"{addr}\" port=\"{port}\")\n\
-                     input(type=\"imtcp\" address=\"{addr}\" port=\"{port}\")\n"
-                ),
-                *port,
-            ),
-            Listen::Tls(port) => (
-                format!(
-                    " defaultNetstreamDriverCAFile=\"{certs}/ca.crt\" \
-                     defaultNetstreamDriverCertFile=\"{certs}/server.crt\" \
-                     defaultNetstreamDriverKeyFile=\"{certs}/server.key\""
-                ),
-                format!(
-                    "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" \
-                     streamDriver.authMode=\"anon\")\n\
-                     input(type=\"imtcp\" address=\"{addr}\" port=\"{port}\")\n"
-                ),
-                *port,
-            ),
-        };
-        let conf = format!(
-            "global(workDirectory=\"{d}/work\" maxMessageSize=\"64k\"{global})\n{inputs}\
-             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
-             action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\")\n"
-        );
-        fs::write(dir.join("rsyslog.conf"), conf).unwrap();
-        let out = fs::File::create(dir.join("rsyslogd.out")).unwrap();
-        let process = ChildGuard::spawn(
-            lab.exec(Node::Server, RSYSLOGD)
-                .arg("-n")
-                .arg("-f")
-                .arg(dir.join("rsyslog.conf"))
-                .arg("-i")
-                .arg(dir.join("rsyslogd.pid"))
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out),
-        )
-        .unwrap()
-        .graceful(libc::SIGTERM, Duration::from_secs(2));
-        let rsyslog = Self {
-            _process: process,
-            dir,
-        };
-        // Both listeners come from one configuration: the TCP one answering means it is up.
-        let target = SocketAddr::new(IpAddr::V4(addr), port);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !run_in_netns(lab.server_ns(), || {
-            TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
-        })
-        .unwrap()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd did not listen on {target}:\n{}",
-                rsyslog.console()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        rsyslog
+        Self(sni_filter_lab::Rsyslog::start(lab, dir, listen).expect("rsyslogd listens"))
     }
 
-    fn console(&self) -> String {
-        fs::read_to_string(self.dir.join("rsyslogd.out")).unwrap_or_default()
-    }
-
-    /// Every message received so far, one per line.
     fn lines(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.join("received.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()
+        self.0.lines()
     }
 
     /// Every message so far, each of which must parse as RFC 5424 from this daemon.
@@ -383,7 +288,7 @@ impl Rsyslog {
                 Instant::now() < deadline,
                 "no {what} within {ARRIVAL_TIMEOUT:?}; received:\n{}\n--- rsyslogd:\n{}\n--- daemon:\n{}",
                 self.lines().join("\n"),
-                self.console(),
+                self.0.console(),
                 daemon.log()
             );
             thread::sleep(Duration::from_millis(100));

@@ -60,7 +60,7 @@ pub fn quick_check() -> Result<()> {
 fn with_benchmarks(args: &Args) -> std::process::Command {
     let mut cargo = shell::cmd(
         "cargo",
-        &[
+        [
             "run",
             "--quiet",
             "--package",

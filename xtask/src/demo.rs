@@ -1,8 +1,10 @@
 //! `cargo xtask demo`: shows the filter at work in a namespace lab — the banned name served
-//! without the filter, then blocked with it, next to an allowed name that stays served.
+//! without the filter, then blocked with it, next to an allowed name that stays served; the
+//! counters live, and the syslog records an rsyslogd in the server namespace received.
 //!
 //! Ctrl-C (or SIGTERM) at any point stops every process and deletes every namespace.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sni_filter_lab::{CurlOutcome, Daemon, Lab, TlsServer, curl};
+use sni_filter_lab::{CurlOutcome, Daemon, Lab, Listen, Rsyslog, TlsServer, curl};
 
 use crate::shell::{self, cmd};
 
@@ -96,16 +98,7 @@ fn demo(args: &Args) -> Result<ExitCode> {
         shell::run(cmd("cargo", ["build", "--release", "-p", "filter-daemon"]).current_dir(&root))?;
         shell::target_dir().join("release").join("sni-filter")
     };
-
-    section("lab");
-    let stale = Lab::cleanup_stale(LAB_PREFIX)?;
-    if !stale.is_empty() {
-        println!(
-            "removed namespaces left by an earlier run: {}",
-            stale.join(" ")
-        );
-    }
-    let lab = Lab::new(LAB_PREFIX)?;
+    let lab = new_lab()?;
     println!(
         "client {} ({}) -> gateway {} -> server {} ({})",
         lab.client_ns(),
@@ -120,17 +113,25 @@ fn demo(args: &Args) -> Result<ExitCode> {
         lab.server_v4()
     );
 
-    section("without the filter");
-    for host in [BANNED, ALLOWED] {
-        let outcome = fetch(&lab, &server, host)?;
-        print_outcome(host, &outcome);
-        if !outcome.served() {
-            bail!("the lab does not serve {host} even without the filter");
-        }
-    }
+    baseline(&lab, &server)?;
+
+    // The configuration as given, its logs sent to an rsyslogd on the server's side over
+    // TCP (RFC 5424, octet counting) instead of the local journal.
+    let work = tempfile::tempdir().context("cannot create a temporary folder")?;
+    let rsyslog = Rsyslog::start(&lab, work.path(), &Listen::Plain(SYSLOG_PORT))?;
+    let config = config_logging_to(
+        &config,
+        work.path(),
+        &format!("tcp://{}:{SYSLOG_PORT}", lab.server_v4()),
+    )?;
+    println!(
+        "rsyslogd listens on {}:{SYSLOG_PORT} (the daemon's [logging] destination)",
+        lab.server_v4()
+    );
 
     section("with sni-filter on the gateway");
     let daemon = Daemon::start(&lab, &bin, &config, std::iter::empty::<&str>())?;
+    let daemon_instance = daemon.instance().to_owned();
     let log = daemon.log();
     let attached = log
         .lines()
@@ -158,9 +159,19 @@ fn demo(args: &Args) -> Result<ExitCode> {
         println!("(sni-filter status exited with {})", status.status);
     }
 
+    live_counters(&lab, &server, &daemon)?;
+
     section("stop");
     let (exit, _) = daemon.stop()?;
-    println!("sni-filter stopped ({exit}); removing the lab");
+    println!("sni-filter stopped ({exit}); the filter stays attached until unloaded");
+    let unload = daemon_cli(&lab, &bin, daemon_instance.as_str(), &["unload"])?;
+    print!("{unload}");
+
+    section("syslog: what rsyslogd received (RFC 5424)");
+    for line in rsyslog.lines() {
+        println!("  {line}");
+    }
+    println!("\nremoving the lab");
     drop(server);
     drop(lab);
 
@@ -172,6 +183,114 @@ fn demo(args: &Args) -> Result<ExitCode> {
     }
     println!("\nRESULT: {BANNED} blocked, {ALLOWED} served");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sni-filter stats --watch 1` for three seconds while the client tries both names again.
+fn live_counters(lab: &Lab, server: &TlsServer, daemon: &Daemon) -> Result<()> {
+    section("live counters (sni-filter stats --watch 1), while the client tries again");
+    std::thread::scope(|s| -> Result<()> {
+        let clients = s.spawn(|| {
+            for _ in 0..2 {
+                let _ = curl(
+                    lab,
+                    BANNED,
+                    &server.curl_opts().max_time(Duration::from_secs(1)),
+                );
+                let _ = curl(
+                    lab,
+                    ALLOWED,
+                    &server.curl_opts().max_time(Duration::from_secs(1)),
+                );
+            }
+        });
+        let out = daemon
+            .command(["stats", "--watch", "1", "--count", "3"])
+            .output()
+            .context("cannot run `sni-filter stats`")?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        let _ = clients.join();
+        Ok(())
+    })?;
+    yield_to_signal_handler();
+
+    Ok(())
+}
+
+/// Both names are served without the filter: the lab itself is not what blocks.
+fn baseline(lab: &Lab, server: &TlsServer) -> Result<()> {
+    section("without the filter");
+    for host in [BANNED, ALLOWED] {
+        let outcome = fetch(lab, server, host)?;
+        print_outcome(host, &outcome);
+        if !outcome.served() {
+            bail!("the lab does not serve {host} even without the filter");
+        }
+    }
+    Ok(())
+}
+
+/// A fresh lab, after removing what an interrupted earlier run left.
+fn new_lab() -> Result<Lab> {
+    section("lab");
+    let stale = Lab::cleanup_stale(LAB_PREFIX)?;
+    if !stale.is_empty() {
+        println!(
+            "removed namespaces left by an earlier run: {}",
+            stale.join(" ")
+        );
+    }
+    Lab::new(LAB_PREFIX)
+}
+
+/// The port rsyslogd listens on in the demo.
+const SYSLOG_PORT: u16 = 5514;
+
+/// A copy of `config` in `dir` (its rule lists with it) whose `[logging]` destination is
+/// `destination`.
+fn config_logging_to(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    destination: &str,
+) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let from = config.parent().unwrap_or(std::path::Path::new("."));
+    let lists = from.join("lists");
+    if lists.is_dir() {
+        std::fs::create_dir_all(dir.join("lists"))?;
+        for entry in std::fs::read_dir(&lists)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), dir.join("lists").join(entry.file_name()))?;
+        }
+    }
+    let mut out = String::new();
+    let mut in_logging = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_logging = line.trim() == "[logging]";
+        }
+        if in_logging && line.trim_start().starts_with("destination") {
+            let _ = writeln!(out, "destination = \"{destination}\"");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let path = dir.join("filter.toml");
+    std::fs::write(&path, out)?;
+    Ok(path)
+}
+
+/// `sni-filter --instance NAME ARGS` on the lab's gateway; its output.
+fn daemon_cli(lab: &Lab, bin: &std::path::Path, instance: &str, args: &[&str]) -> Result<String> {
+    let out = lab
+        .gateway_command(bin)?
+        .arg("--instance")
+        .arg(instance)
+        .args(args)
+        .output()
+        .context("cannot run sni-filter")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 fn section(title: &str) {
