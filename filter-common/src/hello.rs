@@ -127,7 +127,7 @@ pub enum Step {
 }
 
 /// The walk's state between chunks. Zeroed memory is the start of a stream.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy)]
 pub struct HelloWalk {
     /// The last host name read (raw bytes from the wire).
@@ -191,16 +191,22 @@ impl HelloWalk {
     /// Resets to the start of a stream without touching the name buffer.
     #[inline(always)]
     pub fn reset(&mut self) {
-        self.record_left = 0;
-        self.skip = 0;
-        self.body_left = 0;
-        self.ext_left = 0;
-        self.sni_left = 0;
-        self.name_len = 0;
-        self.name_have = 0;
-        self.records = 0;
+        // The counters from `record_left` to `field` are 32 bytes at an aligned offset:
+        // zeroed as four words (see `copy_words`), the name buffer left as it is.
+        const {
+            assert!(core::mem::offset_of!(HelloWalk, record_left).is_multiple_of(8));
+            assert!(
+                core::mem::offset_of!(HelloWalk, field_have)
+                    == core::mem::offset_of!(HelloWalk, record_left) + 32
+            );
+        }
+        // SAFETY: 32 bytes of plain integers inside `self`, 8-byte aligned (the struct is,
+        // and the offset is checked above).
+        #[allow(clippy::cast_ptr_alignment)]
+        unsafe {
+            crate::zero_words((&raw mut self.record_left).cast::<[u64; 4]>());
+        };
         self.stage = ST_HS_HEADER;
-        self.flags = 0;
         self.field_have = 0;
         self.field_need = 4;
         self.header_have = 0;

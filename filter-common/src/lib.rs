@@ -56,12 +56,47 @@ pub mod names {
     ];
 }
 
+/// Copies a value as 8-byte words. On the BPF target LLVM turns a plain copy or zeroing of
+/// a struct into a call to a byte-by-byte `memcpy`/`memset` loop (a few instructions per
+/// byte); written as volatile words it stays a handful of loads and stores.
+///
+/// # Safety
+/// `dst` and `src` must be valid, 8-byte aligned (byte arrays inside aligned structs at
+/// aligned offsets qualify) and not overlapping.
+#[inline(always)]
+pub unsafe fn copy_words<T: Copy>(dst: *mut T, src: *const T) {
+    const { assert!(size_of::<T>().is_multiple_of(8)) };
+    let (d, s) = (dst.cast::<u64>(), src.cast::<u64>());
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: word `i` lies inside both values, aligned (the caller's promise).
+        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
+/// Zeroes a value as 8-byte words (see [`copy_words`]).
+///
+/// # Safety
+/// `dst` must be valid and 8-byte aligned, and all zeroes a valid value of `T`.
+#[inline(always)]
+pub unsafe fn zero_words<T: Copy>(dst: *mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(8)) };
+    let d = dst.cast::<u64>();
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: word `i` lies inside the value, aligned (the caller's promise).
+        unsafe { d.add(i).write_volatile(0) };
+        i += 1;
+    }
+}
+
 /// The layout of the maps that outlive a daemon (pinned: counters, blocked flows, hellos
 /// being read, events). A daemon adopts a pinned filter's maps only when their layout is
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Apps per rule set. The app id is a `u16`, but an array of policies the program reads on
 /// every match stays small: 255 apps is far beyond any city's list of banned applications.
@@ -256,7 +291,7 @@ pub const fn rule_slots(rules_max: u32) -> u32 {
 
 /// A TCP or UDP flow as the client sent it: addresses (IPv4 in the first 4 bytes), ports in
 /// host order, address family (4 or 6) and IP protocol.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub saddr: [u8; 16],
@@ -443,7 +478,7 @@ mod tests {
             ("Event", size_of::<Event>()),
         ];
         let expected = [
-            ("version", 1),
+            ("version", 2),
             ("reasons", 27),
             ("notes", 11),
             ("iface slots", 1024),
@@ -453,7 +488,7 @@ mod tests {
             ("AppCounters", 32),
             ("FlowKey", 40),
             ("BlockedFlow", 24),
-            ("HelloFlow", 8528),
+            ("HelloFlow", 8536),
             ("Event", 320),
         ];
         assert_eq!(layout, expected);

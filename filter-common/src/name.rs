@@ -135,16 +135,22 @@ impl NameMatch {
     /// Starts matching `name[..len]`.
     #[inline(always)]
     pub fn new(name: &[u8; NAME_BUF], len: usize, seed: u64) -> Self {
+        let mut m = Self::default();
+        m.begin(name, len, seed);
+        m
+    }
+
+    /// Sets up a zeroed `NameMatch` as [`NameMatch::new`] makes it, in place (the program
+    /// zeroes it as words: a struct literal would become a byte-by-byte `memset`).
+    #[inline(always)]
+    pub fn begin(&mut self, name: &[u8; NAME_BUF], len: usize, seed: u64) {
         let mut len = if len > NAME_MAX { NAME_MAX } else { len };
         // A trailing dot names the same host (RFC 1034 §3.1): `tiktok.com.` is `tiktok.com`.
         if len > 0 && name[(len - 1) & (NAME_BUF - 1)] == b'.' {
             len -= 1;
         }
-        Self {
-            hash: hash_start(seed),
-            len: len as u32,
-            ..Self::default()
-        }
+        self.hash = hash_start(seed);
+        self.len = len as u32;
     }
 
     /// Hashes up to one label leftwards and looks up the suffix it completes. Returns true

@@ -40,7 +40,8 @@ pub fn emit(
         (*e).sni_len = name_len;
         (*e).flags = flags;
         (*e)._pad = [0; 5];
-        (*e).sni = *name;
+        // The name sits at an aligned offset of an aligned value, as `sni` does.
+        filter_common::copy_words(&raw mut (*e).sni, name);
     }
     entry.submit(0);
 }

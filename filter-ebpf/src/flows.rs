@@ -18,8 +18,7 @@ static VERDICTS: HashMap<FlowKey, BlockedFlow> = HashMap::with_max_entries(VERDI
 #[inline(always)]
 pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: &Tcp) -> Option<Exit> {
     let v = VERDICTS.get_ptr_mut(flow)?;
-    // SAFETY: a helper without arguments; read only for flows that have a verdict.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    let now = crate::coarse_now();
     // SAFETY: a map value; fields are plain data and a racing update gives old or new values.
     let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
     let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);

@@ -16,7 +16,6 @@ mod rules;
 mod tls;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{PerCpuArray, ProgramArray},
     programs::XdpContext,
@@ -82,7 +81,12 @@ pub fn sni_judge(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
     let mut cur = Cursor::new();
-    let mut flow = FlowKey::default();
+    let mut flow = core::mem::MaybeUninit::<FlowKey>::uninit();
+    // SAFETY: a local, 8-byte aligned; all zeroes is the empty key.
+    let flow = unsafe {
+        filter_common::zero_words(flow.as_mut_ptr());
+        flow.assume_init_mut()
+    };
     let eth = headers::parse_ethernet(ctx, &mut cur)?;
     if eth.tags > 0 {
         seen.vlan = true;
@@ -92,11 +96,11 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
     let l4 = match eth.proto {
         headers::ETH_P_IP => {
             seen.family = 4;
-            headers::parse_ipv4(ctx, &mut cur, &mut flow)?
+            headers::parse_ipv4(ctx, &mut cur, flow)?
         }
         headers::ETH_P_IPV6 => {
             seen.family = 6;
-            headers::parse_ipv6(ctx, &mut cur, &mut flow)?
+            headers::parse_ipv6(ctx, &mut cur, flow)?
         }
         _ => return Ok(Exit::of(Reason::NotIp)),
     };
@@ -105,15 +109,25 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             end,
             first_fragment,
         } => {
-            let mut tcp = headers::parse_tcp(ctx, &mut cur, end, &mut flow)?;
+            let mut tcp = headers::parse_tcp(ctx, &mut cur, end, flow)?;
             tcp.ip_offset = ip_offset;
             tcp.vlan = eth.vlan;
-            judge_tcp(ctx, &flow, &tcp, first_fragment, seen)
+            judge_tcp(ctx, flow, &tcp, first_fragment, seen)
         }
         L4::Udp => Ok(Exit::of(Reason::Udp)),
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
         L4::Fragment => Ok(Exit::of(Reason::IpFragment)),
     }
+}
+
+/// The time for idle timeouts, in nanoseconds of `CLOCK_MONOTONIC` as of the last timer
+/// tick: a read of the kernel's last update, not of the clock source (which in a VM can
+/// cost as much as the rest of a packet). Timeouts are tens of seconds; a tick is at most
+/// 10 ms. Userspace compares these times with `CLOCK_MONOTONIC`.
+#[inline(always)]
+pub fn coarse_now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
 }
 
 /// A TCP segment: the flow's standing verdict first, then its payload.
@@ -135,8 +149,12 @@ fn judge_tcp(
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Most payload is neither a hello's start nor the rest of one being read: it leaves
+    // here, without the trip through map memory and the tail call.
+    if !reassembly::may_be_hello(ctx, flow, tcp.payload_offset) {
+        return Ok(Exit::of(Reason::TcpNotHandshake));
+    }
+    let now = coarse_now();
     // Only a payload that may be a hello goes through map memory to the judging program.
     headers::launder(*tcp).ok_or(Reason::InternalError)?;
     let p = PENDING.get_ptr_mut(0).ok_or(Reason::InternalError)?;

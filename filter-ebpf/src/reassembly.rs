@@ -81,6 +81,16 @@ enum Plan {
     },
 }
 
+/// Whether a payload may concern a hello: it starts a TLS handshake record, or its flow
+/// has a hello being read (or cannot be read). Anything else is `tcp_not_handshake`, as the
+/// judging program would find. A payload whose first byte cannot be read goes on to the
+/// judging program, which says why.
+#[inline(always)]
+pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize) -> bool {
+    tls::first_byte(ctx, payload_offset).is_none_or(|b| b == TLS_CONTENT_HANDSHAKE)
+        || HELLOS.get_ptr(flow).is_some()
+}
+
 pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
     let (ctx, flow) = (seg.ctx, seg.flow);
     let Some(first) = tls::first_byte(ctx, seg.tcp.payload_offset) else {
@@ -223,13 +233,15 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
         release(state);
         return Exit::of(Reason::InternalError);
     };
-    j.client = seg.flow.saddr;
+    // SAFETY: 16 bytes at aligned offsets of an aligned key and an aligned map value.
+    unsafe { filter_common::copy_words(&raw mut j.client, &raw const seg.flow.saddr) };
     j.family = seg.flow.family;
     j.vlan = tcp.vlan;
     j.ifindex = seg.ctx.ingress_ifindex() as u32;
     match &state {
         Some(st) => {
-            j.walk = st.walk;
+            // SAFETY: aligned map values (see `copy_words`).
+            unsafe { filter_common::copy_words(&raw mut j.walk, &raw const st.walk) };
             j.monitored_app = st.monitored_app;
             j.later_segment = 1;
         }
@@ -270,7 +282,8 @@ fn store(seg: &Segment, st: &mut HelloFlow, reason: Reason, pos: u32, end: u32) 
         consumed,
         end - pos,
     );
-    st.walk = j.walk;
+    // SAFETY: aligned map values (see `copy_words`).
+    unsafe { filter_common::copy_words(&raw mut st.walk, &raw const j.walk) };
     st.monitored_app = j.monitored_app;
     st.next_seq = st.next_seq.wrapping_add(end - pos);
     st.segments += 1;
@@ -296,7 +309,8 @@ fn start_reassembly(seg: &Segment, n: u32) -> Reason {
     let tcp = seg.tcp;
     ns.touched_ns = seg.now;
     ns.busy = 0;
-    ns.walk = j.walk;
+    // SAFETY: aligned map values (see `copy_words`).
+    unsafe { filter_common::copy_words(&raw mut ns.walk, &raw const j.walk) };
     ns.start_seq = tcp.data_seq();
     ns.next_seq = tcp.data_seq().wrapping_add(n);
     ns.segments = 1;

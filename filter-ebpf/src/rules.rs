@@ -13,7 +13,7 @@ use filter_common::{
     APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
     ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX, RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE,
     SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
-    name::{MATCH_STEPS_MAX, NameMatch, RuleKey, RuleTables, WildPattern},
+    name::{MATCH_STEPS_MAX, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
 
@@ -113,9 +113,12 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     let j = crate::tls::judging()?;
     // One snapshot of the settings for the whole name: a reload switching sides in the
     // middle must not pair one side's seed with the other's table.
-    j.settings = *settings()?;
+    // SAFETY: both are `Settings`, 8-byte aligned map values.
+    unsafe { filter_common::copy_words(&raw mut j.settings, settings()?) };
     let seed = j.settings.hash_seed;
-    j.name = NameMatch::new(&j.walk.name, j.walk.name_len as usize, seed);
+    // SAFETY: an aligned field of a map value; zeroes are the empty match.
+    unsafe { filter_common::zero_words(&raw mut j.name) };
+    j.name.begin(&j.walk.name, j.walk.name_len as usize, seed);
     // One label per round keeps the verifier's view to one label's bytes.
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
     unsafe {

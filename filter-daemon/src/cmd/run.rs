@@ -94,6 +94,9 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::State(format!("starting the runtime: {e}")))?;
     let _context = runtime.enter();
+    // Before anything is loaded: a SIGTERM that comes while the filter starts is then a
+    // request to stop like any other, never the default action that kills the process.
+    let signals = Signals::install()?;
     // Both before anything touches the kernel: a wrong CA file or a taken port stops here.
     let logger = Logger::new(config.logging.stderr, sink_for(&config.logging, &config)?);
     let listener = config.metrics_listen.map(metrics::bind).transpose()?;
@@ -141,7 +144,7 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
                 tokio::spawn(metrics::serve(l, m.clone()));
             }
             out.metrics = Some(m);
-            runtime.block_on(serve(instance, opts, &mut running, &mut out))
+            runtime.block_on(serve(instance, opts, &mut running, &mut out, signals))
         }
         Err(e) => Err(e),
     };
@@ -484,20 +487,39 @@ impl Output {
     }
 }
 
+/// The signals the daemon acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Error> {
+        let sig = |kind| {
+            signal(kind).map_err(|e| Error::State(format!("installing a signal handler: {e}")))
+        };
+        Ok(Self {
+            term: sig(SignalKind::terminate())?,
+            int: sig(SignalKind::interrupt())?,
+            hup: sig(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// The daemon's loop: summaries, events, sweeping, reloads, and the signals that end it.
 async fn serve(
     instance: &Instance,
     opts: &RunOptions,
     r: &mut Running,
     out: &mut Output,
+    signals: Signals,
 ) -> Result<(), Error> {
-    let sig =
-        |kind| signal(kind).map_err(|e| Error::State(format!("installing a signal handler: {e}")));
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let mut summary = tokio::time::interval(Duration::from_secs(r.config.summary_interval_secs));
     summary.tick().await;
     let mut poll = tokio::time::interval(EVENT_POLL);
