@@ -479,7 +479,7 @@ mod tests {
         ];
         let expected = [
             ("version", 2),
-            ("reasons", 27),
+            ("reasons", 28),
             ("notes", 11),
             ("iface slots", 1024),
             ("apps", 256),

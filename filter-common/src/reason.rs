@@ -43,7 +43,8 @@ pub enum Reason {
     BlockedFlow,
     /// A payload-less FIN or RST of a blocked flow: passed so both ends can clean up.
     BlockedFlowTeardown,
-    /// Uninspectable: hello data at a sequence number after a gap (out of order).
+    /// Uninspectable: hello data at a sequence number after a gap (out of order), or data
+    /// of a new connection that comes before its first byte (segments sent in reverse).
     UninspectableOutOfOrder,
     /// Uninspectable: bytes that overlap earlier hello bytes with different content.
     UninspectableOverlap,
@@ -57,6 +58,10 @@ pub enum Reason {
     UninspectableTooLong,
     /// Uninspectable: more IPv6 extension headers than the walk allows.
     UninspectableIpv6Chain,
+    /// Uninspectable: TCP urgent data in a hello. The server's TCP removes the urgent byte
+    /// from the stream its application reads, so the bytes the program sees are not the
+    /// hello the server gets.
+    UninspectableUrgent,
     /// The program's own state could not be read (a map lookup failed): passed.
     InternalError,
 }
@@ -112,6 +117,7 @@ impl Reason {
         Reason::UninspectableBusy,
         Reason::UninspectableTooLong,
         Reason::UninspectableIpv6Chain,
+        Reason::UninspectableUrgent,
         Reason::InternalError,
     ];
 
@@ -144,6 +150,7 @@ impl Reason {
             Reason::UninspectableBusy => "uninspectable_busy",
             Reason::UninspectableTooLong => "uninspectable_too_long",
             Reason::UninspectableIpv6Chain => "uninspectable_ipv6_chain",
+            Reason::UninspectableUrgent => "uninspectable_urgent",
             Reason::InternalError => "internal_error",
         }
     }
@@ -158,7 +165,8 @@ impl Reason {
             | Reason::UninspectableTableFull
             | Reason::UninspectableBusy
             | Reason::UninspectableTooLong
-            | Reason::UninspectableIpv6Chain => Fate::Policy,
+            | Reason::UninspectableIpv6Chain
+            | Reason::UninspectableUrgent => Fate::Policy,
             _ => Fate::Pass,
         }
     }

@@ -111,6 +111,12 @@ fn cases() -> Vec<Case> {
     let small_records = tls_records(&ClientHelloBuilder::minimal("www.tiktok.com").build(), 40);
     let mut syn = tcp(v4);
     syn.flags = TcpFlags::SYN;
+    // A client's SYN whose first data byte is the default segment's (sequence 1000).
+    let opening = |s: &TcpSegment| TcpSegment {
+        flags: TcpFlags::SYN,
+        seq: 999,
+        ..s.clone()
+    };
     // The same hello with a name of the same length: identical bytes but the name.
     let decoy_sni_last = tls_records(
         &ClientHelloBuilder::chrome("www.example.ca")
@@ -504,6 +510,81 @@ fn cases() -> Vec<Case> {
                 (Reason::HelloBlocked, 1),
             ],
         ),
+        strict(
+            "after a SYN, a later segment that comes first is out of order; then the hello is read in order",
+            {
+                let s = tcp(v4);
+                let f = s.frames_split(&chrome_sni_last, &[600]);
+                vec![
+                    opening(&s).frame(&[]),
+                    f[1].clone(),
+                    f[0].clone(),
+                    f[1].clone(),
+                ]
+            },
+            XDP_DROP,
+            &[
+                (Reason::TcpNoPayload, 1),
+                (Reason::UninspectableOutOfOrder, 1),
+                (Reason::HelloIncomplete, 1),
+                (Reason::HelloBlocked, 1),
+            ],
+        ),
+        strict(
+            "a fake hello read whole does not let the real one's later segment pass first",
+            {
+                let fake = tls_records(
+                    &ClientHelloBuilder::minimal("www.example.ca").build(),
+                    16384,
+                );
+                let s = tcp(v4);
+                let f = s.frames_split(&chrome_sni_last, &[600]);
+                vec![
+                    opening(&s).frame(&[]),
+                    s.frame(&fake),
+                    f[1].clone(),
+                    f[0].clone(),
+                    f[1].clone(),
+                ]
+            },
+            XDP_DROP,
+            &[
+                (Reason::TcpNoPayload, 1),
+                (Reason::HelloAllowed, 1),
+                (Reason::UninspectableOutOfOrder, 1),
+                (Reason::HelloIncomplete, 1),
+                (Reason::HelloBlocked, 1),
+            ],
+        ),
+        strict(
+            "after a SYN, data in order that is not a hello ends the tracking",
+            {
+                let s = tcp(v4);
+                let later = TcpSegment {
+                    seq: 5000,
+                    ..s.clone()
+                };
+                vec![
+                    opening(&s).frame(&[]),
+                    s.frame(b"GET / HTTP/1.1\r\n\r\n"),
+                    later.frame(b"more"),
+                ]
+            },
+            XDP_PASS,
+            &[(Reason::TcpNoPayload, 1), (Reason::TcpNotHandshake, 2)],
+        ),
+        strict(
+            "urgent data in a hello is uninspectable",
+            vec![with_tcp_flags(&hello_frame("www.tiktok.com"), 0x20)],
+            XDP_DROP,
+            &[(Reason::UninspectableUrgent, 1)],
+        ),
+        strict(
+            "a first fragment too short for the TCP header is uninspectable",
+            vec![tiny_first_fragment(&hello_frame("www.tiktok.com"))],
+            XDP_DROP,
+            &[(Reason::UninspectableFragment, 1)],
+        ),
         case(
             "with the lenient policy the gap passes, counted",
             {
@@ -595,6 +676,24 @@ fn cases() -> Vec<Case> {
 }
 
 /// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
+/// An IPv4 frame's TCP flags byte with `bits` added (checksums are not the program's
+/// business).
+fn with_tcp_flags(frame: &[u8], bits: u8) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[14 + 20 + 13] |= bits;
+    f
+}
+
+/// The first fragment (more fragments, offset 0) of an IPv4 frame, carrying only the first
+/// 8 bytes of its TCP header.
+fn tiny_first_fragment(frame: &[u8]) -> Vec<u8> {
+    let mut f = frame[..14 + 20 + 8].to_vec();
+    f[16..18].copy_from_slice(&28u16.to_be_bytes());
+    f[20] = 0x20;
+    f[21] = 0;
+    f
+}
+
 fn with_ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
     const IP: usize = 14;
     let mut out = frame[..IP + 40].to_vec();

@@ -37,6 +37,8 @@ const TCP_HLEN_MIN: usize = 20;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
 
 /// Offset of the next unparsed byte from the start of the frame.
 pub struct Cursor {
@@ -83,6 +85,15 @@ pub struct Tcp {
 impl Tcp {
     pub fn syn(&self) -> bool {
         self.flags & TCP_SYN != 0
+    }
+
+    /// A SYN without ACK: the client opening a connection.
+    pub fn opens(&self) -> bool {
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    pub fn urgent(&self) -> bool {
+        self.flags & TCP_URG != 0
     }
 
     pub fn fin_or_rst(&self) -> bool {

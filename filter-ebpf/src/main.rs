@@ -109,7 +109,13 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             end,
             first_fragment,
         } => {
-            let mut tcp = headers::parse_tcp(ctx, &mut cur, end, flow)?;
+            let mut tcp = match headers::parse_tcp(ctx, &mut cur, end, flow) {
+                Ok(tcp) => tcp,
+                // A first fragment too short for its TCP header (RFC 1858's tiny fragment):
+                // header and hello exist only once the server has reassembled them.
+                Err(_) if first_fragment => return Ok(Exit::of(Reason::UninspectableFragment)),
+                Err(reason) => return Err(reason),
+            };
             tcp.ip_offset = ip_offset;
             tcp.vlan = eth.vlan;
             judge_tcp(ctx, flow, &tcp, first_fragment, seen)
@@ -145,6 +151,9 @@ fn judge_tcp(
     }
     if let Some(exit) = flows::standing_verdict(ctx, flow, tcp) {
         return Ok(exit);
+    }
+    if tcp.opens() {
+        reassembly::opening(flow, tcp.data_seq());
     }
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));

@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use filter_common::{
@@ -39,6 +39,27 @@ const COMPARE_ROUND: u32 = 64;
 #[map(name = "HELLOS")]
 static HELLOS: HashMap<FlowKey, HelloFlow> =
     HashMap::with_max_entries(HELLOS_DEFAULT_MAX, BPF_F_NO_PREALLOC);
+
+/// Connections opened (a SYN seen) whose first payload byte has not come yet, with the
+/// sequence number it will have. Data that arrives before that byte is out of order: a
+/// client that sends a hello's segments in reverse would otherwise get its later segments
+/// past unread (no hello starts them) and the first one read as an unfinished hello.
+/// LRU: a SYN flood evicts entries, which only forgoes the check for those connections.
+#[map(name = "OPENING")]
+static OPENING: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(OPENING_MAX, 0);
+
+/// Connections between their SYN and their first payload tracked at once.
+const OPENING_MAX: u32 = 65536;
+
+/// Records a client's SYN: its payload starts at `data_seq`. A hello being read on the
+/// same 5-tuple belonged to an earlier connection (ports are reused) and is forgotten.
+#[inline(always)]
+pub fn opening(flow: &FlowKey, data_seq: u32) {
+    let _ = OPENING.insert(flow, data_seq, 0);
+    if HELLOS.get_ptr(flow).is_some() {
+        let _ = HELLOS.remove(flow);
+    }
+}
 
 /// Where a new entry is built before it is inserted (it is too large for the stack).
 #[map(name = "NEW_HELLO")]
@@ -89,6 +110,7 @@ enum Plan {
 pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize) -> bool {
     tls::first_byte(ctx, payload_offset).is_none_or(|b| b == TLS_CONTENT_HANDSHAKE)
         || HELLOS.get_ptr(flow).is_some()
+        || OPENING.get_ptr(flow).is_some()
 }
 
 pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
@@ -97,6 +119,16 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         return Exit::of(Reason::HeaderMalformed);
     };
     let starts = first == TLS_CONTENT_HANDSHAKE;
+    if seg.tcp.urgent() && (starts || HELLOS.get_ptr(flow).is_some()) {
+        report(
+            seg,
+            Reason::UninspectableUrgent,
+            NO_APP,
+            EventAction::Pass,
+            0,
+        );
+        return Exit::of(Reason::UninspectableUrgent);
+    }
     let mut state = None;
     let mut plan = Plan::Fresh;
     if let Some(st) = HELLOS.get_ptr_mut(flow) {
@@ -123,6 +155,29 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
             }
         } else {
             let _ = HELLOS.remove(flow);
+        }
+    }
+    if let Plan::Fresh = plan
+        && let Some(next) = OPENING.get_ptr(flow)
+    {
+        // SAFETY: a map value that stays valid for this program run (RCU).
+        let gap = seg.tcp.data_seq().wrapping_sub(unsafe { *next }) as i32;
+        // Before the connection is past its hello, data may only follow what came before
+        // it; a hello may also start again at or before that point (a resent or a second
+        // hello, judged afresh).
+        if (starts && gap > 0) || (!starts && gap != 0) {
+            report(
+                seg,
+                Reason::UninspectableOutOfOrder,
+                NO_APP,
+                EventAction::Pass,
+                0,
+            );
+            return Exit::of(Reason::UninspectableOutOfOrder);
+        }
+        if !starts {
+            // In order after the hello: from here on segments are judged as before.
+            let _ = OPENING.remove(flow);
         }
     }
     match plan {
@@ -258,8 +313,18 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
             // SAFETY: `busy` is an aligned u64 inside the map value.
             unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut st.busy, 0) };
         }
-        None if reason == Reason::HelloIncomplete => reason = start_reassembly(seg, end),
-        None => {}
+        None if reason == Reason::HelloIncomplete => {
+            // The reassembly state checks the order of this hello's segments from here.
+            let _ = OPENING.remove(seg.flow);
+            reason = start_reassembly(seg, end);
+        }
+        None => {
+            // A hello read whole in one segment: what follows must come after it.
+            if let Some(next) = OPENING.get_ptr_mut(seg.flow) {
+                // SAFETY: a map value that stays valid for this program run (RCU).
+                unsafe { *next = tcp.data_seq().wrapping_add(tcp.payload_len as u32) };
+            }
+        }
     }
     conclude(seg, reason)
 }

@@ -9,6 +9,7 @@ mod bpf;
 pub mod capture;
 mod child;
 mod clients;
+pub mod craft;
 mod curl;
 mod daemon;
 pub mod hello;

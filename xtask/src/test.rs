@@ -88,6 +88,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             Stage::Setup => crate::setup::run(&crate::setup::Args::default()).map(|_| ()),
             Stage::Cargo(cargo_args) => {
                 remove_stale_labs();
+                if *name == "tests" {
+                    let _ = std::fs::remove_file(evasion_table());
+                }
                 let mut cargo = cmd("cargo", *cargo_args);
                 cargo.current_dir(&root);
                 shell::run(&mut cargo)
@@ -98,6 +101,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
         };
         let ok = outcome.is_ok();
+        if *name == "tests" {
+            print_evasion_table();
+        }
         results.push((name, start.elapsed(), ok));
         if let Err(err) = outcome {
             failure = Some((*name, err));
@@ -124,6 +130,19 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     println!("all {} stages passed", results.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the evasion suite (`filter-daemon/tests/evasion.rs`) writes its table.
+fn evasion_table() -> std::path::PathBuf {
+    shell::target_dir().join("tmp").join("evasion-table.txt")
+}
+
+/// The technique table of the evasion suite, as the tests stage wrote it.
+fn print_evasion_table() {
+    match std::fs::read_to_string(evasion_table()) {
+        Ok(table) => println!("\n== evasion techniques against the gateway\n{table}"),
+        Err(_) => println!("\n(the evasion suite wrote no table)"),
+    }
 }
 
 /// Deletes the namespaces of labs whose process is gone (a test binary killed mid-run).
