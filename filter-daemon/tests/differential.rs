@@ -1041,3 +1041,150 @@ fn program_agrees_with_independent_parsers() {
         tally.cases,
     );
 }
+
+/// Mutated cases by default; `SNI_FILTER_FUZZ_CASES` runs more.
+const FUZZ_CASES: u64 = 400;
+const FUZZ_SEED: u64 = 0xf022_5eed_0000_0001;
+/// Mutated cases take ports from here (the generated ones from `FIRST_PORT`).
+const FUZZ_FIRST_PORT: u16 = 30_000;
+
+/// One mutation of a case's frames, as a fuzzer would make it.
+fn mutate(rng: &mut SmallRng, frames: &mut Vec<Vec<u8>>) -> String {
+    let i = rng.gen_range(0..frames.len());
+    match rng.gen_range(0..7) {
+        0 => {
+            // A few bytes anywhere: headers, record headers, lengths, the name.
+            let n = rng.gen_range(1..=8);
+            for _ in 0..n {
+                let at = rng.gen_range(0..frames[i].len());
+                frames[i][at] ^= 1 << rng.gen_range(0..8);
+            }
+            format!("{n} bits flipped in frame {i}")
+        }
+        1 => {
+            let at = rng.gen_range(14..frames[i].len().max(15));
+            frames[i].truncate(at);
+            format!("frame {i} cut at {at}")
+        }
+        2 => {
+            let f = frames[i].clone();
+            frames.insert(i, f);
+            format!("frame {i} twice")
+        }
+        3 if frames.len() > 1 => {
+            let j = (i + 1) % frames.len();
+            frames.swap(i, j);
+            format!("frames {i} and {j} swapped")
+        }
+        4 if frames.len() > 1 => {
+            frames.remove(i);
+            format!("frame {i} lost")
+        }
+        5 => {
+            // A byte inserted in the payload (the IP and TCP lengths no longer agree).
+            let at = rng.gen_range(54.min(frames[i].len())..=frames[i].len());
+            frames[i].insert(at, rng.r#gen::<u8>());
+            format!("a byte inserted in frame {i} at {at}")
+        }
+        _ => {
+            // A length field of the hello set to an extreme.
+            let at = rng.gen_range(0..frames[i].len());
+            frames[i][at] = if rng.r#gen::<bool>() { 0xff } else { 0 };
+            format!("byte {at} of frame {i} set to an extreme")
+        }
+    }
+}
+
+/// Mutated packets and packet sequences through the real program: it never fails (an error
+/// or an action other than pass, drop or transmit), never counts an internal error, and
+/// where the mutation left a hello the independent parsers still read with a banned name,
+/// the program dropped some frame of it.
+#[test]
+fn mutated_packets_never_fail_the_program_nor_pass_a_banned_hello_still_readable() {
+    let started = Instant::now();
+    let config = Config::parse(Path::new("/nonexistent/differential.toml"), RULES)
+        .expect("differential config");
+    let set = RuleSet::compile(&config).expect("differential rules");
+    let banned_app = set
+        .apps
+        .iter()
+        .position(|a| a.name == "tiktok")
+        .expect("the banned app") as u16;
+    let mut filter = Filter::load_for(&config).expect("the program loads (run as root)");
+    filter.install(&set).expect("rules install");
+    filter.set_trace_all(true).expect("trace_all");
+    let cases = std::env::var("SNI_FILTER_FUZZ_CASES")
+        .ok()
+        .map_or(FUZZ_CASES, |n| {
+            n.trim().parse().expect("SNI_FILTER_FUZZ_CASES: a number")
+        });
+    let mut rng = SmallRng::seed_from_u64(FUZZ_SEED);
+    let (mut frames_run, mut still_readable, mut stricter, mut failures) =
+        (0usize, 0usize, 0usize, Vec::new());
+    for i in 0..cases {
+        let seed = rng.next_u64();
+        let mut case = generate(seed, FUZZ_FIRST_PORT.wrapping_add(i as u16));
+        let mut mrng = SmallRng::seed_from_u64(seed);
+        let mutations: Vec<String> = (0..mrng.gen_range(1..=3))
+            .map(|_| mutate(&mut mrng, &mut case.frames))
+            .collect();
+        let internal = Reason::InternalError as usize;
+        let before = filter.counters().expect("counters")[internal].packets;
+        let _ = filter.drain_events();
+        let mut problems = Vec::new();
+        let mut actions = Vec::new();
+        for frame in case.frames.iter().chain([&case.after]) {
+            frames_run += 1;
+            match filter.run_frame(frame) {
+                Ok(action @ 1..=3) => actions.push(action),
+                Ok(action) => problems.push(format!("action {action}")),
+                Err(e) => problems.push(format!("the program failed: {e}")),
+            }
+        }
+        // Where the parsers still read a hello with a banned name, some frame of it must
+        // have been dropped. Header bits the parsers do not model (TCP flags, lengths) may
+        // make the program stricter than they are: counted, not a finding.
+        if let Ok(expected) = oracle(&case, banned_app) {
+            still_readable += 1;
+            let banned = expected
+                .frames
+                .iter()
+                .any(|(_, r)| *r == Reason::HelloBlocked);
+            let dropped = actions
+                .iter()
+                .take(case.frames.len())
+                .any(|&a| a == XDP_DROP);
+            if banned && !dropped {
+                problems.push(format!(
+                    "a banned hello the parsers read passed: actions {actions:?}, expected {:?}",
+                    expected.frames
+                ));
+            } else if !banned && dropped {
+                stricter += 1;
+            }
+        }
+        if filter.counters().expect("counters")[internal].packets != before {
+            problems.push("internal_error counted".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "case {i} seed {seed:#018x} ({}): {}",
+                mutations.join(", "),
+                problems.join("; ")
+            ));
+        }
+    }
+    println!(
+        "{cases} mutated cases ({frames_run} frames, {still_readable} still readable by the independent parsers, {stricter} of them dropped where the parsers saw no banned name) in {:.1} s: {} findings",
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    for f in &failures {
+        println!("{f}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} findings (printed above)",
+        failures.len()
+    );
+}
