@@ -356,7 +356,11 @@ impl HelloWalk {
         self.header_have = 0;
         // Handshake messages must not be interleaved with other record types (RFC 8446 §5.1),
         // so a non-handshake record before the hello's end is as wrong as a malformed length.
-        if self.header[0] != TLS_CONTENT_HANDSHAKE || self.header[1] != 3 {
+        // The record version is read as leniently as the most lenient server: OpenSSL wants
+        // major 3, but Go's crypto/tls takes any version below 0x1000 in a client's first
+        // record, so a hello that claimed version 0x0001 to skip a strict reader would
+        // reach such a server unread.
+        if self.header[0] != TLS_CONTENT_HANDSHAKE || self.header[1] >= 0x10 {
             return Err(if self.records == 0 {
                 Step::NotHandshake
             } else {
@@ -707,6 +711,16 @@ mod tests {
         assert_eq!(w.next_name(&buf, &mut pos, h.len() as u32), Err(Step::Done));
         assert_eq!(w.flags & WALK_ECH_SEEN, WALK_ECH_SEEN);
         assert_eq!(w.flags & WALK_NAME_SEEN, 0);
+    }
+
+    #[test]
+    fn record_versions_a_server_may_take_are_read() {
+        let mut h = hello(&["a.b"], &[]);
+        h[1] = 0;
+        h[2] = 1;
+        assert_eq!(walk(&h, &[]), (vec![String::from("a.b")], Step::Done));
+        h[1] = 0x10;
+        assert_eq!(walk(&h, &[]).1, Step::NotHandshake);
     }
 
     #[test]

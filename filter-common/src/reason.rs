@@ -27,8 +27,10 @@ pub enum Reason {
     HelloAllowed,
     /// A ClientHello without a server name.
     HelloNoSni,
-    /// A ClientHello whose structure is inconsistent (servers refuse it too).
-    HelloMalformed,
+    /// A ClientHello whose structure is inconsistent: the `uninspectable` policy decides.
+    /// Servers refuse such hellos, but not always for the same inconsistencies: one a
+    /// server reads while the program stops before the server name would pass unread.
+    UninspectableMalformed,
     /// A segment of a ClientHello that goes on in a later segment: passed while reading.
     HelloIncomplete,
     /// A retransmitted segment of a hello, byte for byte the same as the first copy.
@@ -102,7 +104,7 @@ impl Reason {
         Reason::NotClientHello,
         Reason::HelloAllowed,
         Reason::HelloNoSni,
-        Reason::HelloMalformed,
+        Reason::UninspectableMalformed,
         Reason::HelloIncomplete,
         Reason::HelloRetransmit,
         Reason::HelloExempt,
@@ -135,7 +137,7 @@ impl Reason {
             Reason::NotClientHello => "not_client_hello",
             Reason::HelloAllowed => "hello_allowed",
             Reason::HelloNoSni => "hello_no_sni",
-            Reason::HelloMalformed => "hello_malformed",
+            Reason::UninspectableMalformed => "uninspectable_malformed",
             Reason::HelloIncomplete => "hello_incomplete",
             Reason::HelloRetransmit => "hello_retransmit",
             Reason::HelloExempt => "hello_exempt",
@@ -159,7 +161,8 @@ impl Reason {
     pub const fn fate(self) -> Fate {
         match self {
             Reason::HelloBlocked | Reason::BlockedFlow => Fate::Drop,
-            Reason::UninspectableOutOfOrder
+            Reason::UninspectableMalformed
+            | Reason::UninspectableOutOfOrder
             | Reason::UninspectableOverlap
             | Reason::UninspectableFragment
             | Reason::UninspectableTableFull

@@ -226,6 +226,20 @@ const TECHNIQUES: &[Technique] = &[
         },
     },
     Technique {
+        name: "first segment starts 10 junk bytes before the first byte (seqovl)",
+        ipv6: false,
+        plan: |h| {
+            // The server drops the bytes before what it expects and keeps the hello's start.
+            let cut = h.name_at + 4;
+            let mut first = vec![b'x'; 10];
+            first.extend_from_slice(&h.banned[..cut]);
+            session(vec![
+                Segment::data(0u32.wrapping_sub(10), &first),
+                Segment::data(cut as u32, &h.banned[cut..]),
+            ])
+        },
+    },
+    Technique {
         name: "overlap: later copy of the name differs",
         ipv6: false,
         plan: |h| {
@@ -333,6 +347,16 @@ const TECHNIQUES: &[Technique] = &[
             session(vec![Segment::data(
                 0,
                 &with_record_version(&h.banned, [3, 0]),
+            )])
+        },
+    },
+    Technique {
+        name: "record version 0x0001 (Go's crypto/tls reads it)",
+        ipv6: false,
+        plan: |h| {
+            session(vec![Segment::data(
+                0,
+                &with_record_version(&h.banned, [0, 1]),
             )])
         },
     },
@@ -582,13 +606,13 @@ fn run_suite(wire: &Wire, daemon: &Daemon, h: &Hellos, port_base: u16) -> Vec<Ro
 
 fn table(policy: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "evasion suite, uninspectable = \"{policy}\"\n{:<58} {:<24} {:<8} {}\n",
+        "evasion suite, uninspectable = \"{policy}\"\n{:<66} {:<24} {:<8} {}\n",
         "technique", "result", "served", "counted (reason+packets)"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<58} {:<24} {:<8} {}",
+            "{:<66} {:<24} {:<8} {}",
             r.technique,
             r.verdict.name(),
             if r.answered { "yes" } else { "no" },

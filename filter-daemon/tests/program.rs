@@ -318,10 +318,16 @@ fn cases() -> Vec<Case> {
             &[(Reason::NotClientHello, 1)],
         ),
         case(
-            "malformed hello passes, counted",
+            "malformed hello passes with the lenient policy, counted",
             vec![tcp(v4).frame(&tls_records(&malformed, 16384))],
             XDP_PASS,
-            &[(Reason::HelloMalformed, 1)],
+            &[(Reason::UninspectableMalformed, 1)],
+        ),
+        strict(
+            "malformed hello is dropped with the strict policy",
+            vec![tcp(v4).frame(&tls_records(&malformed, 16384))],
+            XDP_DROP,
+            &[(Reason::UninspectableMalformed, 1)],
         ),
         case(
             "non-first IPv4 fragment passes",

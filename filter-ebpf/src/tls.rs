@@ -189,7 +189,7 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
         Step::Done => Reason::HelloNoSni,
         Step::NotHandshake => Reason::TcpNotHandshake,
         Step::NotClientHello => Reason::NotClientHello,
-        Step::Malformed => Reason::HelloMalformed,
+        Step::Malformed => Reason::UninspectableMalformed,
         Step::TooComplex => Reason::UninspectableTooLong,
     };
     j.verdict = verdict as u32;

@@ -357,7 +357,8 @@ impl Wire {
         let end = plan
             .segments
             .iter()
-            .map(|s| s.rel_seq + s.payload.len() as u32)
+            .map(|s| s.rel_seq.wrapping_add(s.payload.len() as u32))
+            .filter(|&end| (end as i32) >= 0)
             .max()
             .unwrap_or(0);
         self.send_frame(
