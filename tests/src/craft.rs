@@ -350,10 +350,6 @@ impl Wire {
             }
         }
         // Leave no half-open connection behind on the server.
-        let rst = Segment {
-            flags: flags::RST,
-            ..Segment::data(0, &[])
-        };
         let end = plan
             .segments
             .iter()
@@ -361,11 +357,18 @@ impl Wire {
             .filter(|&end| (end as i32) >= 0)
             .max()
             .unwrap_or(0);
-        self.send_frame(
-            &ip_packet(src, dst, sport, data_seq.wrapping_add(end), 0, &rst)?,
-            plan.ipv6,
-        )?;
+        self.reset(src, dst, sport, data_seq.wrapping_add(end), plan.ipv6)?;
         Ok(answer)
+    }
+}
+
+impl Wire {
+    fn reset(&self, src: IpAddr, dst: IpAddr, sport: u16, seq: u32, ipv6: bool) -> Result<()> {
+        let rst = Segment {
+            flags: flags::RST,
+            ..Segment::data(0, &[])
+        };
+        self.send_frame(&ip_packet(src, dst, sport, seq, 0, &rst)?, ipv6)
     }
 }
 
