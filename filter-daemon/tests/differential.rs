@@ -980,9 +980,9 @@ fn kind(problem: &str) -> &'static str {
     }
 }
 
-#[test]
-fn program_agrees_with_independent_parsers() {
-    let started = Instant::now();
+/// The program loaded with the test's rules, every judged hello traced; and the banned
+/// app's id.
+fn differential_filter() -> (Filter, u16) {
     let config = Config::parse(Path::new("/nonexistent/differential.toml"), RULES)
         .expect("differential config");
     let set = RuleSet::compile(&config).expect("differential rules");
@@ -994,6 +994,13 @@ fn program_agrees_with_independent_parsers() {
     let mut filter = Filter::load_for(&config).expect("the program loads (run as root)");
     filter.install(&set).expect("rules install");
     filter.set_trace_all(true).expect("trace_all");
+    (filter, banned_app)
+}
+
+#[test]
+fn program_agrees_with_independent_parsers() {
+    let started = Instant::now();
+    let (mut filter, banned_app) = differential_filter();
     let _ = filter.drain_events().expect("events readable");
 
     let only = std::env::var("SNI_FILTER_DIFF_SEED").ok().map(|s| {
@@ -1150,17 +1157,7 @@ fn show_mutated(
 #[test]
 fn mutated_packets_never_fail_the_program_nor_pass_a_banned_hello_still_readable() {
     let started = Instant::now();
-    let config = Config::parse(Path::new("/nonexistent/differential.toml"), RULES)
-        .expect("differential config");
-    let set = RuleSet::compile(&config).expect("differential rules");
-    let banned_app = set
-        .apps
-        .iter()
-        .position(|a| a.name == "tiktok")
-        .expect("the banned app") as u16;
-    let mut filter = Filter::load_for(&config).expect("the program loads (run as root)");
-    filter.install(&set).expect("rules install");
-    filter.set_trace_all(true).expect("trace_all");
+    let (mut filter, banned_app) = differential_filter();
     let cases = std::env::var("SNI_FILTER_FUZZ_CASES")
         .ok()
         .map_or(FUZZ_CASES, |n| {

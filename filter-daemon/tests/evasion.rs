@@ -622,21 +622,15 @@ fn table(policy: &str, rows: &[Row]) -> String {
     out
 }
 
-/// The shipped configuration with `uninspectable` set.
+/// The shipped configuration with `uninspectable` set, in a folder of its own.
 fn config(dir: &Path, policy: &str) -> std::path::PathBuf {
-    let shipped = repo_config();
-    std::fs::create_dir_all(dir.join("lists")).unwrap();
-    for f in ["lists/tiktok.txt", "lists/bytedance.txt"] {
-        std::fs::copy(shipped.parent().unwrap().join(f), dir.join(f)).unwrap();
-    }
-    let text = std::fs::read_to_string(&shipped).unwrap().replacen(
-        "uninspectable = \"drop\"",
-        &format!("uninspectable = \"{policy}\""),
-        1,
-    );
-    let path = dir.join(format!("filter-{policy}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    config_copy(
+        &dir.join(policy),
+        (
+            "uninspectable = \"drop\"",
+            &format!("uninspectable = \"{policy}\""),
+        ),
+    )
 }
 
 #[test]

@@ -8,7 +8,6 @@ mod common;
 #[allow(clippy::wildcard_imports)]
 use common::*;
 use std::{
-    path::Path,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -68,26 +67,6 @@ fn run(cmd: &mut Command) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
-}
-
-/// A copy of the shipped configuration and its lists in `dir`, with `replace` applied to
-/// its text.
-fn config_copy(dir: &Path, replace: (&str, &str)) -> std::path::PathBuf {
-    let shipped = repo_config();
-    std::fs::create_dir_all(dir.join("lists")).unwrap();
-    for f in ["lists/tiktok.txt", "lists/bytedance.txt"] {
-        std::fs::copy(shipped.parent().unwrap().join(f), dir.join(f)).unwrap();
-    }
-    let text = std::fs::read_to_string(&shipped).unwrap();
-    assert!(
-        text.contains(replace.0),
-        "{} not in the shipped configuration",
-        replace.0
-    );
-    let text = text.replacen(replace.0, replace.1, 1);
-    let path = dir.join("filter.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]
