@@ -40,6 +40,12 @@ pub mod names {
     pub const WILDCARDS: &str = "WILDCARDS";
     /// One `u32`: the [`LAYOUT_VERSION`](super::LAYOUT_VERSION) of the maps pinned with it.
     pub const LAYOUT: &str = "LAYOUT";
+    /// The ring of client QUIC Initials handed to the daemon.
+    pub const QUIC_INITIALS: &str = "QUIC_INITIALS";
+    /// Per-flow state of QUIC flows not judged blocked: Initials handed on, allowed.
+    pub const QUIC_FLOWS: &str = "QUIC_FLOWS";
+    /// One `u64`: when the daemon's QUIC worker last showed it is alive.
+    pub const QUIC_HEARTBEAT: &str = "QUIC_HEARTBEAT";
     /// Every map the daemon reads or writes.
     pub const MAPS: [&str; 11] = [
         COUNTERS,
@@ -96,7 +102,7 @@ pub unsafe fn zero_words<T: Copy>(dst: *mut T) {
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Apps per rule set. The app id is a `u16`, but an array of policies the program reads on
 /// every match stays small: 255 apps is far beyond any city's list of banned applications.
@@ -250,8 +256,72 @@ pub struct Settings {
     pub trace_all: u8,
     /// 1: every TCP port is inspected; 0: only the ports set in `PORTS`.
     pub all_ports: u8,
-    pub _pad: [u8; 5],
+    /// A `QUIC_*` mode: what happens to QUIC Initials.
+    pub quic_mode: u8,
+    /// 1: Initials of flows not judged yet are dropped until the verdict exists.
+    pub quic_hold: u8,
+    pub _pad: [u8; 3],
+    /// UDP destination ports inspected for QUIC; 0 marks an unused entry.
+    pub quic_ports: [u16; QUIC_PORTS_MAX],
 }
+
+/// `quic = "inspect"`: Initials are read by the daemon, which writes the verdict.
+pub const QUIC_INSPECT: u8 = 0;
+/// `quic = "block"`: every Initial is dropped; clients fall back to TCP.
+pub const QUIC_BLOCK: u8 = 1;
+/// `quic = "allow"`: QUIC passes uninspected.
+pub const QUIC_ALLOW: u8 = 2;
+
+/// UDP ports inspected for QUIC at most.
+pub const QUIC_PORTS_MAX: usize = 4;
+
+/// Smallest UDP payload of a datagram carrying a client's Initial (RFC 9000 §14.1).
+pub const QUIC_INITIAL_DATAGRAM_MIN: usize = 1200;
+
+/// Bytes of a datagram copied to the daemon: above what clients send (1200 to 1472 bytes
+/// on Ethernet paths); a longer Initial datagram is uninspectable.
+pub const QUIC_COPY_MAX: usize = 2048;
+
+/// Initials of one flow handed to the daemon before its verdict: a ClientHello spans one
+/// to a few Initials (Chromium's post-quantum hello two), each retransmitted a few times.
+pub const QUIC_INITIALS_PER_FLOW: u32 = 16;
+
+/// The daemon's heartbeat older than this (nanoseconds) means no daemon judges QUIC.
+pub const QUIC_HEARTBEAT_STALE_NS: u64 = 3_000_000_000;
+
+/// A client Initial handed to the daemon through `QUIC_INITIALS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct QuicInitial {
+    /// `bpf_ktime_get_ns` when the datagram arrived.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// The innermost VLAN ID, 0 without tags.
+    pub vlan: u16,
+    /// The UDP payload's length, of which `data` holds the first `QUIC_COPY_MAX` bytes.
+    pub len: u16,
+    pub flow: FlowKey,
+    pub data: [u8; QUIC_COPY_MAX],
+}
+
+/// State of a QUIC flow in `QUIC_FLOWS` (an LRU map: losing an entry only means that the
+/// flow's next Initials are handed on again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct QuicFlow {
+    /// Initials handed to the daemon.
+    pub initials: u32,
+    /// `QUIC_FLOW_*`.
+    pub state: u32,
+}
+
+/// The daemon has not judged the flow yet.
+pub const QUIC_FLOW_PENDING: u32 = 0;
+/// The daemon judged the flow allowed: its Initials pass without being handed on.
+pub const QUIC_FLOW_ALLOWED: u32 = 1;
+
+/// Entries of `QUIC_FLOWS`.
+pub const QUIC_FLOWS_MAX: u32 = 65536;
 
 /// One slot of the rules table (open addressing with linear probing, built in userspace).
 /// `hash` 0 marks an empty slot; rule keys are made non-zero by [`slot_hash`].
@@ -435,6 +505,8 @@ mod pod {
     unsafe impl aya::Pod for super::ExemptPrefix {}
     unsafe impl aya::Pod for super::ScopeKey {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::QuicFlow {}
+    unsafe impl aya::Pod for super::QuicInitial {}
 }
 
 #[cfg(test)]
@@ -447,7 +519,9 @@ mod tests {
         assert_eq!(size_of::<RuleValue>(), 8);
         assert_eq!(size_of::<name::WildPattern>(), 136);
         assert_eq!(size_of::<AppPolicy>(), 8);
-        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<Settings>(), 48);
+        assert_eq!(size_of::<QuicInitial>(), 8 + 4 + 2 + 2 + 40 + QUIC_COPY_MAX);
+        assert_eq!(size_of::<QuicFlow>(), 8);
         assert_eq!(size_of::<RuleSlot>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ExemptPrefix>(), 20);
@@ -476,10 +550,12 @@ mod tests {
             ("BlockedFlow", size_of::<BlockedFlow>()),
             ("HelloFlow", size_of::<hello::HelloFlow>()),
             ("Event", size_of::<Event>()),
+            ("QuicFlow", size_of::<QuicFlow>()),
+            ("QuicInitial", size_of::<QuicInitial>()),
         ];
         let expected = [
-            ("version", 2),
-            ("reasons", 28),
+            ("version", 3),
+            ("reasons", 40),
             ("notes", 11),
             ("iface slots", 1024),
             ("apps", 256),
@@ -490,6 +566,8 @@ mod tests {
             ("BlockedFlow", 24),
             ("HelloFlow", 8536),
             ("Event", 320),
+            ("QuicFlow", 8),
+            ("QuicInitial", 2104),
         ];
         assert_eq!(layout, expected);
     }

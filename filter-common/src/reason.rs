@@ -9,7 +9,7 @@ pub enum Reason {
     NotIp = 0,
     /// IP, but neither TCP nor UDP.
     OtherProtocol,
-    /// UDP: passed (QUIC is not inspected by this program).
+    /// UDP to a port not inspected for QUIC: passed.
     Udp,
     /// Headers cut short or inconsistent before the payload: passed, never judged.
     HeaderMalformed,
@@ -64,6 +64,34 @@ pub enum Reason {
     /// from the stream its application reads, so the bytes the program sees are not the
     /// hello the server gets.
     UninspectableUrgent,
+    /// QUIC with `quic = "allow"`: passed uninspected.
+    QuicNotInspected,
+    /// A QUIC packet that is not a client's Initial (short header, Handshake, 0-RTT):
+    /// passed; its flow's verdict, if blocked, was checked first.
+    QuicNotInitial,
+    /// A client Initial in a datagram under 1200 bytes, which servers must discard (RFC 9000
+    /// §14.1): passed, never handed to the daemon.
+    QuicInitialTooSmall,
+    /// A client Initial of a flow not judged yet, handed to the daemon: passed.
+    QuicInitialQueued,
+    /// As `quic_initial_queued`, held (dropped) until the verdict exists: clients retransmit.
+    QuicInitialHeld,
+    /// An Initial of a flow the daemon judged allowed: passed.
+    QuicFlowAllowed,
+    /// `quic = "block"`: every QUIC Initial dropped, so clients fall back to TCP.
+    QuicBlockedByPolicy,
+    /// No live daemon to judge QUIC (its heartbeat is stale): the Initial is dropped so the
+    /// client falls back to TCP, which the program judges alone.
+    QuicDaemonAbsent,
+    /// Uninspectable: a long-header QUIC packet of a version other than 1 and 2.
+    UninspectableQuicVersion,
+    /// Uninspectable: more Initials of one flow than are handed to the daemon before it
+    /// reaches a verdict.
+    UninspectableQuicBudget,
+    /// Uninspectable: the queue to the daemon is full.
+    UninspectableQuicQueueFull,
+    /// Uninspectable: an Initial datagram longer than is copied to the daemon.
+    UninspectableQuicTooLarge,
     /// The program's own state could not be read (a map lookup failed): passed.
     InternalError,
 }
@@ -120,6 +148,18 @@ impl Reason {
         Reason::UninspectableTooLong,
         Reason::UninspectableIpv6Chain,
         Reason::UninspectableUrgent,
+        Reason::QuicNotInspected,
+        Reason::QuicNotInitial,
+        Reason::QuicInitialTooSmall,
+        Reason::QuicInitialQueued,
+        Reason::QuicInitialHeld,
+        Reason::QuicFlowAllowed,
+        Reason::QuicBlockedByPolicy,
+        Reason::QuicDaemonAbsent,
+        Reason::UninspectableQuicVersion,
+        Reason::UninspectableQuicBudget,
+        Reason::UninspectableQuicQueueFull,
+        Reason::UninspectableQuicTooLarge,
         Reason::InternalError,
     ];
 
@@ -153,6 +193,18 @@ impl Reason {
             Reason::UninspectableTooLong => "uninspectable_too_long",
             Reason::UninspectableIpv6Chain => "uninspectable_ipv6_chain",
             Reason::UninspectableUrgent => "uninspectable_urgent",
+            Reason::QuicNotInspected => "quic_not_inspected",
+            Reason::QuicNotInitial => "quic_not_initial",
+            Reason::QuicInitialTooSmall => "quic_initial_too_small",
+            Reason::QuicInitialQueued => "quic_initial_queued",
+            Reason::QuicInitialHeld => "quic_initial_held",
+            Reason::QuicFlowAllowed => "quic_flow_allowed",
+            Reason::QuicBlockedByPolicy => "quic_blocked_by_policy",
+            Reason::QuicDaemonAbsent => "quic_daemon_absent",
+            Reason::UninspectableQuicVersion => "uninspectable_quic_version",
+            Reason::UninspectableQuicBudget => "uninspectable_quic_budget",
+            Reason::UninspectableQuicQueueFull => "uninspectable_quic_queue_full",
+            Reason::UninspectableQuicTooLarge => "uninspectable_quic_too_large",
             Reason::InternalError => "internal_error",
         }
     }
@@ -160,7 +212,11 @@ impl Reason {
     /// What happens to packets counted under this reason.
     pub const fn fate(self) -> Fate {
         match self {
-            Reason::HelloBlocked | Reason::BlockedFlow => Fate::Drop,
+            Reason::HelloBlocked
+            | Reason::BlockedFlow
+            | Reason::QuicInitialHeld
+            | Reason::QuicBlockedByPolicy
+            | Reason::QuicDaemonAbsent => Fate::Drop,
             Reason::UninspectableMalformed
             | Reason::UninspectableOutOfOrder
             | Reason::UninspectableOverlap
@@ -169,7 +225,11 @@ impl Reason {
             | Reason::UninspectableBusy
             | Reason::UninspectableTooLong
             | Reason::UninspectableIpv6Chain
-            | Reason::UninspectableUrgent => Fate::Policy,
+            | Reason::UninspectableUrgent
+            | Reason::UninspectableQuicVersion
+            | Reason::UninspectableQuicBudget
+            | Reason::UninspectableQuicQueueFull
+            | Reason::UninspectableQuicTooLarge => Fate::Policy,
             _ => Fate::Pass,
         }
     }

@@ -112,7 +112,46 @@ struct RawFilter {
     flow_idle_secs: Option<Spanned<u64>>,
     verdicts_max: Option<Spanned<u64>>,
     hellos_max: Option<Spanned<u64>>,
+    #[serde(default)]
+    quic: Quic,
+    quic_ports: Option<Spanned<Vec<Spanned<u64>>>>,
+    #[serde(default)]
+    quic_hold: bool,
 }
+
+/// What happens to QUIC (HTTP/3 over UDP) on the QUIC ports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quic {
+    /// The daemon reads the server name of each client Initial and writes the verdict.
+    #[default]
+    Inspect,
+    /// Every Initial is dropped: clients fall back to TCP, where the program judges them.
+    Block,
+    /// QUIC passes uninspected (counted).
+    Allow,
+}
+
+impl Quic {
+    pub const fn mode(self) -> u8 {
+        match self {
+            Self::Inspect => filter_common::QUIC_INSPECT,
+            Self::Block => filter_common::QUIC_BLOCK,
+            Self::Allow => filter_common::QUIC_ALLOW,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Inspect => "inspect",
+            Self::Block => "block",
+            Self::Allow => "allow",
+        }
+    }
+}
+
+/// The UDP port of HTTP/3 (RFC 9114 §3.1 uses the authority's port; 443 in practice).
+pub const QUIC_PORT_DEFAULT: u16 = 443;
 
 /// What happens to a packet of a hello the program cannot read completely.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -167,6 +206,11 @@ pub struct Config {
     pub flow_idle_secs: u64,
     pub verdicts_max: u32,
     pub hellos_max: u32,
+    pub quic: Quic,
+    /// UDP destination ports inspected for QUIC (1 to `QUIC_PORTS_MAX`).
+    pub quic_ports: Vec<u16>,
+    /// Initials of flows not judged yet are dropped until the verdict exists.
+    pub quic_hold: bool,
     pub apps: Vec<App>,
     pub logging: Logging,
     /// Where `/metrics` listens; `None`: off.
@@ -469,6 +513,45 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     bytecount(&text.as_bytes()[..offset.min(text.len())]) + 1
 }
 
+fn parse_quic_ports(
+    raw: Option<&Spanned<Vec<Spanned<u64>>>>,
+    at: &impl Fn(usize) -> String,
+) -> Result<Vec<u16>, Error> {
+    let Some(raw) = raw else {
+        return Ok(vec![QUIC_PORT_DEFAULT]);
+    };
+    let max = filter_common::QUIC_PORTS_MAX;
+    if raw.get_ref().is_empty() || raw.get_ref().len() > max {
+        return Err(Error::config(
+            at(raw.span().start),
+            format!(
+                "quic_ports lists {} ports; 1 to {max} are supported (to stop inspecting QUIC, set quic = \"allow\" or \"block\")",
+                raw.get_ref().len()
+            ),
+        ));
+    }
+    let mut ports = Vec::new();
+    for p in raw.get_ref() {
+        let port = u16::try_from(*p.get_ref())
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| {
+                Error::config(
+                    at(p.span().start),
+                    format!("port {} is not a UDP port (1..=65535)", p.get_ref()),
+                )
+            })?;
+        if ports.contains(&port) {
+            return Err(Error::config(
+                at(p.span().start),
+                format!("port {port} is listed twice in quic_ports"),
+            ));
+        }
+        ports.push(port);
+    }
+    Ok(ports)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = fs::read_to_string(path).map_err(|source| Error::Read {
@@ -544,6 +627,7 @@ impl Config {
                     })?,
             );
         }
+        let quic_ports = parse_quic_ports(f.quic_ports.as_ref(), &at)?;
 
         let mut apps = Vec::new();
         for (name, app) in raw.apps {
@@ -573,6 +657,9 @@ impl Config {
             flow_idle_secs,
             verdicts_max: verdicts_max as u32,
             hellos_max: hellos_max as u32,
+            quic: f.quic,
+            quic_ports,
+            quic_hold: f.quic_hold,
             apps,
             logging: parse_logging(&raw.logging, text, &at, base)?,
             metrics_listen: parse_metrics(&raw.metrics, &at)?,

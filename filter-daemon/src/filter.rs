@@ -158,6 +158,7 @@ impl Filter {
         let settings = Settings {
             flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
+            quic_ports: [crate::config::QUIC_PORT_DEFAULT, 0, 0, 0],
             ..Settings::default()
         };
         let mut filter = Self {
@@ -462,6 +463,12 @@ impl Filter {
         next.all_ports = u8::from(config.inspected_ports.is_empty());
         next.uninspectable_drop = u8::from(config.uninspectable == Uninspectable::Drop);
         next.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
+        next.quic_mode = config.quic.mode();
+        next.quic_hold = u8::from(config.quic_hold);
+        next.quic_ports = [0; filter_common::QUIC_PORTS_MAX];
+        for (slot, &p) in next.quic_ports.iter_mut().zip(&config.quic_ports) {
+            *slot = p;
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod privacy;
 pub mod privileges;
+pub mod quic;
 pub mod rules;
 pub mod state;
 pub mod syslog;

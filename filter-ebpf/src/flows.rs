@@ -42,6 +42,26 @@ pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: &Tcp) -> Option<E
     Some(Exit::of(Reason::BlockedFlow))
 }
 
+/// The standing verdict of a UDP (QUIC) flow: no SYN starts a new one, the idle timeout
+/// ends it.
+#[inline(always)]
+pub fn standing_udp_verdict(ctx: &XdpContext, flow: &FlowKey) -> Option<Exit> {
+    let v = VERDICTS.get_ptr_mut(flow)?;
+    let now = crate::coarse_now();
+    // SAFETY: as in `standing_verdict`.
+    let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
+    let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);
+    if now > last && now - last > idle {
+        let _ = VERDICTS.remove(flow);
+        counters::note(Note::VerdictExpired);
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*v).last_ns = now };
+    counters::app_dropped(app, counters::frame_len(ctx), false);
+    Some(Exit::of(Reason::BlockedFlow))
+}
+
 /// Records a blocked verdict for the flow; a full table is counted.
 #[inline(always)]
 pub fn block(flow: &FlowKey, app: u16, action: Action, now: u64) {

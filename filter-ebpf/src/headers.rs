@@ -33,6 +33,7 @@ const VLAN_HLEN: usize = 4;
 const IPV4_HLEN_MIN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_HLEN_MIN: usize = 20;
+const UDP_HLEN: usize = 8;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -59,7 +60,11 @@ pub enum L4 {
         end: usize,
         first_fragment: bool,
     },
-    Udp,
+    /// `first_fragment` as for TCP.
+    Udp {
+        end: usize,
+        first_fragment: bool,
+    },
     Other,
     /// A non-first fragment: no transport header to read.
     Fragment,
@@ -186,7 +191,10 @@ fn l4_of(proto: u8, end: usize, first_fragment: bool) -> L4 {
             end,
             first_fragment,
         },
-        IPPROTO_UDP => L4::Udp,
+        IPPROTO_UDP => L4::Udp {
+            end,
+            first_fragment,
+        },
         _ => L4::Other,
     }
 }
@@ -278,6 +286,32 @@ fn counters_note_ext(walked: bool) {
     if walked {
         crate::counters::note(Note::Ipv6ExtHeaders);
     }
+}
+
+/// The UDP header: fills the flow's ports, returns the payload's offset and length
+/// (bounded by the IP length and the frame).
+#[inline(always)]
+pub fn parse_udp(
+    ctx: &XdpContext,
+    cur: &mut Cursor,
+    ip_end: usize,
+    flow: &mut FlowKey,
+) -> Result<(usize, usize), Reason> {
+    let udp = bytes_at::<UDP_HLEN>(ctx, cur.off)?;
+    flow.sport = be16([udp[0], udp[1]]);
+    flow.dport = be16([udp[2], udp[3]]);
+    let payload_offset = cur.off + UDP_HLEN;
+    let frame_end = crate::counters::frame_len(ctx) as usize;
+    let end = if ip_end < frame_end {
+        ip_end
+    } else {
+        frame_end
+    };
+    if payload_offset > end {
+        return Err(Reason::HeaderMalformed);
+    }
+    cur.off = payload_offset;
+    Ok((payload_offset, end - payload_offset))
 }
 
 /// The TCP header; returns its fields and where its payload lies (bounded by the IP length).

@@ -10,6 +10,7 @@ mod counters;
 mod events;
 mod flows;
 mod headers;
+mod quic;
 mod reassembly;
 mod reset;
 mod rules;
@@ -120,7 +121,13 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             tcp.vlan = eth.vlan;
             judge_tcp(ctx, flow, &tcp, first_fragment, seen)
         }
-        L4::Udp => Ok(Exit::of(Reason::Udp)),
+        L4::Udp {
+            end,
+            first_fragment,
+        } => {
+            let (offset, len) = headers::parse_udp(ctx, &mut cur, end, flow)?;
+            quic::judge_udp(ctx, flow, offset, len, first_fragment, eth.vlan)
+        }
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
         L4::Fragment => Ok(Exit::of(Reason::IpFragment)),
     }

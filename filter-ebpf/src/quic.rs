@@ -1,0 +1,165 @@
+//! QUIC on the inspected UDP ports: the program cannot decrypt an Initial, so it hands the
+//! client's Initials to the daemon, which writes the flow's verdict; a blocked flow's packets
+//! are then dropped here like those of a blocked TCP flow.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_xdp_load_bytes},
+    macros::map,
+    maps::{Array, LruHashMap, RingBuf},
+    programs::XdpContext,
+};
+use filter_common::{
+    FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_COPY_MAX, QUIC_FLOW_ALLOWED, QUIC_FLOW_PENDING,
+    QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS, QUIC_INITIAL_DATAGRAM_MIN, QUIC_INITIALS_PER_FLOW,
+    QuicFlow, QuicInitial, Reason, Settings,
+};
+
+use crate::counters::Exit;
+
+/// QUIC version 1 (RFC 9000) and version 2 (RFC 9369).
+const QUIC_V1: u32 = 1;
+const QUIC_V2: u32 = 0x6b33_43cf;
+
+/// Room for about 2000 Initials between two reads by the daemon.
+const QUIC_INITIALS_BYTES: u32 = 1 << 22;
+
+#[map(name = "QUIC_INITIALS")]
+static QUIC_INITIALS: RingBuf = RingBuf::with_byte_size(QUIC_INITIALS_BYTES, 0);
+
+#[map(name = "QUIC_FLOWS")]
+static QUIC_FLOWS: LruHashMap<FlowKey, QuicFlow> = LruHashMap::with_max_entries(QUIC_FLOWS_MAX, 0);
+
+#[map(name = "QUIC_HEARTBEAT")]
+static QUIC_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether `port` is one of the UDP ports inspected for QUIC.
+#[inline(always)]
+fn quic_port(s: &Settings, port: u16) -> bool {
+    port != 0 && s.quic_ports.iter().any(|&p| p == port)
+}
+
+/// A UDP datagram whose payload lies at `offset`, `len` bytes long.
+#[inline(always)]
+pub fn judge_udp(
+    ctx: &XdpContext,
+    flow: &FlowKey,
+    offset: usize,
+    len: usize,
+    first_fragment: bool,
+    vlan: u16,
+) -> Result<Exit, Reason> {
+    let Some(s) = crate::rules::settings() else {
+        return Ok(Exit::of(Reason::Udp));
+    };
+    if !quic_port(s, flow.dport) {
+        return Ok(Exit::of(Reason::Udp));
+    }
+    if s.quic_mode == QUIC_ALLOW {
+        return Ok(Exit::of(Reason::QuicNotInspected));
+    }
+    if let Some(exit) = crate::flows::standing_udp_verdict(ctx, flow) {
+        return Ok(exit);
+    }
+    // The first byte and the version of a long header.
+    let mut head = [0u8; 8];
+    // SAFETY: at most 5 bytes into a stack buffer of 8.
+    if len < 5
+        || unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, head.as_mut_ptr().cast(), 5) } != 0
+    {
+        return Ok(Exit::of(Reason::QuicNotInitial));
+    }
+    if head[0] & 0x80 == 0 {
+        return Ok(Exit::of(Reason::QuicNotInitial));
+    }
+    let version = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    let kind = (head[0] >> 4) & 3;
+    let initial = match version {
+        QUIC_V1 => kind == 0,
+        QUIC_V2 => kind == 1,
+        // Version negotiation comes from servers.
+        0 => return Ok(Exit::of(Reason::QuicNotInitial)),
+        _ => return Ok(Exit::of(Reason::UninspectableQuicVersion)),
+    };
+    if !initial {
+        return Ok(Exit::of(Reason::QuicNotInitial));
+    }
+    if first_fragment {
+        return Ok(Exit::of(Reason::UninspectableFragment));
+    }
+    if s.quic_mode == QUIC_BLOCK {
+        return Ok(Exit::of(Reason::QuicBlockedByPolicy));
+    }
+    if len < QUIC_INITIAL_DATAGRAM_MIN {
+        return Ok(Exit::of(Reason::QuicInitialTooSmall));
+    }
+    match QUIC_FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a map value; a racing update gives old or new counts, both bounded.
+        Some(f) => unsafe {
+            if (*f).state == QUIC_FLOW_ALLOWED {
+                return Ok(Exit::of(Reason::QuicFlowAllowed));
+            }
+            if (*f).initials >= QUIC_INITIALS_PER_FLOW {
+                return Ok(Exit::of(Reason::UninspectableQuicBudget));
+            }
+            (*f).initials += 1;
+        },
+        None => {
+            let first = QuicFlow {
+                initials: 1,
+                state: QUIC_FLOW_PENDING,
+            };
+            let _ = QUIC_FLOWS.insert(flow, &first, 0);
+        }
+    }
+    if !daemon_alive() {
+        return Ok(Exit::of(Reason::QuicDaemonAbsent));
+    }
+    if len > QUIC_COPY_MAX {
+        return Ok(Exit::of(Reason::UninspectableQuicTooLarge));
+    }
+    if !hand_on(ctx, flow, offset, len, vlan) {
+        return Ok(Exit::of(Reason::UninspectableQuicQueueFull));
+    }
+    Ok(Exit::of(if s.quic_hold != 0 {
+        Reason::QuicInitialHeld
+    } else {
+        Reason::QuicInitialQueued
+    }))
+}
+
+/// Whether the daemon's heartbeat is fresh.
+#[inline(always)]
+fn daemon_alive() -> bool {
+    let Some(beat) = QUIC_HEARTBEAT.get(0) else {
+        return false;
+    };
+    let now = crate::coarse_now();
+    // The coarse clock may lag the daemon's reading by a tick: a beat "ahead" is fresh.
+    *beat != 0 && (now <= *beat || now - *beat <= QUIC_HEARTBEAT_STALE_NS)
+}
+
+/// Copies the datagram into the ring for the daemon. False when the ring is full.
+#[inline(always)]
+fn hand_on(ctx: &XdpContext, flow: &FlowKey, offset: usize, len: usize, vlan: u16) -> bool {
+    let Some(mut entry) = QUIC_INITIALS.reserve::<QuicInitial>(0) else {
+        return false;
+    };
+    let e = entry.as_mut_ptr();
+    // Masked so the verifier sees 1..=QUIC_COPY_MAX (a power of two).
+    let n = ((core::hint::black_box(len as u32) - 1) & (QUIC_COPY_MAX as u32 - 1)) + 1;
+    // SAFETY: `e` points at a reserved, writable record; `data` holds QUIC_COPY_MAX bytes.
+    unsafe {
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).ifindex = ctx.ingress_ifindex() as u32;
+        (*e).vlan = vlan;
+        (*e).len = n as u16;
+        filter_common::copy_words(&raw mut (*e).flow, flow);
+        let rc = bpf_xdp_load_bytes(ctx.ctx, offset as u32, (&raw mut (*e).data).cast(), n);
+        if rc != 0 {
+            entry.discard(0);
+            return false;
+        }
+    }
+    entry.submit(0);
+    true
+}
