@@ -47,7 +47,7 @@ pub mod names {
     /// One `u64`: when the daemon's QUIC worker last showed it is alive.
     pub const QUIC_HEARTBEAT: &str = "QUIC_HEARTBEAT";
     /// Every map the daemon reads or writes.
-    pub const MAPS: [&str; 11] = [
+    pub const MAPS: [&str; 14] = [
         COUNTERS,
         RULES,
         APPS,
@@ -59,6 +59,9 @@ pub mod names {
         VERDICTS,
         HELLOS,
         PORTS,
+        QUIC_INITIALS,
+        QUIC_FLOWS,
+        QUIC_HEARTBEAT,
     ];
 }
 

@@ -398,6 +398,22 @@ impl Filter {
         T::try_from(map).map_err(|e| Error::Map(format!("map {name}: {e}")))
     }
 
+    /// The kernel's id of a map of this filter, to open a handle of its own elsewhere.
+    pub fn map_id(&self, name: &str) -> Result<u32, Error> {
+        use aya::maps::Map;
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
+        let data = match map {
+            Map::Array(m) | Map::HashMap(m) | Map::LruHashMap(m) | Map::RingBuf(m) => m,
+            _ => return Err(Error::Map(format!("map {name}: no id for its type"))),
+        };
+        data.info()
+            .map(|i| i.id())
+            .map_err(|e| Error::Map(format!("map {name}: {e}")))
+    }
+
     pub fn program(&self) -> &Xdp {
         self.ebpf
             .program(names::PROGRAM)

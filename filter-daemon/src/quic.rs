@@ -815,5 +815,8 @@ fn progress_reason(p: &Progress) -> Reason {
     }
 }
 
+pub mod craft;
+pub mod worker;
+
 #[cfg(test)]
 mod tests;

@@ -3,12 +3,7 @@
 
 use std::{net::Ipv4Addr, path::Path};
 
-use rustls::{
-    Side,
-    quic::{Keys, Version},
-};
-
-use super::*;
+use super::{craft::crypto_frame, *};
 use crate::config::Config;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -155,55 +150,9 @@ fn client_hello(name: &str, len: usize) -> Vec<u8> {
     msg
 }
 
-fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x06];
-    f.extend_from_slice(&((offset as u32) | 0x8000_0000).to_be_bytes());
-    f.extend_from_slice(&((data.len() as u16) | 0x4000).to_be_bytes());
-    f.extend_from_slice(data);
-    f
-}
-
-/// A client Initial sealed by rustls under the keys of `key_dcid`, its header naming
-/// `dcid`, padded so the datagram is 1200 bytes.
-fn seal(version: Version, key_dcid: &[u8], dcid: &[u8], pn: u32, frames: &[u8]) -> Vec<u8> {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-        .tls13()
-        .unwrap();
-    let keys = Keys::initial(version, suite, suite.quic.unwrap(), key_dcid, Side::Client);
-    let first = match version {
-        Version::V2 => 0xd3,
-        _ => 0xc3,
-    };
-    let version_bytes: [u8; 4] = match version {
-        Version::V2 => [0x6b, 0x33, 0x43, 0xcf],
-        _ => [0, 0, 0, 1],
-    };
-    let mut header = vec![first];
-    header.extend_from_slice(&version_bytes);
-    header.push(dcid.len() as u8);
-    header.extend_from_slice(dcid);
-    header.extend_from_slice(&[0, 0]); // no SCID, no token
-    let fixed = header.len() + 2 + 4 + 16;
-    let mut payload = frames.to_vec();
-    payload.resize(1200 - fixed, 0);
-    let length = (4 + payload.len() + 16) as u16 | 0x4000;
-    header.extend_from_slice(&length.to_be_bytes());
-    let pn_offset = header.len();
-    header.extend_from_slice(&pn.to_be_bytes());
-    let tag = keys
-        .local
-        .packet
-        .encrypt_in_place(u64::from(pn), &header, &mut payload)
-        .unwrap();
-    payload.extend_from_slice(tag.as_ref());
-    let sample: Vec<u8> = payload[..16].to_vec();
-    let (first, rest) = header.split_at_mut(1);
-    keys.local
-        .header
-        .encrypt_in_place(&sample, &mut first[0], &mut rest[pn_offset - 1..])
-        .unwrap();
-    header.extend_from_slice(&payload);
-    header
+/// A client Initial sealed by rustls, 1200 bytes.
+fn seal(version: u32, key_dcid: &[u8], dcid: &[u8], pn: u32, frames: &[u8]) -> Vec<u8> {
+    craft::seal_client_initial(version, key_dcid, dcid, pn, frames, 1200)
 }
 
 fn matcher() -> Matcher {
@@ -241,11 +190,11 @@ fn datagram(data: &[u8], sport: u16) -> Datagram<'_> {
 fn a_hello_in_one_initial_is_judged_by_the_rules() {
     let m = matcher();
     for (version, name, reason) in [
-        (Version::V1, "www.tiktok.com", Reason::HelloBlocked),
-        (Version::V2, "www.tiktok.com", Reason::HelloBlocked),
-        (Version::V1, "example.org", Reason::HelloAllowed),
-        (Version::V1, "watched.example", Reason::HelloMonitored),
-        (Version::V1, "nottiktok.com", Reason::HelloAllowed),
+        (V1, "www.tiktok.com", Reason::HelloBlocked),
+        (V2, "www.tiktok.com", Reason::HelloBlocked),
+        (V1, "example.org", Reason::HelloAllowed),
+        (V1, "watched.example", Reason::HelloMonitored),
+        (V1, "nottiktok.com", Reason::HelloAllowed),
     ] {
         let dcid = [7u8; 8];
         let packet = seal(
@@ -259,7 +208,7 @@ fn a_hello_in_one_initial_is_judged_by_the_rules() {
         let Outcome::Judged(v) = r.feed(&datagram(&packet, 40000), &m) else {
             panic!("{name}: not judged");
         };
-        assert_eq!(v.reason, reason, "{name} over {version:?}");
+        assert_eq!(v.reason, reason, "{name} over {version:#x}");
         assert_eq!(v.name, name.as_bytes());
         assert!(r.is_empty());
     }
@@ -271,8 +220,8 @@ fn a_hello_over_two_initials_out_of_order_is_reassembled() {
     let hello = client_hello("video.tiktok.com", 1800);
     let dcid = [9u8; 12];
     let (a, b) = hello.split_at(1000);
-    let second = seal(Version::V1, &dcid, &dcid, 1, &crypto_frame(1000, b));
-    let first = seal(Version::V1, &dcid, &dcid, 0, &crypto_frame(0, a));
+    let second = seal(V1, &dcid, &dcid, 1, &crypto_frame(1000, b));
+    let first = seal(V1, &dcid, &dcid, 0, &crypto_frame(0, a));
     let mut r = Reassembly::new();
     assert_eq!(r.feed(&datagram(&second, 1), &m), Outcome::Incomplete);
     assert_eq!(r.len(), 1);
@@ -292,20 +241,8 @@ fn later_initials_under_a_server_chosen_dcid_use_the_clients_keys() {
     let (a, b) = hello.split_at(700);
     let client_dcid = [1u8; 8];
     let server_cid = [2u8; 16];
-    let first = seal(
-        Version::V1,
-        &client_dcid,
-        &client_dcid,
-        0,
-        &crypto_frame(0, a),
-    );
-    let second = seal(
-        Version::V1,
-        &client_dcid,
-        &server_cid,
-        1,
-        &crypto_frame(700, b),
-    );
+    let first = seal(V1, &client_dcid, &client_dcid, 0, &crypto_frame(0, a));
+    let second = seal(V1, &client_dcid, &server_cid, 1, &crypto_frame(700, b));
     let mut r = Reassembly::new();
     assert_eq!(r.feed(&datagram(&first, 2), &m), Outcome::Incomplete);
     assert!(
@@ -320,7 +257,7 @@ fn an_initial_after_a_retry_opens_with_its_own_dcid() {
     let m = matcher();
     let retry_cid = [3u8; 18];
     let packet = seal(
-        Version::V1,
+        V1,
         &retry_cid,
         &retry_cid,
         0,
@@ -351,7 +288,7 @@ fn junk_and_foreign_packets_keep_no_state() {
     );
     // Sealed under other keys than its header names (a spoofed or corrupted Initial).
     let wrong = seal(
-        Version::V1,
+        V1,
         &[5u8; 8],
         &[6u8; 8],
         0,
@@ -371,13 +308,7 @@ fn reassemblies_are_bounded_in_flows_and_time() {
     let mut r = Reassembly::new();
     let hello = client_hello("a.example", 1500);
     let dcid = [4u8; 8];
-    let first = seal(
-        Version::V1,
-        &dcid,
-        &dcid,
-        0,
-        &crypto_frame(0, &hello[..600]),
-    );
+    let first = seal(V1, &dcid, &dcid, 0, &crypto_frame(0, &hello[..600]));
     for port in 0..(FLOWS_MAX as u16 + 10) {
         let mut d = datagram(&first, port);
         d.ts_ns = 1 + u64::from(port);
@@ -394,7 +325,7 @@ fn crypto_beyond_the_bound_is_uninspectable() {
     let m = matcher();
     let dcid = [8u8; 8];
     let far = seal(
-        Version::V1,
+        V1,
         &dcid,
         &dcid,
         0,
@@ -406,7 +337,7 @@ fn crypto_beyond_the_bound_is_uninspectable() {
     );
     let mut frames = vec![0x1e]; // HANDSHAKE_DONE may not appear in an Initial
     frames.extend_from_slice(&crypto_frame(0, &client_hello("a.example", 300)));
-    let bad = seal(Version::V1, &dcid, &dcid, 0, &frames);
+    let bad = seal(V1, &dcid, &dcid, 0, &frames);
     assert!(
         matches!(r.feed(&datagram(&bad, 6), &m), Outcome::Judged(v) if v.reason == Reason::UninspectableMalformed)
     );

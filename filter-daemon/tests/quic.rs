@@ -1,0 +1,316 @@
+//! The QUIC path of the real compiled program and the daemon's judge together, through
+//! `BPF_PROG_TEST_RUN`: Initials handed on, verdicts written, later packets dropped, and
+//! the program's own decisions (ports, sizes, versions, budget, heartbeat, policies).
+//! Needs root (loading BPF programs).
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU16, Ordering},
+};
+
+use filter_common::{Counter, QUIC_INITIALS_PER_FLOW, Reason};
+use sni_filter::{
+    config::Config,
+    filter::Filter,
+    quic::{
+        Matcher, V1, V2,
+        craft::{crypto_frame, seal_client_initial},
+        worker::{Judge, Policy},
+    },
+    rules::RuleSet,
+};
+use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, UdpDatagram};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const RULES: &str = r#"
+[apps.tiktok]
+action = "reject"
+domains = ["tiktok.com"]
+
+[apps.watch]
+action = "monitor"
+domains = ["watched.example"]
+"#;
+
+struct Rig {
+    filter: Filter,
+    judge: Judge,
+    matcher: Matcher,
+    policy: Policy,
+}
+
+fn rig(filter_section: &str) -> Rig {
+    let text = format!("[filter]\n{filter_section}\n{RULES}");
+    let config = Config::parse(Path::new("/nonexistent/quic.toml"), &text).expect("config");
+    let set = RuleSet::compile(&config).expect("rules");
+    let mut filter = Filter::load_for(&config).expect("the program loads (run as root)");
+    filter.install(&set).expect("rules install");
+    let mut judge = Judge::new(&filter).expect("QUIC maps open");
+    judge.beat(true).expect("heartbeat");
+    Rig {
+        filter,
+        judge,
+        matcher: Matcher::new(&set).expect("matcher"),
+        policy: Policy {
+            uninspectable_drop: config.uninspectable == sni_filter::config::Uninspectable::Drop,
+            trace_all: false,
+        },
+    }
+}
+
+impl Rig {
+    fn counters(&self) -> Vec<Counter> {
+        self.filter.counters().expect("counters")
+    }
+
+    /// Runs frames; returns the last action and how much each reason rose.
+    fn run(&self, frames: &[Vec<u8>]) -> (u32, Vec<(Reason, u64)>) {
+        let before = self.counters();
+        let mut last = 0;
+        for f in frames {
+            last = self.filter.run_frame(f).expect("test run");
+        }
+        let after = self.counters();
+        let moved = Reason::ALL
+            .iter()
+            .filter_map(|&r| {
+                let d = after[r as usize].packets - before[r as usize].packets;
+                (d > 0).then_some((r, d))
+            })
+            .collect();
+        (last, moved)
+    }
+
+    fn judge(&mut self) -> Vec<Reason> {
+        self.judge
+            .drain(&self.matcher, self.policy)
+            .iter()
+            .map(|j| j.verdict.reason)
+            .collect()
+    }
+}
+
+/// A new client port per flow, so no verdict leaks from one check to another.
+fn flow() -> UdpDatagram {
+    static NEXT: AtomicU16 = AtomicU16::new(30000);
+    UdpDatagram::new(
+        IpPair::v4_example(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        443,
+    )
+}
+
+fn initial(name: &str, version: u32) -> Vec<u8> {
+    let hello = ClientHelloBuilder::chrome(name).build();
+    let dcid = [0x42; 8];
+    seal_client_initial(version, &dcid, &dcid, 0, &crypto_frame(0, &hello), 1250)
+}
+
+/// A short-header (1-RTT) packet: what a connection sends once its handshake is done.
+fn short_packet() -> Vec<u8> {
+    let mut p = vec![0x43];
+    p.extend_from_slice(&[0x17; 100]);
+    p
+}
+
+#[test]
+fn a_banned_name_blocks_the_flow_and_an_allowed_one_passes() {
+    let mut r = rig("");
+    for (version, name, reason, later) in [
+        (V1, "www.tiktok.com", Reason::HelloBlocked, XDP_DROP),
+        (V2, "m.tiktok.com", Reason::HelloBlocked, XDP_DROP),
+        (V1, "www.example.org", Reason::HelloAllowed, XDP_PASS),
+        (V1, "watched.example", Reason::HelloMonitored, XDP_PASS),
+    ] {
+        let f = flow();
+        let (action, moved) = r.run(&[f.frame(&initial(name, version))]);
+        assert_eq!(action, XDP_PASS, "{name}: an unjudged Initial passes");
+        assert_eq!(moved, vec![(Reason::QuicInitialQueued, 1)], "{name}");
+        assert_eq!(r.judge(), vec![reason], "{name}");
+        let (action, moved) = r.run(&[f.frame(&short_packet())]);
+        assert_eq!(action, later, "{name}: the flow's next packet");
+        let want = if later == XDP_DROP {
+            Reason::BlockedFlow
+        } else {
+            Reason::QuicNotInitial
+        };
+        assert_eq!(moved, vec![(want, 1)], "{name}");
+        if later == XDP_PASS {
+            // A retransmitted Initial of an allowed flow is not handed on again.
+            let (action, moved) = r.run(&[f.frame(&initial(name, version))]);
+            assert_eq!(
+                (action, moved),
+                (XDP_PASS, vec![(Reason::QuicFlowAllowed, 1)])
+            );
+            assert!(r.judge().is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_hello_over_two_initials_is_judged_when_complete() {
+    let mut r = rig("");
+    let hello = ClientHelloBuilder::chrome("www.tiktok.com")
+        .post_quantum(true)
+        .build();
+    assert!(
+        hello.len() > 1200,
+        "a post-quantum hello spans two Initials"
+    );
+    let dcid = [7u8; 8];
+    let (a, b) = hello.split_at(1000);
+    let f = flow();
+    let first = f.frame(&seal_client_initial(
+        V1,
+        &dcid,
+        &dcid,
+        0,
+        &crypto_frame(0, a),
+        1250,
+    ));
+    let second = f.frame(&seal_client_initial(
+        V1,
+        &dcid,
+        &dcid,
+        1,
+        &crypto_frame(1000, b),
+        1250,
+    ));
+    r.run(&[first]);
+    assert!(r.judge().is_empty(), "half a hello is no verdict");
+    r.run(&[second]);
+    assert_eq!(r.judge(), vec![Reason::HelloBlocked]);
+    assert_eq!(r.run(&[f.frame(&short_packet())]).0, XDP_DROP);
+}
+
+#[test]
+fn the_program_sorts_quic_it_cannot_hand_on() {
+    let r = rig("");
+    let small = {
+        let hello = ClientHelloBuilder::minimal("www.tiktok.com").build();
+        let dcid = [1u8; 8];
+        seal_client_initial(V1, &dcid, &dcid, 0, &crypto_frame(0, &hello), 600)
+    };
+    let mut draft29 = initial("www.tiktok.com", V1);
+    draft29[1..5].copy_from_slice(&0xff00_001d_u32.to_be_bytes());
+    let mut huge = initial("www.tiktok.com", V1);
+    huge.resize(3000, 0);
+    let dns = UdpDatagram::new(IpPair::v4_example(), 5353, 53);
+    for (what, frame, action, reason) in [
+        (
+            "an Initial under 1200 bytes",
+            flow().frame(&small),
+            XDP_PASS,
+            Reason::QuicInitialTooSmall,
+        ),
+        (
+            "QUIC draft-29",
+            flow().frame(&draft29),
+            XDP_DROP,
+            Reason::UninspectableQuicVersion,
+        ),
+        (
+            "an Initial above the copy size",
+            flow().frame(&huge),
+            XDP_DROP,
+            Reason::UninspectableQuicTooLarge,
+        ),
+        (
+            "a short-header packet",
+            flow().frame(&short_packet()),
+            XDP_PASS,
+            Reason::QuicNotInitial,
+        ),
+        ("DNS", dns.frame(b"dns?"), XDP_PASS, Reason::Udp),
+    ] {
+        assert_eq!(r.run(&[frame]), (action, vec![(reason, 1)]), "{what}");
+    }
+}
+
+#[test]
+fn initials_beyond_the_budget_of_a_flow_follow_the_uninspectable_policy() {
+    let mut r = rig("uninspectable = \"pass\"");
+    // Junk that looks like an Initial: never decrypted, so never judged.
+    let mut junk = initial("www.tiktok.com", V1);
+    let n = junk.len();
+    junk[n - 40..].fill(0xee);
+    let f = flow();
+    let frames: Vec<Vec<u8>> = (0..QUIC_INITIALS_PER_FLOW)
+        .map(|_| f.frame(&junk))
+        .collect();
+    assert_eq!(
+        r.run(&frames),
+        (
+            XDP_PASS,
+            vec![(Reason::QuicInitialQueued, u64::from(QUIC_INITIALS_PER_FLOW))]
+        )
+    );
+    assert!(r.judge().is_empty());
+    assert_eq!(
+        r.judge.stats.reassembly.unreadable,
+        u64::from(QUIC_INITIALS_PER_FLOW)
+    );
+    assert_eq!(
+        r.run(&[f.frame(&junk)]),
+        (XDP_PASS, vec![(Reason::UninspectableQuicBudget, 1)])
+    );
+}
+
+#[test]
+fn without_a_live_daemon_quic_initials_are_dropped() {
+    let mut r = rig("");
+    r.judge.beat(false).unwrap();
+    assert_eq!(
+        r.run(&[flow().frame(&initial("www.example.org", V1))]),
+        (XDP_DROP, vec![(Reason::QuicDaemonAbsent, 1)])
+    );
+    assert!(r.judge().is_empty(), "nothing was handed on");
+    r.judge.beat(true).unwrap();
+    assert_eq!(
+        r.run(&[flow().frame(&initial("www.example.org", V1))]).0,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn hold_drops_initials_until_the_verdict_exists() {
+    let mut r = rig("quic_hold = true");
+    let f = flow();
+    let frame = f.frame(&initial("www.example.org", V1));
+    assert_eq!(
+        r.run(&[frame.clone()]),
+        (XDP_DROP, vec![(Reason::QuicInitialHeld, 1)])
+    );
+    assert_eq!(r.judge(), vec![Reason::HelloAllowed]);
+    assert_eq!(
+        r.run(&[frame]),
+        (XDP_PASS, vec![(Reason::QuicFlowAllowed, 1)])
+    );
+}
+
+#[test]
+fn block_and_allow_policies_and_other_ports() {
+    let r = rig("quic = \"block\"");
+    assert_eq!(
+        r.run(&[flow().frame(&initial("www.example.org", V1))]),
+        (XDP_DROP, vec![(Reason::QuicBlockedByPolicy, 1)])
+    );
+    let r = rig("quic = \"allow\"");
+    assert_eq!(
+        r.run(&[flow().frame(&initial("www.tiktok.com", V1))]),
+        (XDP_PASS, vec![(Reason::QuicNotInspected, 1)])
+    );
+    let r = rig("quic_ports = [8443]");
+    assert_eq!(
+        r.run(&[flow().frame(&initial("www.tiktok.com", V1))]),
+        (XDP_PASS, vec![(Reason::Udp, 1)]),
+        "443 is not inspected when quic_ports does not list it"
+    );
+    let on_8443 = UdpDatagram::new(IpPair::v4_example(), 41000, 8443);
+    assert_eq!(
+        r.run(&[on_8443.frame(&initial("www.tiktok.com", V1))]),
+        (XDP_PASS, vec![(Reason::QuicInitialQueued, 1)])
+    );
+}
