@@ -21,6 +21,8 @@ pub mod linktype {
     /// BSD loopback: a 4-byte address family in the writer's byte order.
     pub const NULL: u32 = 0;
     pub const ETHERNET: u32 = 1;
+    /// PPP (RFC 1661), with or without the HDLC-like address and control bytes (RFC 1662).
+    pub const PPP: u32 = 9;
     /// `DLT_RAW` as written by old libpcaps on most systems, before `LINKTYPE_RAW` existed.
     pub const RAW_12: u32 = 12;
     /// `DLT_RAW` as written by old libpcaps on OpenBSD.
@@ -112,7 +114,28 @@ pub fn to_ethernet(linktype: u32, data: &[u8]) -> Result<Cow<'_, [u8]>, Skip> {
                 _ => Err(Skip::NotIp),
             }
         }
+        linktype::PPP => ppp(data),
         other => Err(Skip::LinkType(other)),
+    }
+}
+
+/// PPP's protocol numbers of IPv4 and IPv6 (RFC 1332, RFC 5072).
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+
+fn ppp(data: &[u8]) -> Result<Cow<'_, [u8]>, Skip> {
+    // HDLC-like framing starts with address 0xff and control 0x03 (RFC 1662 §3.1).
+    let data = data.strip_prefix(&[0xff, 0x03]).unwrap_or(data);
+    let (protocol, payload) = match data {
+        // A compressed (1-byte) protocol field has its low bit set (RFC 1661 §6.5).
+        [p, rest @ ..] if p & 1 == 1 => (u16::from(*p), rest),
+        [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
+        _ => return Err(Skip::Truncated),
+    };
+    match protocol {
+        PPP_IPV4 => Ok(with_ethernet_header(ETHERTYPE_IPV4, payload)),
+        PPP_IPV6 => Ok(with_ethernet_header(ETHERTYPE_IPV6, payload)),
+        _ => Err(Skip::NotIp),
     }
 }
 

@@ -67,7 +67,19 @@ pub fn line(e: &Event, apps: &[String], iface: &str, client: &ClientView) -> Str
     if e.flags & filter_common::EVENT_SNI_LATER_SEGMENT != 0 {
         let _ = write!(s, " sni_segment=later");
     }
+    if e.flow.proto == 17 {
+        let _ = write!(s, " transport=quic");
+    }
     s
+}
+
+/// How the flow carried its hello: `tcp` (TLS) or `quic` (a QUIC Initial over UDP).
+pub fn transport(flow: &filter_common::FlowKey) -> String {
+    match flow.proto {
+        6 => "tcp".to_owned(),
+        17 => "quic".to_owned(),
+        p => p.to_string(),
+    }
 }
 
 fn action_name(e: &Event) -> &'static str {
@@ -121,7 +133,8 @@ pub fn record(
                 17 => "udp".to_owned(),
                 p => p.to_string(),
             },
-        );
+        )
+        .param("transport", transport(&e.flow));
     if let Some(name) = sni(e) {
         r = r.param("sni", name);
     }

@@ -405,9 +405,10 @@ impl Filter {
             .ebpf
             .map(name)
             .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
-        let data = match map {
-            Map::Array(m) | Map::HashMap(m) | Map::LruHashMap(m) | Map::RingBuf(m) => m,
-            _ => return Err(Error::Map(format!("map {name}: no id for its type"))),
+        let (Map::Array(data) | Map::HashMap(data) | Map::LruHashMap(data) | Map::RingBuf(data)) =
+            map
+        else {
+            return Err(Error::Map(format!("map {name}: no id for its type")));
         };
         data.info()
             .map(|i| i.id())

@@ -44,7 +44,7 @@ const CID_MAX: usize = 20;
 const SAMPLE_LEN: usize = 16;
 const TAG_LEN: usize = 16;
 
-/// Bytes of CRYPTO stream kept per flow: far above real ClientHellos (Chromium's
+/// Bytes of CRYPTO stream kept per flow: far above real `ClientHello`s (Chromium's
 /// post-quantum hello is about 1.8 KB), and what the program's bound on Initials per flow
 /// can bring anyway.
 pub const CRYPTO_MAX: usize = 16 * 1024;
@@ -331,7 +331,7 @@ pub fn open_initials(
 }
 
 /// The CRYPTO frames of a decrypted Initial, as `(offset, data)`; the other frames an
-/// Initial may carry (RFC 9000 §12.4: PADDING, PING, ACK, CONNECTION_CLOSE) are stepped over.
+/// Initial may carry (RFC 9000 §12.4: `PADDING`, `PING`, `ACK`, `CONNECTION_CLOSE`) are stepped over.
 pub fn crypto_frames(payload: &[u8]) -> Result<Vec<(u64, &[u8])>, OpenError> {
     let bad = OpenError::BadFrame;
     let mut pos = 0;
@@ -727,7 +727,7 @@ impl Reassembly {
         for o in &opened {
             match crypto_frames(&o.payload) {
                 Ok(f) => frames.extend(f.into_iter().map(|(off, b)| (off, b.to_vec()))),
-                Err(e) => return self.finish(d.flow, Verdict::of(reason_of(e))),
+                Err(_) => return self.finish(d.flow, Verdict::of(Reason::UninspectableMalformed)),
             }
         }
         if frames.is_empty() && !self.flows.contains_key(&d.flow) {
@@ -797,13 +797,6 @@ impl Reassembly {
                 return;
             }
         }
-    }
-}
-
-fn reason_of(e: OpenError) -> Reason {
-    match e {
-        OpenError::BadFrame | OpenError::Truncated => Reason::UninspectableMalformed,
-        OpenError::NotInitial | OpenError::Undecryptable => Reason::UninspectableMalformed,
     }
 }
 

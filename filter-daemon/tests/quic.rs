@@ -280,7 +280,7 @@ fn hold_drops_initials_until_the_verdict_exists() {
     let f = flow();
     let frame = f.frame(&initial("www.example.org", V1));
     assert_eq!(
-        r.run(&[frame.clone()]),
+        r.run(std::slice::from_ref(&frame)),
         (XDP_DROP, vec![(Reason::QuicInitialHeld, 1)])
     );
     assert_eq!(r.judge(), vec![Reason::HelloAllowed]);

@@ -17,6 +17,10 @@ use crate::{
     capture::{self, Capture, Record, Skip},
     config::Config,
     filter::Filter,
+    quic::{
+        Matcher,
+        worker::{Judge, Policy},
+    },
     rules::RuleSet,
 };
 
@@ -115,6 +119,14 @@ pub fn replay_capture(config: &Config, set: &RuleSet, capture: Capture) -> Resul
     let mut filter = Filter::load((set.rule_count() as u32).max(1))?;
     filter.apply_config(config, set)?;
     filter.set_trace_all(true)?;
+    // QUIC Initials go to a judge as they would to the daemon's worker.
+    let mut quic = Judge::new(&filter)?;
+    quic.beat(true)?;
+    let matcher = Matcher::new(set)?;
+    let policy = Policy {
+        uninspectable_drop: config.uninspectable == crate::config::Uninspectable::Drop,
+        trace_all: true,
+    };
     let mut flows = Flows::default();
     let mut stats = ReplayStats::default();
     let capture_name = capture.path().display().to_string();
@@ -152,13 +164,31 @@ pub fn replay_capture(config: &Config, set: &RuleSet, capture: Capture) -> Resul
         }
         if stats.run % DRAIN_EVERY == 0 {
             flows.note_all(&filter.drain_events()?, set, &capture_name);
+            flows.note_all(
+                &quic_events(&mut quic, &matcher, policy),
+                set,
+                &capture_name,
+            );
+            quic.beat(true)?;
         }
     }
     flows.note_all(&filter.drain_events()?, set, &capture_name);
+    flows.note_all(
+        &quic_events(&mut quic, &matcher, policy),
+        set,
+        &capture_name,
+    );
     Ok(Replay {
         flows: flows.list,
         stats,
     })
+}
+
+fn quic_events(quic: &mut Judge, matcher: &Matcher, policy: Policy) -> Vec<Event> {
+    quic.drain(matcher, policy)
+        .into_iter()
+        .filter_map(|j| j.event)
+        .collect()
 }
 
 /// Flows in the order their first event came, one entry per client and server.

@@ -18,6 +18,10 @@ use crate::{
     filter::{Attached, Filter},
     metrics::{self, AppInfo, DaemonMetrics, Snapshot},
     privacy::ClientAnonymizer,
+    quic::{
+        Matcher,
+        worker::{Policy, Worker},
+    },
     rules::RuleSet,
     state::{AppSummary, Attachment, Instance, RunState, pid_alive},
     syslog::{
@@ -52,6 +56,16 @@ struct Running {
     config: Config,
     set: RuleSet,
     attached: Vec<Attachment>,
+    /// Judges QUIC Initials and beats the heartbeat the program checks.
+    quic: Worker,
+}
+
+/// How the QUIC worker turns verdicts into table entries under `config`.
+fn quic_policy(config: &Config) -> Policy {
+    Policy {
+        uninspectable_drop: config.uninspectable == crate::config::Uninspectable::Drop,
+        trace_all: false,
+    }
 }
 
 /// Where the daemon's records go, and what shapes them: the client privacy setting, the
@@ -275,11 +289,15 @@ fn start(
         instance.clear();
     }
     let (filter, attached) = result?;
+    // Started whatever the `quic` mode: the worker opens its maps while the daemon still
+    // has the privileges to, and a reload may turn inspection on.
+    let quic = Worker::start(&filter, Matcher::new(&set)?, quic_policy(&config))?;
     let running = Running {
         filter,
         config,
         set,
         attached,
+        quic,
     };
     instance.write_state(&state(&running))?;
     logger.emit(
@@ -302,7 +320,8 @@ fn start(
         .param(
             "client_privacy",
             running.config.logging.client_privacy.name(),
-        ),
+        )
+        .param("quic", running.config.quic.name()),
     );
     Ok(running)
 }
@@ -450,14 +469,33 @@ impl Output {
     }
 
     /// A `SUMMARY` and one `APP_SUMMARY` per app: the changes since the last call.
-    fn summarize(&mut self) -> Result<(), Error> {
+    fn summarize(&mut self, quic: &Worker) -> Result<(), Error> {
         let metrics = self.metrics()?.clone();
         let now = metrics.snapshot()?;
         let interval = self.last_at.elapsed();
         let dropped = metrics.sink_dropped();
         let sink = (dropped - self.last_sink_dropped.min(dropped), dropped);
-        self.logger
-            .emit(metrics::summary(&self.last, &now, interval, sink));
+        let mut summary = metrics::summary(&self.last, &now, interval, sink);
+        if let Ok(q) = quic.shared().stats.lock() {
+            let us = |p| q.latency_percentile(p).map_or(0, |ns| ns / 1000);
+            summary = summary
+                .param("quic_datagrams_total", q.reassembly.datagrams)
+                .param("quic_flows_blocked_total", q.blocked)
+                .param("quic_flows_allowed_total", q.allowed)
+                .param("quic_unreadable_total", q.reassembly.unreadable)
+                .param("quic_abandoned_total", q.reassembly.abandoned)
+                .param("quic_verdict_p50_us", us(50))
+                .param("quic_verdict_p99_us", us(99));
+        }
+        self.logger.emit(summary);
+        if !quic.alive() {
+            self.logger.emit(lifecycle(
+                "quic_worker_stopped",
+                Severity::Error,
+                "the QUIC worker stopped: QUIC Initials are dropped (clients fall back to TCP)"
+                    .into(),
+            ));
+        }
         for r in metrics::app_summaries(&self.last, &now, interval) {
             self.logger.emit(r);
         }
@@ -528,7 +566,7 @@ async fn serve(
     out.last_at = Instant::now();
     loop {
         tokio::select! {
-            _ = summary.tick() => out.summarize()?,
+            _ = summary.tick() => out.summarize(&r.quic)?,
             _ = poll.tick() => log_events(r, out)?,
             _ = sweep.tick() => {
                 let (hellos, verdicts) = r.filter.sweep()?;
@@ -550,7 +588,7 @@ async fn serve(
         }
     }
     log_events(r, out)?;
-    out.summarize()?;
+    out.summarize(&r.quic)?;
     let now = &out.last;
     out.logger.emit(
         lifecycle(
@@ -580,7 +618,9 @@ fn log_events(r: &mut Running, out: &mut Output) -> Result<(), Error> {
     let apps: Vec<String> = r.set.apps.iter().map(|a| a.name.clone()).collect();
     let now = Instant::now();
     let metrics = out.metrics()?.clone();
-    for e in r.filter.drain_events()? {
+    let mut drained = r.filter.drain_events()?;
+    drained.extend(r.quic.events.try_iter());
+    for e in drained {
         if out.limit.allow(now) {
             let client = out
                 .clients
@@ -649,7 +689,13 @@ fn reload(
     match loaded {
         Ok((config, set, sink)) => {
             // Rules, apps, exemptions, scopes, ports and policy switch together.
+            let matcher = Matcher::new(&set)?;
             r.filter.apply_config(&config, &set)?;
+            let shared = r.quic.shared();
+            if let (Ok(mut m), Ok(mut p)) = (shared.matcher.lock(), shared.policy.lock()) {
+                *m = Arc::new(matcher);
+                *p = quic_policy(&config);
+            }
             if let Some(sink) = sink {
                 out.apply_logging(&r.config.logging, &config.logging, sink);
             }

@@ -188,7 +188,7 @@ fn datagram(data: &[u8], sport: u16) -> Datagram<'_> {
 
 #[test]
 fn a_hello_in_one_initial_is_judged_by_the_rules() {
-    let m = matcher();
+    let rules = matcher();
     for (version, name, reason) in [
         (V1, "www.tiktok.com", Reason::HelloBlocked),
         (V2, "www.tiktok.com", Reason::HelloBlocked),
@@ -205,7 +205,7 @@ fn a_hello_in_one_initial_is_judged_by_the_rules() {
             &crypto_frame(0, &client_hello(name, 300)),
         );
         let mut r = Reassembly::new();
-        let Outcome::Judged(v) = r.feed(&datagram(&packet, 40000), &m) else {
+        let Outcome::Judged(v) = r.feed(&datagram(&packet, 40000), &rules) else {
             panic!("{name}: not judged");
         };
         assert_eq!(v.reason, reason, "{name} over {version:#x}");
@@ -216,16 +216,16 @@ fn a_hello_in_one_initial_is_judged_by_the_rules() {
 
 #[test]
 fn a_hello_over_two_initials_out_of_order_is_reassembled() {
-    let m = matcher();
+    let rules = matcher();
     let hello = client_hello("video.tiktok.com", 1800);
     let dcid = [9u8; 12];
     let (a, b) = hello.split_at(1000);
     let second = seal(V1, &dcid, &dcid, 1, &crypto_frame(1000, b));
     let first = seal(V1, &dcid, &dcid, 0, &crypto_frame(0, a));
     let mut r = Reassembly::new();
-    assert_eq!(r.feed(&datagram(&second, 1), &m), Outcome::Incomplete);
+    assert_eq!(r.feed(&datagram(&second, 1), &rules), Outcome::Incomplete);
     assert_eq!(r.len(), 1);
-    let Outcome::Judged(v) = r.feed(&datagram(&first, 1), &m) else {
+    let Outcome::Judged(v) = r.feed(&datagram(&first, 1), &rules) else {
         panic!("not judged");
     };
     assert_eq!(v.reason, Reason::HelloBlocked);
@@ -236,7 +236,7 @@ fn a_hello_over_two_initials_out_of_order_is_reassembled() {
 fn later_initials_under_a_server_chosen_dcid_use_the_clients_keys() {
     // RFC 9001 §5.2: keys stay those of the client's first DCID even when later Initials
     // carry the connection ID the server chose.
-    let m = matcher();
+    let rules = matcher();
     let hello = client_hello("www.tiktok.com", 1500);
     let (a, b) = hello.split_at(700);
     let client_dcid = [1u8; 8];
@@ -244,9 +244,9 @@ fn later_initials_under_a_server_chosen_dcid_use_the_clients_keys() {
     let first = seal(V1, &client_dcid, &client_dcid, 0, &crypto_frame(0, a));
     let second = seal(V1, &client_dcid, &server_cid, 1, &crypto_frame(700, b));
     let mut r = Reassembly::new();
-    assert_eq!(r.feed(&datagram(&first, 2), &m), Outcome::Incomplete);
+    assert_eq!(r.feed(&datagram(&first, 2), &rules), Outcome::Incomplete);
     assert!(
-        matches!(r.feed(&datagram(&second, 2), &m), Outcome::Judged(v) if v.reason == Reason::HelloBlocked)
+        matches!(r.feed(&datagram(&second, 2), &rules), Outcome::Judged(v) if v.reason == Reason::HelloBlocked)
     );
 }
 
@@ -254,7 +254,7 @@ fn later_initials_under_a_server_chosen_dcid_use_the_clients_keys() {
 fn an_initial_after_a_retry_opens_with_its_own_dcid() {
     // After a Retry the client's keys derive from the Retry's connection ID, which only the
     // packet itself shows.
-    let m = matcher();
+    let rules = matcher();
     let retry_cid = [3u8; 18];
     let packet = seal(
         V1,
@@ -265,13 +265,13 @@ fn an_initial_after_a_retry_opens_with_its_own_dcid() {
     );
     let mut r = Reassembly::new();
     assert!(
-        matches!(r.feed(&datagram(&packet, 3), &m), Outcome::Judged(v) if v.reason == Reason::HelloBlocked)
+        matches!(r.feed(&datagram(&packet, 3), &rules), Outcome::Judged(v) if v.reason == Reason::HelloBlocked)
     );
 }
 
 #[test]
 fn junk_and_foreign_packets_keep_no_state() {
-    let m = matcher();
+    let rules = matcher();
     let mut r = Reassembly::new();
     // A well-formed long header around random bytes.
     let mut junk = vec![
@@ -279,11 +279,11 @@ fn junk_and_foreign_packets_keep_no_state() {
     ];
     junk.extend((0..1168u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     assert_eq!(
-        r.feed(&datagram(&junk, 4), &m),
+        r.feed(&datagram(&junk, 4), &rules),
         Outcome::Unreadable(OpenError::Undecryptable)
     );
     assert_eq!(
-        r.feed(&datagram(&[0x40; 1200], 4), &m),
+        r.feed(&datagram(&[0x40; 1200], 4), &rules),
         Outcome::Unreadable(OpenError::NotInitial)
     );
     // Sealed under other keys than its header names (a spoofed or corrupted Initial).
@@ -295,7 +295,7 @@ fn junk_and_foreign_packets_keep_no_state() {
         &crypto_frame(0, &client_hello("x.tiktok.com", 300)),
     );
     assert_eq!(
-        r.feed(&datagram(&wrong, 4), &m),
+        r.feed(&datagram(&wrong, 4), &rules),
         Outcome::Unreadable(OpenError::Undecryptable)
     );
     assert!(r.is_empty());
@@ -304,7 +304,7 @@ fn junk_and_foreign_packets_keep_no_state() {
 
 #[test]
 fn reassemblies_are_bounded_in_flows_and_time() {
-    let m = matcher();
+    let rules = matcher();
     let mut r = Reassembly::new();
     let hello = client_hello("a.example", 1500);
     let dcid = [4u8; 8];
@@ -312,7 +312,7 @@ fn reassemblies_are_bounded_in_flows_and_time() {
     for port in 0..(FLOWS_MAX as u16 + 10) {
         let mut d = datagram(&first, port);
         d.ts_ns = 1 + u64::from(port);
-        assert_eq!(r.feed(&d, &m), Outcome::Incomplete);
+        assert_eq!(r.feed(&d, &rules), Outcome::Incomplete);
     }
     assert_eq!(r.len(), FLOWS_MAX);
     assert_eq!(r.stats.abandoned, 10);
@@ -322,7 +322,7 @@ fn reassemblies_are_bounded_in_flows_and_time() {
 
 #[test]
 fn crypto_beyond_the_bound_is_uninspectable() {
-    let m = matcher();
+    let rules = matcher();
     let dcid = [8u8; 8];
     let far = seal(
         V1,
@@ -333,12 +333,12 @@ fn crypto_beyond_the_bound_is_uninspectable() {
     );
     let mut r = Reassembly::new();
     assert!(
-        matches!(r.feed(&datagram(&far, 5), &m), Outcome::Judged(v) if v.reason == Reason::UninspectableTooLong)
+        matches!(r.feed(&datagram(&far, 5), &rules), Outcome::Judged(v) if v.reason == Reason::UninspectableTooLong)
     );
     let mut frames = vec![0x1e]; // HANDSHAKE_DONE may not appear in an Initial
     frames.extend_from_slice(&crypto_frame(0, &client_hello("a.example", 300)));
     let bad = seal(V1, &dcid, &dcid, 0, &frames);
     assert!(
-        matches!(r.feed(&datagram(&bad, 6), &m), Outcome::Judged(v) if v.reason == Reason::UninspectableMalformed)
+        matches!(r.feed(&datagram(&bad, 6), &rules), Outcome::Judged(v) if v.reason == Reason::UninspectableMalformed)
     );
 }
