@@ -203,8 +203,8 @@ impl Reason {
             Reason::QuicDaemonAbsent => "quic_daemon_absent",
             Reason::UninspectableQuicVersion => "uninspectable_quic_version",
             Reason::UninspectableQuicBudget => "uninspectable_quic_budget",
-            Reason::UninspectableQuicQueueFull => "uninspectable_quic_queue_full",
-            Reason::UninspectableQuicTooLarge => "uninspectable_quic_too_large",
+            Reason::UninspectableQuicQueueFull => "uninspectable_quic_queue",
+            Reason::UninspectableQuicTooLarge => "uninspectable_quic_large",
             Reason::InternalError => "internal_error",
         }
     }

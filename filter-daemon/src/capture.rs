@@ -437,8 +437,26 @@ mod tests {
 
     #[test]
     fn other_link_types_are_named_and_skipped() {
-        assert_eq!(to_ethernet(9, V4), Err(Skip::LinkType(9)));
+        // IEEE 802.11 frames carry IP behind headers the replay does not read.
+        assert_eq!(to_ethernet(105, V4), Err(Skip::LinkType(105)));
         assert_eq!(linktype_name(9), "PPP (9)");
+    }
+
+    #[test]
+    fn ppp_frames_with_and_without_hdlc_framing_carry_ip() {
+        let mut framed = vec![0xff, 0x03, 0x00, 0x21];
+        framed.extend_from_slice(V4);
+        let mut bare = vec![0x00, 0x21];
+        bare.extend_from_slice(V4);
+        let mut compressed = vec![0x21];
+        compressed.extend_from_slice(V4);
+        for data in [framed, bare, compressed] {
+            let frame = to_ethernet(linktype::PPP, &data).expect("PPP with IPv4");
+            assert_eq!(&frame[12..14], &ETHERTYPE_IPV4.to_be_bytes());
+            assert_eq!(&frame[ETH_HLEN..], V4);
+        }
+        // LCP (0xc021) is not IP.
+        assert_eq!(to_ethernet(linktype::PPP, &[0xc0, 0x21, 1, 2]), Err(Skip::NotIp));
         assert_eq!(linktype_name(65000), "65000");
     }
 
