@@ -440,6 +440,7 @@ mod tests {
         // IEEE 802.11 frames carry IP behind headers the replay does not read.
         assert_eq!(to_ethernet(105, V4), Err(Skip::LinkType(105)));
         assert_eq!(linktype_name(9), "PPP (9)");
+        assert_eq!(linktype_name(65000), "65000");
     }
 
     #[test]
