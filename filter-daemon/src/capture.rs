@@ -457,7 +457,10 @@ mod tests {
             assert_eq!(&frame[ETH_HLEN..], V4);
         }
         // LCP (0xc021) is not IP.
-        assert_eq!(to_ethernet(linktype::PPP, &[0xc0, 0x21, 1, 2]), Err(Skip::NotIp));
+        assert_eq!(
+            to_ethernet(linktype::PPP, &[0xc0, 0x21, 1, 2]),
+            Err(Skip::NotIp)
+        );
         assert_eq!(linktype_name(65000), "65000");
     }
 

@@ -14,6 +14,7 @@ mod daemon;
 mod frames;
 mod live;
 mod packet;
+mod quic;
 mod report;
 mod scaling;
 mod veth;
@@ -22,7 +23,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -44,6 +45,7 @@ pub struct Mode {
     pub scaling_runs: usize,
     /// Rules the daemon loads.
     pub daemon_rules: usize,
+    pub quic: quic::Load,
 }
 
 const QUICK: Mode = Mode {
@@ -57,6 +59,10 @@ const QUICK: Mode = Mode {
     scaling_repeat: 10_000,
     scaling_runs: 3,
     daemon_rules: 10_000,
+    quic: quic::Load {
+        paced: 100,
+        flood: Duration::from_secs(1),
+    },
 };
 
 const FULL: Mode = Mode {
@@ -70,6 +76,10 @@ const FULL: Mode = Mode {
     scaling_repeat: 320_000,
     scaling_runs: 5,
     daemon_rules: 1_000_000,
+    quic: quic::Load {
+        paced: 2000,
+        flood: Duration::from_secs(10),
+    },
 };
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -126,6 +136,13 @@ fn execute(args: &Args) -> Result<bool> {
         let r = packet::run(mode.packet, &floors, work.path(), report);
         bpf::pin(None)?;
         r
+    });
+    stage(args, "quic", "QUIC", &mut report, |report| {
+        bpf::pin(Some(cpu))?;
+        let r = quic::per_packet(mode.packet, &floors, work.path(), report);
+        bpf::pin(None)?;
+        r?;
+        quic::daemon_side(&mode.quic, work.path(), report)
     });
     stage(args, "scaling", "rule scaling", &mut report, |report| {
         scaling::run(&mode, &floors, work.path(), cpu, report)

@@ -19,7 +19,7 @@ pub struct Args {
     /// Folder for bench.md and bench.json [default: target/bench].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Run only these parts: packet, scaling, veth (iptables, nDPI, end to end), daemon.
+    /// Run only these parts: packet, quic, scaling, veth (iptables, nDPI, end to end), daemon.
     #[arg(long, value_delimiter = ',', value_name = "PART")]
     pub only: Vec<String>,
 }
@@ -67,10 +67,14 @@ fn with_benchmarks(args: &Args) -> std::process::Command {
             "xtask",
             "--features",
             "bench",
-            "--",
-            "bench",
         ],
     );
+    if !args.quick {
+        // The daemon-side figures (QUIC's worker runs in this process) are those of an
+        // optimised build, as the daemon ships.
+        cargo.arg("--release");
+    }
+    cargo.args(["--", "bench"]);
     cargo.current_dir(shell::workspace_root());
     if args.quick {
         cargo.arg("--quick");
