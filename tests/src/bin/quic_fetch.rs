@@ -6,7 +6,7 @@
 //! Connects to ADDR:PORT over QUIC with SNI HOST and ALPN `h3`, verifies the server's
 //! certificate for HOST against CAFILE (the only root trusted), sends `GET https://HOST/` and
 //! writes the response body to stdout. Exit 0 once a 200 response arrived whole; 3 on any
-//! failure (handshake, certificate, status); 2 when TIMEOUT_SECS passed first; 64 on bad
+//! failure (handshake, certificate, status); 2 when `TIMEOUT_SECS` passed first; 64 on bad
 //! arguments. Progress and errors go to stderr.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
