@@ -41,10 +41,19 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["gnutls-bin"],
     // Python's ssl module as a client.
     &["python3"],
+    // pip, which installs the Python packages below.
+    &["python3-pip"],
     // Headless Chromium as a client: its post-quantum ClientHello takes two TCP segments.
     &["chromium"],
     // `certutil`: the NSS database through which Chromium trusts the lab's CA.
     &["libnss3-tools"],
+];
+
+/// Python packages the lab uses, as (module to import, requirement to install): installed with
+/// pip for the interpreter the lab runs (`sni_filter_lab::python3`), unless it imports them.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    // The lab's QUIC (HTTP/3) server and one of its QUIC clients.
+    ("aioquic", "aioquic==1.7.2"),
 ];
 
 /// The bpf-linker release the XDP program is built with.
@@ -64,6 +73,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     rust_src(args.check, &mut missing)?;
     bpf_linker(args.check, &mut missing)?;
     debian_packages(args.check, &mut missing)?;
+    python_packages(args.check, &mut missing)?;
     if !missing.is_empty() {
         bail!("missing: {}", missing.join("; "));
     }
@@ -413,6 +423,66 @@ fn debian_packages(check: bool, missing: &mut Vec<String>) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
     .with_context(|| format!("cannot install {list}"))?;
+    report(PIECE, &format!("installed {list}"));
+    Ok(())
+}
+
+fn python_packages(check: bool, missing: &mut Vec<String>) -> Result<()> {
+    const PIECE: &str = "Python packages";
+    let python = sni_filter_lab::python3();
+    let imports = |module: &str| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let wanted: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| !imports(module))
+        .map(|&(_, requirement)| requirement)
+        .collect();
+    if wanted.is_empty() {
+        report(
+            PIECE,
+            &format!("all {} present, skipped", PYTHON_PACKAGES.len()),
+        );
+        return Ok(());
+    }
+    let list = wanted.join(" ");
+    if check {
+        report(PIECE, &format!("MISSING: {list}"));
+        missing.push(format!(
+            "Python packages {list} (`PIP_BREAK_SYSTEM_PACKAGES=1 {python} -m pip install {list}`)"
+        ));
+        return Ok(());
+    }
+    if !sni_filter_lab::is_root() {
+        bail!(
+            "Python packages {list} are missing and installing them for {python} needs root: run `sudo cargo xtask setup` or `PIP_BREAK_SYSTEM_PACKAGES=1 {python} -m pip install {list}`"
+        );
+    }
+    report(PIECE, &format!("installing {list}"));
+    shell::run(
+        cmd(python, ["-m", "pip", "install", "--no-input"])
+            .args(&wanted)
+            // Debian marks its python3 as managed by apt (PEP 668); pip then installs into
+            // /usr/local, beside apt's packages, not over them.
+            // pip releases without the option ignore the variable.
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )
+    .with_context(|| format!("cannot install {list} with pip"))?;
+    let still: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| !imports(module))
+        .map(|&(module, _)| module)
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "pip installed {list} but {python} cannot import {}",
+            still.join(", ")
+        );
+    }
     report(PIECE, &format!("installed {list}"));
     Ok(())
 }
