@@ -272,7 +272,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
     // (banned) Initial every 1000.
     let before = counters(&filter)?;
     let start = Instant::now();
-    let (mut sent, mut genuine) = (0u64, 0u64);
+    let (mut junk_sent, mut genuine) = (0u64, 0u64);
     let stats_before = worker
         .shared()
         .stats
@@ -281,9 +281,9 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
         .unwrap_or_default();
     while start.elapsed() < load.flood {
         for _ in 0..1000 {
-            let port = 1024 + (sent % 30000) as u16;
-            filter.run_frame(&junk(port, sent.wrapping_mul(0x9e37_79b9_7f4a_7c15)))?;
-            sent += 1;
+            let port = 1024 + (junk_sent % 30000) as u16;
+            filter.run_frame(&junk(port, junk_sent.wrapping_mul(0x9e37_79b9_7f4a_7c15)))?;
+            junk_sent += 1;
         }
         filter.run_frame(&initial(60000 + (genuine % 5000) as u16, BANNED))?;
         genuine += 1;
@@ -296,7 +296,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
     let d = delta(&before, &counters(&filter)?);
     let cpu_flood = worker_cpu_secs()? - cpu_paced;
     let rss_end = rss_kib()?;
-    let offered = sent as f64 / secs;
+    let offered = junk_sent as f64 / secs;
     let processed = flood.reassembly.datagrams - stats_before.reassembly.datagrams;
     let judged_real =
         (flood.blocked + flood.allowed) - (stats_before.blocked + stats_before.allowed);
@@ -320,7 +320,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
         );
     }
     table.note(format!(
-        "Flood: {sent} junk datagrams offered ({offered:.0}/s) through BPF_PROG_TEST_RUN on \
+        "Flood: {junk_sent} junk datagrams offered ({offered:.0}/s) through BPF_PROG_TEST_RUN on \
          one CPU while the worker ran on the other; {} reached the worker ({:.0}/s), {} were \
          counted uninspectable_quic_queue (ring full), {} uninspectable_quic_budget; the \
          worker kept no state for them (undecryptable). RSS of the whole process: {} KiB \
@@ -342,7 +342,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
     ));
     report.set(
         "quic_flood",
-        json!({"offered": sent, "offered_per_s": offered, "processed": processed,
+        json!({"offered": junk_sent, "offered_per_s": offered, "processed": processed,
                "queue_full": d[Reason::UninspectableQuicQueueFull as usize],
                "genuine": genuine, "real_judged": judged_real,
                "rss_kib_before": rss_start, "rss_kib_after": rss_end,
