@@ -13,7 +13,10 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use sni_filter_lab::{CurlOutcome, Daemon, Lab, Listen, Rsyslog, TlsServer, curl};
+use sni_filter_lab::{
+    CurlOutcome, Daemon, Lab, Listen, QuicClient, QuicRun, QuicServer, Rsyslog, TlsServer, curl,
+    quic_fetch,
+};
 
 use crate::shell::{self, cmd};
 
@@ -113,7 +116,13 @@ fn demo(args: &Args) -> Result<ExitCode> {
         lab.server_v4()
     );
 
-    baseline(&lab, &server)?;
+    let quic = QuicServer::start(&lab, &[BANNED, ALLOWED], false)?;
+    println!(
+        "aioquic serves {BANNED} and {ALLOWED} over HTTP/3 on UDP {}:443",
+        lab.server_v4()
+    );
+
+    baseline(&lab, &server, &quic)?;
 
     // The configuration as given, its logs sent to an rsyslogd on the server's side over
     // TCP (RFC 5424, octet counting) instead of the local journal.
@@ -147,6 +156,10 @@ fn demo(args: &Args) -> Result<ExitCode> {
     let allowed = fetch(&lab, &server, ALLOWED)?;
     print_outcome(BANNED, &banned);
     print_outcome(ALLOWED, &allowed);
+    let banned_h3 = fetch_h3(&lab, &quic, BANNED)?;
+    let allowed_h3 = fetch_h3(&lab, &quic, ALLOWED)?;
+    print_h3(BANNED, &banned_h3);
+    print_h3(ALLOWED, &allowed_h3);
 
     section("counters (sni-filter status)");
     let status = daemon
@@ -172,16 +185,17 @@ fn demo(args: &Args) -> Result<ExitCode> {
         println!("  {line}");
     }
     println!("\nremoving the lab");
+    drop(quic);
     drop(server);
     drop(lab);
 
-    if banned.served() || !allowed.served() {
+    if banned.served() || !allowed.served() || banned_h3.served() || !allowed_h3.served() {
         println!(
-            "\nRESULT: the filter did not do its job ({BANNED} must be blocked, {ALLOWED} served)"
+            "\nRESULT: the filter did not do its job ({BANNED} must be blocked, {ALLOWED} served, over HTTPS and HTTP/3)"
         );
         return Ok(ExitCode::FAILURE);
     }
-    println!("\nRESULT: {BANNED} blocked, {ALLOWED} served");
+    println!("\nRESULT: {BANNED} blocked, {ALLOWED} served, over HTTPS (TCP) and HTTP/3 (QUIC)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -217,7 +231,7 @@ fn live_counters(lab: &Lab, server: &TlsServer, daemon: &Daemon) -> Result<()> {
 }
 
 /// Both names are served without the filter: the lab itself is not what blocks.
-fn baseline(lab: &Lab, server: &TlsServer) -> Result<()> {
+fn baseline(lab: &Lab, server: &TlsServer, quic: &QuicServer) -> Result<()> {
     section("without the filter");
     for host in [BANNED, ALLOWED] {
         let outcome = fetch(lab, server, host)?;
@@ -226,7 +240,33 @@ fn baseline(lab: &Lab, server: &TlsServer) -> Result<()> {
             bail!("the lab does not serve {host} even without the filter");
         }
     }
+    for host in [BANNED, ALLOWED] {
+        let outcome = fetch_h3(lab, quic, host)?;
+        print_h3(host, &outcome);
+        if !outcome.served() {
+            bail!("the lab does not serve {host} over HTTP/3 even without the filter");
+        }
+    }
     Ok(())
+}
+
+/// An HTTP/3 request with aioquic's client (QUIC only: no fallback to TCP).
+fn fetch_h3(lab: &Lab, quic: &QuicServer, host: &str) -> Result<QuicRun> {
+    let outcome = quic_fetch(lab, QuicClient::Aioquic, host, quic, false, CURL_MAX_TIME);
+    yield_to_signal_handler();
+    outcome
+}
+
+fn print_h3(host: &str, outcome: &QuicRun) {
+    let width = BANNED.len().max(ALLOWED.len()) + 2;
+    let verdict = if outcome.served() {
+        "SERVED "
+    } else {
+        "BLOCKED"
+    };
+    let first = outcome.summary();
+    let first = first.lines().next().unwrap_or_default();
+    println!("  {host:<width$} {verdict} over HTTP/3 ({first})");
 }
 
 /// A fresh lab, after removing what an interrupted earlier run left.
