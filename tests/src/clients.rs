@@ -259,7 +259,7 @@ pub fn fetch(lab: &Lab, client: TlsClient, host: &str, opts: &FetchOpts) -> Resu
 
 /// Runs `cmd` until it exits or `deadline` passes (then it is killed): its exit code, and
 /// whether it was killed at the deadline.
-fn run_until(cmd: &mut Command, deadline: Duration) -> Result<(Option<i32>, bool)> {
+pub(crate) fn run_until(cmd: &mut Command, deadline: Duration) -> Result<(Option<i32>, bool)> {
     let start = Instant::now();
     let mut child = ChildGuard::spawn(cmd)?;
     loop {
@@ -291,8 +291,9 @@ pub(crate) fn python3() -> &'static str {
     }
 }
 
-/// Chromium on Linux trusts the CAs of the NSS database in `$HOME/.pki/nssdb`.
-fn trust_in_nss_db(home: &Path, ca: &Path) -> Result<()> {
+/// Chromium on Linux trusts the CAs of the NSS database in `$HOME/.pki/nssdb` (also a local
+/// root for QUIC, when an origin is forced onto QUIC).
+pub(crate) fn trust_in_nss_db(home: &Path, ca: &Path) -> Result<()> {
     let db = home.join(".pki/nssdb");
     fs::create_dir_all(&db)?;
     let db_arg = format!("sql:{}", db.display());

@@ -30,7 +30,7 @@ pub use clients::{ClientRun, FetchOpts, TlsClient, fetch};
 pub use curl::{CURL_TIMEOUT, CurlOpts, CurlOutcome, curl};
 pub use daemon::{ATTACHED_MARKER, Daemon};
 pub use lab::{Lab, LabOptions, Node};
-pub use netns::{Netns, netns_exec, run_in_netns};
+pub use netns::{Netns, netns_exec, netns_list, run_in_netns};
 pub use quic::{QUIC_PORT, QuicClient, QuicRequest, QuicRun, QuicServer, quic_fetch};
 pub use registry::shutdown;
 pub use rsyslog::{Listen, Rsyslog};
@@ -45,6 +45,11 @@ pub fn python3() -> &'static str {
 }
 
 /// Whether this process runs as root, which every lab needs.
+/// Whether a process with this id exists.
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -167,3 +167,15 @@ pub(crate) fn require_root() -> Result<()> {
     }
     Ok(())
 }
+
+/// The network namespaces that exist now (`ip netns list`), by name.
+pub fn netns_list() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}

@@ -18,18 +18,17 @@ use std::fmt;
 use std::fs::{self, File};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::child::ChildGuard;
-use crate::clients::python3;
+use crate::clients::{python3, run_until, trust_in_nss_db};
 use crate::lab::{Lab, Node};
-use crate::run::run;
 use crate::scratch::ScratchDir;
-use crate::tls_server::response_body;
+use crate::tls_server::{issue_certificates, response_body};
 
 /// The UDP port the QUIC server listens on, IPv4 and IPv6.
 pub const QUIC_PORT: u16 = 443;
@@ -183,48 +182,6 @@ pub struct QuicRequest {
     pub path: String,
     /// The connection was validated by a Retry: the client sent its first flight twice.
     pub retried: bool,
-}
-
-/// A CA and a server certificate (P-256) whose `subjectAltName`s are `names`, the same shape
-/// as the nginx server's (`tls_server.rs`): `ca.crt`, `server.key`, `server.crt` and
-/// `chain.crt` (the server's certificate, then the CA's).
-fn issue_certificates(dir: &Path, names: &[&str]) -> Result<()> {
-    let openssl = |args: &str, more: &[&str]| -> Result<()> {
-        run(Command::new("openssl")
-            .args(args.split_whitespace())
-            .args(more)
-            .current_dir(dir))
-        .map(|_| ())
-    };
-    openssl(
-        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
-         -out ca.crt -days 7 -addext basicConstraints=critical,CA:TRUE \
-         -addext keyUsage=critical,keyCertSign,cRLSign",
-        &["-subj", "/CN=sni-filter lab CA"],
-    )?;
-    openssl(
-        "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
-         -out server.csr",
-        &["-subj", &format!("/CN={}", names[0])],
-    )?;
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    fs::write(
-        dir.join("server.ext"),
-        format!(
-            "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n",
-            sans.join(",")
-        ),
-    )?;
-    openssl(
-        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
-         -days 7 -extfile server.ext",
-        &[],
-    )?;
-    let chain =
-        fs::read_to_string(dir.join("server.crt"))? + &fs::read_to_string(dir.join("ca.crt"))?;
-    fs::write(dir.join("chain.crt"), chain)?;
-    openssl("verify -CAfile ca.crt server.crt", &[])
 }
 
 /// A QUIC (HTTP/3) client of the lab.
@@ -424,45 +381,4 @@ pub fn quic_fetch(
         stdout: String::from_utf8_lossy(&fs::read(&stdout_path)?).into_owned(),
         stderr: String::from_utf8_lossy(&fs::read(&stderr_path)?).into_owned(),
     })
-}
-
-/// Runs `cmd` until it exits or `deadline` passes (then it is killed): its exit code, and
-/// whether it was killed at the deadline.
-fn run_until(cmd: &mut Command, deadline: Duration) -> Result<(Option<i32>, bool)> {
-    let start = Instant::now();
-    let mut child = ChildGuard::spawn(cmd)?;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status.code(), false));
-        }
-        if start.elapsed() >= deadline {
-            child.stop()?;
-            return Ok((None, true));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Chromium on Linux trusts the CAs of the NSS database in `$HOME/.pki/nssdb`. It accepts such
-/// a local root for QUIC as well when the origin is forced onto QUIC.
-fn trust_in_nss_db(home: &Path, ca: &Path) -> Result<()> {
-    let db = home.join(".pki/nssdb");
-    fs::create_dir_all(&db)?;
-    let db_arg = format!("sql:{}", db.display());
-    run(Command::new("certutil").args(["-N", "--empty-password", "-d", &db_arg]))
-        .context("cannot create an NSS database (Debian package libnss3-tools)")?;
-    run(Command::new("certutil")
-        .args([
-            "-A",
-            "-t",
-            "C,,",
-            "-n",
-            "sni-filter lab CA",
-            "-d",
-            &db_arg,
-            "-i",
-        ])
-        .arg(ca))
-    .context("cannot add the lab CA to the NSS database")?;
-    Ok(())
 }

@@ -156,8 +156,9 @@ fn read_logs(dir: &Path) -> String {
     text
 }
 
-/// A CA and a server certificate (P-256) whose `subjectAltName`s are `names`.
-fn issue_certificates(dir: &Path, names: &[&str]) -> Result<()> {
+/// A CA and a server certificate (P-256) whose `subjectAltName`s are `names`, in `dir`:
+/// `ca.crt`, `server.key`, `server.crt` and `chain.crt` (the server's, then the CA's).
+pub(crate) fn issue_certificates(dir: &Path, names: &[&str]) -> Result<()> {
     // Arguments without spaces as one string, for reading; the rest as a slice.
     let openssl = |args: &str, more: &[&str]| -> Result<()> {
         run(Command::new("openssl")

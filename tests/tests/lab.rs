@@ -10,30 +10,17 @@ use std::time::Duration;
 
 use sni_filter_lab::hello::{ClientHelloBuilder, RECORD_FRAGMENT_MAX, tls_records};
 use sni_filter_lab::{
-    ChildGuard, CurlOpts, Daemon, HTTPS_PORT, Lab, Node, TlsServer, curl, response_body,
-    run_in_netns,
+    ChildGuard, CurlOpts, Daemon, HTTPS_PORT, Lab, Node, TlsServer, curl, netns_list,
+    process_exists, response_body, run_in_netns,
 };
 
 const PREFIX: &str = "sflt";
-
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
 
 #[test]
 fn names_are_served_through_the_gateway_and_nothing_outlives_the_lab() {
     let lab = Lab::new(PREFIX).unwrap();
     let names = [lab.client_ns(), lab.gateway_ns(), lab.server_ns()].map(str::to_owned);
-    let listed = namespaces();
+    let listed = netns_list();
     for name in &names {
         assert!(listed.contains(name), "{name} missing from {listed:?}");
     }
@@ -75,7 +62,7 @@ fn names_are_served_through_the_gateway_and_nothing_outlives_the_lab() {
     drop(server);
     assert!(!process_exists(nginx), "nginx {nginx} outlived its guard");
     drop(lab);
-    let listed = namespaces();
+    let listed = netns_list();
     for name in &names {
         assert!(
             !listed.contains(name),
@@ -224,7 +211,7 @@ fn stale_namespaces_of_dead_runs_are_removed() {
     assert!(!stale_files.exists());
     assert!(live_server.ca_path().exists());
     assert!(deleted.contains(&stale), "{deleted:?}");
-    let listed = namespaces();
+    let listed = netns_list();
     assert!(!listed.contains(&stale));
     // This process's labs are alive and stay.
     assert!(listed.iter().any(|n| n == live.gateway_ns()));

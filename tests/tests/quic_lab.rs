@@ -4,10 +4,11 @@
 //! Nothing listens on TCP, so every answer came over QUIC. Needs root.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sni_filter_lab::{Lab, QUIC_PORT, QuicClient, QuicServer, quic_fetch, run_in_netns};
+use sni_filter_lab::{
+    Lab, QUIC_PORT, QuicClient, QuicServer, netns_list, process_exists, quic_fetch, run_in_netns,
+};
 
 const PREFIX: &str = "sfquic";
 const NAMES: [&str; 2] = ["www.example.org", "www.tiktok.com"];
@@ -15,19 +16,6 @@ const ALLOWED: &str = "www.example.org";
 /// Not in the certificate.
 const UNCOVERED: &str = "other.example";
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
 
 #[test]
 fn quic_clients_are_served_with_and_without_retry_and_check_the_name() {
@@ -110,7 +98,7 @@ fn quic_clients_are_served_with_and_without_retry_and_check_the_name() {
     }
 
     drop(lab);
-    let listed = namespaces();
+    let listed = netns_list();
     for name in &lab_namespaces {
         assert!(!listed.contains(name), "{name} outlived the lab");
     }

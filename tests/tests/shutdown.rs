@@ -2,18 +2,7 @@
 //! process at once, and no guard can be created afterwards. A test binary of its own, since
 //! shutdown is final for the process. Needs root.
 
-use std::process::Command;
-
-use sni_filter_lab::{Lab, TlsServer, shutdown};
-
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
+use sni_filter_lab::{Lab, TlsServer, netns_list, shutdown};
 
 #[test]
 fn shutdown_removes_everything_and_is_final() {
@@ -28,7 +17,7 @@ fn shutdown_removes_everything_and_is_final() {
     let mut expected = names.to_vec();
     expected.sort();
     assert_eq!(deleted, expected);
-    let listed = namespaces();
+    let listed = netns_list();
     assert!(names.iter().all(|n| !listed.contains(n)), "{listed:?}");
     // nginx (master and worker) is gone, not merely orphaned; a zombie awaits its guard.
     let stat = std::fs::read_to_string(format!("/proc/{nginx}/stat")).unwrap_or_default();
