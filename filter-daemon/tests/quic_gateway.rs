@@ -136,3 +136,23 @@ fn with_the_daemon_killed_quic_is_dropped_and_tcp_is_still_judged() {
     assert_served(&curl(&lab, ALLOWED, &opts).unwrap(), ALLOWED, "no daemon:");
     assert_never_served(&tls, BANNED);
 }
+
+#[test]
+fn with_hold_initials_wait_for_the_verdict_and_allowed_names_still_complete() {
+    let lab = Lab::new("qhd").expect("lab");
+    let server = QuicServer::start(&lab, &[BANNED, ALLOWED], false).expect("QUIC server");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_copy(dir.path(), ("quic_hold = false", "quic_hold = true"));
+    let daemon = Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).expect("daemon");
+    let before = daemon.status().unwrap();
+    check_clients(
+        &lab,
+        &server,
+        &[QuicClient::Quinn, QuicClient::Aioquic],
+        "hold",
+    );
+    let after = daemon.status().unwrap();
+    // Each connection's first Initial waited; the retransmission found the verdict.
+    assert!(moved(&before, &after, "quic_initial_held") >= 4);
+    assert_eq!(moved(&before, &after, "quic_initial_queued"), 0);
+}
