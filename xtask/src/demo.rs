@@ -152,14 +152,7 @@ fn demo(args: &Args) -> Result<ExitCode> {
         args.config.display(),
         attached.trim()
     );
-    let banned = fetch(&lab, &server, BANNED)?;
-    let allowed = fetch(&lab, &server, ALLOWED)?;
-    print_outcome(BANNED, &banned);
-    print_outcome(ALLOWED, &allowed);
-    let banned_h3 = fetch_h3(&lab, &quic, BANNED)?;
-    let allowed_h3 = fetch_h3(&lab, &quic, ALLOWED)?;
-    print_h3(BANNED, &banned_h3);
-    print_h3(ALLOWED, &allowed_h3);
+    let through = through_filter(&lab, &server, &quic)?;
 
     section("counters (sni-filter status)");
     let status = daemon
@@ -189,7 +182,7 @@ fn demo(args: &Args) -> Result<ExitCode> {
     drop(server);
     drop(lab);
 
-    if banned.served() || !allowed.served() || banned_h3.served() || !allowed_h3.served() {
+    if !through.as_intended() {
         println!(
             "\nRESULT: the filter did not do its job ({BANNED} must be blocked, {ALLOWED} served, over HTTPS and HTTP/3)"
         );
@@ -228,6 +221,41 @@ fn live_counters(lab: &Lab, server: &TlsServer, daemon: &Daemon) -> Result<()> {
     yield_to_signal_handler();
 
     Ok(())
+}
+
+/// What the client got through the filter, over HTTPS and HTTP/3.
+struct Through {
+    banned: CurlOutcome,
+    allowed: CurlOutcome,
+    banned_h3: QuicRun,
+    allowed_h3: QuicRun,
+}
+
+impl Through {
+    fn as_intended(&self) -> bool {
+        !self.banned.served()
+            && self.allowed.served()
+            && !self.banned_h3.served()
+            && self.allowed_h3.served()
+    }
+}
+
+/// Both names over HTTPS and HTTP/3, each outcome printed.
+fn through_filter(lab: &Lab, server: &TlsServer, quic: &QuicServer) -> Result<Through> {
+    let banned = fetch(lab, server, BANNED)?;
+    let allowed = fetch(lab, server, ALLOWED)?;
+    print_outcome(BANNED, &banned);
+    print_outcome(ALLOWED, &allowed);
+    let banned_h3 = fetch_h3(lab, quic, BANNED)?;
+    let allowed_h3 = fetch_h3(lab, quic, ALLOWED)?;
+    print_h3(BANNED, &banned_h3);
+    print_h3(ALLOWED, &allowed_h3);
+    Ok(Through {
+        banned,
+        allowed,
+        banned_h3,
+        allowed_h3,
+    })
 }
 
 /// Both names are served without the filter: the lab itself is not what blocks.
