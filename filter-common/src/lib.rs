@@ -307,15 +307,38 @@ pub struct QuicInitial {
     pub data: [u8; QUIC_COPY_MAX],
 }
 
+/// Bytes of a connection ID as `QuicFlow` holds it: its length, the ID (at most 20 bytes in
+/// QUIC versions 1 and 2, RFC 9000 §17.2), zeroes to the end.
+pub const QUIC_CID_SLOT: usize = 24;
+
+/// Longest connection ID of QUIC versions 1 and 2.
+pub const QUIC_CID_MAX: usize = 20;
+
+/// A connection ID as `QuicFlow` holds it; `None` for one longer than `QUIC_CID_MAX`.
+pub fn quic_cid_slot(id: &[u8]) -> Option<[u8; QUIC_CID_SLOT]> {
+    if id.len() > QUIC_CID_MAX {
+        return None;
+    }
+    let mut slot = [0u8; QUIC_CID_SLOT];
+    slot[0] = id.len() as u8;
+    slot[1..=id.len()].copy_from_slice(id);
+    Some(slot)
+}
+
 /// State of a QUIC flow in `QUIC_FLOWS` (an LRU map: losing an entry only means that the
 /// flow's next Initials are handed on again).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct QuicFlow {
-    /// Initials handed to the daemon.
+    /// Initials handed to the daemon since its last verdict on the flow.
     pub initials: u32,
     /// `QUIC_FLOW_*`.
     pub state: u32,
+    /// With `QUIC_FLOW_ALLOWED`: the Destination Connection IDs of the allowed connection's
+    /// Initials (the client's first choice, and the server's once the client uses it). An
+    /// Initial under another ID is a new connection on the same ports, judged afresh: a client
+    /// must not reach a banned name through the verdict on an allowed one.
+    pub cids: [[u8; QUIC_CID_SLOT]; 2],
 }
 
 /// The daemon has not judged the flow yet.
@@ -524,7 +547,7 @@ mod tests {
         assert_eq!(size_of::<AppPolicy>(), 8);
         assert_eq!(size_of::<Settings>(), 48);
         assert_eq!(size_of::<QuicInitial>(), 8 + 4 + 2 + 2 + 40 + QUIC_COPY_MAX);
-        assert_eq!(size_of::<QuicFlow>(), 8);
+        assert_eq!(size_of::<QuicFlow>(), 56);
         assert_eq!(size_of::<RuleSlot>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ExemptPrefix>(), 20);
@@ -569,7 +592,7 @@ mod tests {
             ("BlockedFlow", 24),
             ("HelloFlow", 8536),
             ("Event", 320),
-            ("QuicFlow", 8),
+            ("QuicFlow", 56),
             ("QuicInitial", 2104),
         ];
         assert_eq!(layout, expected);

@@ -547,6 +547,10 @@ pub struct Verdict {
     pub name: Vec<u8>,
     /// `EVENT_*` bits.
     pub flags: u8,
+    /// The connection ID whose keys opened the flow's Initials (the client's first choice),
+    /// and the one the deciding Initial's header carried.
+    pub key_dcid: Vec<u8>,
+    pub dcid: Vec<u8>,
 }
 
 impl Verdict {
@@ -557,8 +561,27 @@ impl Verdict {
             action: Action::Monitor,
             name: Vec::new(),
             flags: 0,
+            key_dcid: Vec::new(),
+            dcid: Vec::new(),
         }
     }
+}
+
+/// Whether `datagram`'s first Initial opens under the keys of `dcid`: a packet of the
+/// connection whose client first chose `dcid`, whatever connection ID its header carries.
+pub fn opens_with(datagram: &[u8], dcid: &[u8]) -> bool {
+    let Ok(h) = long_header(datagram) else {
+        return false;
+    };
+    h.initial
+        && InitialKeys::new(h.version, dcid, Sender::Client)
+            .and_then(|keys| open_with(&keys, &datagram[..h.end], h.pn_offset))
+            .is_some()
+}
+
+/// The Destination Connection ID in a long header.
+pub fn header_dcid(datagram: &[u8]) -> Option<Vec<u8>> {
+    long_header(datagram).ok().map(|h| h.dcid.to_vec())
 }
 
 /// Walks a whole ClientHello message (as the CRYPTO stream carries it: no record layer)
@@ -601,11 +624,11 @@ pub fn judge_hello(hello: &[u8], matcher: &Matcher, client: &Client) -> Verdict 
                     };
                     if let Some((app, action)) = decided {
                         return Verdict {
-                            reason: Reason::HelloBlocked,
                             app,
                             action,
                             name,
                             flags: ech_flag(&walk),
+                            ..Verdict::of(Reason::HelloBlocked)
                         };
                     }
                     first_name.get_or_insert(name);
@@ -727,7 +750,13 @@ impl Reassembly {
         for o in &opened {
             match crypto_frames(&o.payload) {
                 Ok(f) => frames.extend(f.into_iter().map(|(off, b)| (off, b.to_vec()))),
-                Err(_) => return self.finish(d.flow, Verdict::of(Reason::UninspectableMalformed)),
+                Err(_) => {
+                    return self.finish(
+                        d.flow,
+                        Verdict::of(Reason::UninspectableMalformed),
+                        &opened[0],
+                    );
+                }
             }
         }
         if frames.is_empty() && !self.flows.contains_key(&d.flow) {
@@ -748,21 +777,23 @@ impl Reassembly {
         pending.last_ns = d.ts_ns;
         for (off, bytes) in &frames {
             if let Err(p) = pending.stream.add(*off, bytes) {
-                return self.finish(d.flow, Verdict::of(progress_reason(&p)));
+                return self.finish(d.flow, Verdict::of(progress_reason(&p)), &opened[0]);
             }
         }
         match pending.stream.progress() {
             Progress::Incomplete => Outcome::Incomplete,
             Progress::Hello(hello) => {
                 let v = judge_hello(&hello, matcher, &d.client);
-                self.finish(d.flow, v)
+                self.finish(d.flow, v, &opened[0])
             }
-            p => self.finish(d.flow, Verdict::of(progress_reason(&p))),
+            p => self.finish(d.flow, Verdict::of(progress_reason(&p)), &opened[0]),
         }
     }
 
-    fn finish(&mut self, flow: FlowKey, v: Verdict) -> Outcome {
-        self.flows.remove(&flow);
+    fn finish(&mut self, flow: FlowKey, mut v: Verdict, opened: &Opened) -> Outcome {
+        let pending = self.flows.remove(&flow);
+        v.key_dcid = pending.map_or_else(|| opened.key_dcid.clone(), |p| p.dcid);
+        v.dcid.clone_from(&opened.dcid);
         self.stats.judged += 1;
         Outcome::Judged(v)
     }

@@ -314,3 +314,91 @@ fn block_and_allow_policies_and_other_ports() {
         (XDP_PASS, vec![(Reason::QuicInitialQueued, 1)])
     );
 }
+
+fn sealed(name: &str, key_dcid: &[u8], dcid: &[u8], pn: u32) -> Vec<u8> {
+    let hello = ClientHelloBuilder::chrome(name).build();
+    seal_client_initial(V1, key_dcid, dcid, pn, &crypto_frame(0, &hello), 1250)
+}
+
+#[test]
+fn a_new_connection_on_the_ports_of_an_allowed_one_is_judged_afresh() {
+    // Allowed sites share addresses with banned ones: a client that reuses its port for a
+    // new connection must not inherit the verdict on the first.
+    let mut r = rig("");
+    let f = flow();
+    r.run(&[f.frame(&sealed("www.example.org", &[1; 8], &[1; 8], 0))]);
+    assert_eq!(r.judge(), vec![Reason::HelloAllowed]);
+    let (action, moved) = r.run(&[f.frame(&sealed("www.tiktok.com", &[2; 8], &[2; 8], 0))]);
+    assert_eq!(
+        (action, moved),
+        (XDP_PASS, vec![(Reason::QuicInitialQueued, 1)])
+    );
+    assert_eq!(r.judge(), vec![Reason::HelloBlocked]);
+    assert_eq!(r.run(&[f.frame(&short_packet())]).0, XDP_DROP);
+}
+
+#[test]
+fn the_allowed_connection_keeps_passing_under_the_servers_connection_id() {
+    let mut r = rig("quic_hold = true");
+    let f = flow();
+    let client_cid = [3u8; 8];
+    let server_cid = [4u8; 16];
+    r.run(&[f.frame(&sealed("www.example.org", &client_cid, &client_cid, 0))]);
+    assert_eq!(r.judge(), vec![Reason::HelloAllowed]);
+    // The client's next Initial carries the server's ID, under the same keys: held once,
+    // recognised by the daemon, then passed.
+    let next = f.frame(&sealed("www.example.org", &client_cid, &server_cid, 1));
+    assert_eq!(
+        r.run(std::slice::from_ref(&next)),
+        (XDP_DROP, vec![(Reason::QuicInitialHeld, 1)])
+    );
+    assert!(r.judge().is_empty(), "the same connection, no new verdict");
+    assert_eq!(
+        r.run(std::slice::from_ref(&next)),
+        (XDP_PASS, vec![(Reason::QuicFlowAllowed, 1)])
+    );
+    // The first ID still passes too.
+    assert_eq!(
+        r.run(&[f.frame(&sealed("www.example.org", &client_cid, &client_cid, 2))])
+            .0,
+        XDP_PASS
+    );
+}
+
+#[test]
+fn connection_ids_of_every_length_are_compared_whole() {
+    let mut r = rig("");
+    for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 20] {
+        let f = flow();
+        let client_cid = [5u8; 8];
+        let server_cid: Vec<u8> = (1..=len as u8).collect();
+        r.run(&[f.frame(&sealed("www.example.org", &client_cid, &client_cid, 0))]);
+        assert_eq!(r.judge(), vec![Reason::HelloAllowed]);
+        r.run(&[f.frame(&sealed("www.example.org", &client_cid, &server_cid, 1))]);
+        assert!(r.judge().is_empty());
+        let (_, moved) = r.run(&[f.frame(&sealed("www.example.org", &client_cid, &server_cid, 2))]);
+        assert_eq!(moved, vec![(Reason::QuicFlowAllowed, 1)], "length {len}");
+        // The same ID with its last byte changed, and one byte longer: other connections.
+        let mut changed = server_cid.clone();
+        if let Some(last) = changed.last_mut() {
+            *last ^= 0x80;
+            let (_, moved) = r.run(&[f.frame(&sealed("www.example.org", &changed, &changed, 0))]);
+            assert_eq!(
+                moved,
+                vec![(Reason::QuicInitialQueued, 1)],
+                "length {len}, changed"
+            );
+        }
+        if len < 20 {
+            let mut longer = server_cid.clone();
+            longer.push(0);
+            let (_, moved) = r.run(&[f.frame(&sealed("www.example.org", &longer, &longer, 0))]);
+            assert_eq!(
+                moved,
+                vec![(Reason::QuicInitialQueued, 1)],
+                "length {len}, longer"
+            );
+        }
+        r.judge();
+    }
+}

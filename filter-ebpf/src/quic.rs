@@ -9,9 +9,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_COPY_MAX, QUIC_FLOW_ALLOWED, QUIC_FLOW_PENDING,
-    QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS, QUIC_INITIAL_DATAGRAM_MIN, QUIC_INITIALS_PER_FLOW,
-    QuicFlow, QuicInitial, Reason, Settings,
+    FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_CID_MAX, QUIC_CID_SLOT, QUIC_COPY_MAX, QUIC_FLOW_ALLOWED,
+    QUIC_FLOW_PENDING, QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS, QUIC_INITIAL_DATAGRAM_MIN,
+    QUIC_INITIALS_PER_FLOW, QuicFlow, QuicInitial, Reason, Settings,
 };
 
 use crate::counters::Exit;
@@ -92,10 +92,16 @@ pub fn judge_udp(
     if len < QUIC_INITIAL_DATAGRAM_MIN {
         return Ok(Exit::of(Reason::QuicInitialTooSmall));
     }
+    let Some(cid) = dcid_slot(ctx, offset) else {
+        // A connection ID above 20 bytes: servers discard the packet (RFC 9000 §17.2).
+        return Ok(Exit::of(Reason::QuicNotInitial));
+    };
     match QUIC_FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value; a racing update gives old or new counts, both bounded.
         Some(f) => unsafe {
-            if (*f).state == QUIC_FLOW_ALLOWED {
+            if (*f).state == QUIC_FLOW_ALLOWED
+                && (same_cid(&cid, &(*f).cids[0]) || same_cid(&cid, &(*f).cids[1]))
+            {
                 return Ok(Exit::of(Reason::QuicFlowAllowed));
             }
             if (*f).initials >= QUIC_INITIALS_PER_FLOW {
@@ -107,6 +113,7 @@ pub fn judge_udp(
             let first = QuicFlow {
                 initials: 1,
                 state: QUIC_FLOW_PENDING,
+                cids: [[0; QUIC_CID_SLOT]; 2],
             };
             let _ = QUIC_FLOWS.insert(flow, &first, 0);
         }
@@ -125,6 +132,53 @@ pub fn judge_udp(
     } else {
         Reason::QuicInitialQueued
     }))
+}
+
+/// The Initial's Destination Connection ID (after the first byte and the version) as
+/// `QuicFlow` holds them: length, ID, zeroes. `None` for an ID above 20 bytes.
+#[inline(always)]
+fn dcid_slot(ctx: &XdpContext, offset: usize) -> Option<[u64; 3]> {
+    let mut words = [0u64; 3];
+    // SAFETY: 21 bytes into a 24-byte stack buffer; the datagram holds at least 1200.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (offset + 5) as u32,
+            words.as_mut_ptr().cast(),
+            1 + QUIC_CID_MAX as u32,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let len = (words[0] & 0xff) as usize;
+    if len > QUIC_CID_MAX {
+        return None;
+    }
+    // Bytes past the ID (they belong to what follows it) are zeroed: byte k of the slot is
+    // bits 8 * (k % 8) of word k / 8 (little-endian, as the BPF target is).
+    for (w, word) in words.iter_mut().enumerate() {
+        let first = w * 8;
+        if first > len {
+            *word = 0;
+        } else if first + 8 > len + 1 {
+            let keep = len + 1 - first;
+            *word &= (1u64 << (8 * keep)) - 1;
+        }
+    }
+    Some(words)
+}
+
+/// Whether a packet's connection ID slot equals one `QuicFlow` holds.
+#[inline(always)]
+fn same_cid(cid: &[u64; 3], slot: &[u8; QUIC_CID_SLOT]) -> bool {
+    let held = slot.as_ptr().cast::<u64>();
+    // SAFETY: the slot is 24 bytes at an 8-byte aligned offset of an aligned value.
+    unsafe {
+        cid[0] == held.read_volatile()
+            && cid[1] == held.add(1).read_volatile()
+            && cid[2] == held.add(2).read_volatile()
+    }
 }
 
 /// Whether the daemon's heartbeat is fresh.

@@ -16,8 +16,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use filter_common::{
-    Action, BlockedFlow, Event, EventAction, FlowKey, NO_APP, QUIC_FLOW_ALLOWED, QuicFlow,
-    QuicInitial, Reason, name::NAME_BUF, names,
+    Action, BlockedFlow, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX, QUIC_CID_SLOT,
+    QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names, quic_cid_slot,
 };
 
 use super::{Client, Datagram, Matcher, Outcome, Reassembly, ReassemblyStats, Verdict};
@@ -171,6 +171,9 @@ impl Judge {
                 ts_ns: r.ts_ns,
                 data: &r.data[..len],
             };
+            if self.same_allowed_connection(r, d.data) {
+                continue;
+            }
             let outcome = self.reassembly.feed(&d, matcher);
             self.stats.reassembly = self.reassembly.stats;
             if let Outcome::Judged(verdict) = outcome {
@@ -183,6 +186,31 @@ impl Judge {
             }
         }
         judged
+    }
+
+    /// An Initial of a flow judged allowed whose connection ID the program did not know: when
+    /// it opens under the keys of the allowed connection it belongs to it (the client now
+    /// uses the server's connection ID), and the program learns the ID. Otherwise it is a new
+    /// connection on the same ports, to be judged.
+    fn same_allowed_connection(&mut self, r: &QuicInitial, data: &[u8]) -> bool {
+        let Ok(mut known) = self.maps.flows.get(&r.flow, 0) else {
+            return false;
+        };
+        if known.state != QUIC_FLOW_ALLOWED {
+            return false;
+        }
+        let first = known.cids[0];
+        let first = &first[1..=usize::from(first[0]).min(QUIC_CID_MAX)];
+        if !super::opens_with(data, first) {
+            return false;
+        }
+        if let Some(slot) = super::header_dcid(data).and_then(|c| quic_cid_slot(&c)) {
+            known.cids[1] = slot;
+            if self.maps.flows.insert(r.flow, known, 0).is_err() {
+                self.stats.write_failures += 1;
+            }
+        }
+        true
     }
 
     /// Writes the verdict where the program reads it; returns the event it deserves.
@@ -204,9 +232,11 @@ impl Judge {
             self.maps.verdicts.insert(r.flow, entry, 0)
         } else {
             self.stats.allowed += 1;
+            let slot = |c: &[u8]| quic_cid_slot(c).unwrap_or([0; QUIC_CID_SLOT]);
             let entry = QuicFlow {
                 initials: 0,
                 state: QUIC_FLOW_ALLOWED,
+                cids: [slot(&v.key_dcid), slot(&v.dcid)],
             };
             self.maps.flows.insert(r.flow, entry, 0)
         };
