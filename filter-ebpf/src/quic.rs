@@ -35,7 +35,7 @@ static QUIC_HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
 /// Whether `port` is one of the UDP ports inspected for QUIC.
 #[inline(always)]
 fn quic_port(s: &Settings, port: u16) -> bool {
-    port != 0 && s.quic_ports.iter().any(|&p| p == port)
+    port != 0 && s.quic_ports.contains(&port)
 }
 
 /// A UDP datagram whose payload lies at `offset`, `len` bytes long.
@@ -115,7 +115,7 @@ pub fn judge_udp(
                 state: QUIC_FLOW_PENDING,
                 cids: [[0; QUIC_CID_SLOT]; 2],
             };
-            let _ = QUIC_FLOWS.insert(flow, &first, 0);
+            let _ = QUIC_FLOWS.insert(flow, first, 0);
         }
     }
     if !daemon_alive() {
