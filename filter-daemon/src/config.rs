@@ -695,6 +695,35 @@ mod tests {
     }
 
     #[test]
+    fn quic_settings_default_to_inspecting_443_and_are_checked() {
+        let c = parse("[filter]\n").unwrap();
+        assert_eq!(
+            (c.quic, c.quic_ports.as_slice(), c.quic_hold),
+            (Quic::Inspect, &[443][..], false)
+        );
+        let c = parse("[filter]\nquic = \"block\"\nquic_ports = [443, 8443]\nquic_hold = true\n")
+            .unwrap();
+        assert_eq!(
+            (c.quic, c.quic_ports.as_slice(), c.quic_hold),
+            (Quic::Block, &[443, 8443][..], true)
+        );
+        for (text, line, says) in [
+            ("[filter]\nquic = \"maybe\"\n", 2, "maybe"),
+            ("[filter]\nquic_ports = [443,\n 0]\n", 3, "not a UDP port"),
+            ("[filter]\nquic_ports = [443, 443]\n", 2, "listed twice"),
+            ("[filter]\nquic_ports = []\n", 2, "1 to 4"),
+            ("[filter]\nquic_ports = [1, 2, 3, 4, 5]\n", 2, "1 to 4"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.starts_with(&format!("/etc/sni-filter/filter.toml:{line}:")),
+                "{text}: {e}"
+            );
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_file_and_line() {
         let e = parse("[filter]\ninterfaces = [\"eth1\"]\nxdp_mdoe = \"native\"\n").unwrap_err();
         assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");

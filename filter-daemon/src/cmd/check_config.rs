@@ -22,6 +22,17 @@ pub fn check_config(path: &Path) -> Result<(), Error> {
             config.interfaces.join(", ")
         }
     );
+    let ports: Vec<String> = config.quic_ports.iter().map(u16::to_string).collect();
+    println!(
+        "  quic: {} on UDP {}{}",
+        config.quic.name(),
+        ports.join(", "),
+        if config.quic_hold && config.quic == crate::config::Quic::Inspect {
+            " (Initials held until their verdict)"
+        } else {
+            ""
+        }
+    );
     for app in &set.apps {
         let action = filter_common::Action::from_u8(app.policy.action)
             .map_or("?", filter_common::Action::name);
