@@ -15,9 +15,9 @@ use aya::{
 use std::net::IpAddr;
 
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, LAYOUT_VERSION, REASON_COUNT,
-    RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX,
-    first_slot,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, HINT_WORDS, LAYOUT_VERSION,
+    REASON_COUNT, RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
+    WILDCARDS_MAX, first_slot, flow_hint_bit,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
     name::WildPattern,
     names, slot_hash,
@@ -45,6 +45,8 @@ pub struct Filter {
     side_slots: [Vec<u32>; 2],
     /// When the last switch of sides happened.
     switched: Option<std::time::Instant>,
+    /// `FLOW_HINTS` mapped into this process, once used.
+    hints: Option<HintWords>,
 }
 
 /// How long a side of the tables rests after leaving service before it is rewritten.
@@ -168,12 +170,15 @@ impl Filter {
             rule_slots: filter_common::rule_slots(rules_max),
             side_slots: [Vec::new(), Vec::new()],
             switched: None,
+            hints: None,
         };
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
         filter.settings.rules_base = filter.rule_slots;
         filter.settings.apps_base = filter_common::APPS_MAX;
         filter.settings.ports_base = filter_common::PORT_WORDS;
         filter.commit(filter.settings)?;
+        // Adopted tables come with their bits; rebuilding checks the mapping works too.
+        filter.rebuild_hints()?;
         Ok(filter)
     }
 
@@ -549,7 +554,67 @@ impl Filter {
         for k in &expired {
             let _ = verdicts.remove(k);
         }
+        self.rebuild_hints()?;
         Ok((stale.len(), expired.len()))
+    }
+
+    /// Rebuilds the side of `FLOW_HINTS` not in force from the tables' entries, then puts it
+    /// in force (see the program's `hints.rs` for why no entry loses its bit).
+    pub fn rebuild_hints(&mut self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let side_map: Array<&MapData, u32> = self.map(names::HINT_SIDE)?;
+        let side = side_map.get(&0, 0).unwrap_or(0) & 1;
+        let other = side ^ 1;
+        let words = HINT_WORDS as usize;
+        let mut keys = Vec::new();
+        {
+            let hints = self.hints()?;
+            for w in &hints.words()[other as usize * words..(other as usize + 1) * words] {
+                w.store(0, SeqCst);
+            }
+        }
+        // After the clear: an entry the program adds from now on sets its own bit here.
+        let verdicts: HashMap<&MapData, FlowKey, BlockedFlow> = self.map(names::VERDICTS)?;
+        keys.extend(verdicts.keys().filter_map(Result::ok));
+        let hellos: HashMap<&MapData, FlowKey, HelloFlow> = self.map(names::HELLOS)?;
+        keys.extend(hellos.keys().filter_map(Result::ok));
+        let opening: HashMap<&MapData, FlowKey, u32> = self.map(names::OPENING)?;
+        keys.extend(opening.keys().filter_map(Result::ok));
+        let hints = self.hints()?;
+        for k in &keys {
+            let bit = flow_hint_bit(k) as usize;
+            hints.words()[other as usize * words + bit / 64].fetch_or(1 << (bit % 64), SeqCst);
+        }
+        let mut side_map: Array<&mut MapData, u32> = self.map_mut(names::HINT_SIDE)?;
+        side_map
+            .set(0, other, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::HINT_SIDE)))
+    }
+
+    /// `FLOW_HINTS`, mapped into this process once.
+    fn hints(&mut self) -> Result<&HintWords, Error> {
+        if self.hints.is_none() {
+            use aya::maps::Map;
+            use std::os::fd::{AsFd as _, AsRawFd as _};
+            let Some(Map::Array(data)) = self.ebpf.map(names::FLOW_HINTS) else {
+                return Err(Error::Map(format!("map {} missing", names::FLOW_HINTS)));
+            };
+            self.hints = Some(HintWords::map(data.fd().as_fd().as_raw_fd())?);
+        }
+        self.hints
+            .as_ref()
+            .ok_or_else(|| Error::Map(format!("map {} not mapped", names::FLOW_HINTS)))
+    }
+
+    fn map<'a, T>(&'a self, name: &str) -> Result<T, Error>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|e| Error::Map(format!("map {name}: {e}")))
     }
 
     /// Whether the object has a map of this name.
@@ -779,6 +844,56 @@ fn robin_hood(tables: &crate::rules::Tables, slots: u32) -> Option<Vec<RuleSlot>
     }
     Some(table)
 }
+
+/// Both sides of `FLOW_HINTS` (an mmapable array), mapped shared: the daemon's atomic
+/// operations and the program's act on the same words.
+struct HintWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+}
+
+impl HintWords {
+    const LEN: usize = 2 * HINT_WORDS as usize;
+
+    fn map(fd: std::os::fd::RawFd) -> Result<Self, Error> {
+        // SAFETY: a shared mapping of the map's data, of the size the map has (two sides of
+        // HINT_WORDS u64 values, a multiple of the page size).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::Map(format!(
+                "mapping {}: {}",
+                names::FLOW_HINTS,
+                std::io::Error::last_os_error()
+            )));
+        }
+        std::ptr::NonNull::new(p.cast())
+            .map(|ptr| Self { ptr })
+            .ok_or_else(|| Error::Map(format!("mapping {}: null", names::FLOW_HINTS)))
+    }
+
+    fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: LEN words mapped for the life of self, 8-byte aligned (page aligned).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), Self::LEN) }
+    }
+}
+
+impl Drop for HintWords {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::LEN * 8) };
+    }
+}
+
+// SAFETY: the words are atomics; the mapping is shared with the kernel, not with Rust code.
+unsafe impl Send for HintWords {}
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {

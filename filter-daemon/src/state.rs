@@ -26,7 +26,7 @@ use crate::Error;
 pub const DEFAULT_INSTANCE: &str = "sni-filter";
 
 /// The maps that outlive a daemon: adopted by the next one, read by the CLI.
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 10] = [
     names::LAYOUT,
     names::COUNTERS,
     names::NOTES,
@@ -35,6 +35,10 @@ pub const PINNED_MAPS: [&str; 8] = [
     names::VERDICTS,
     names::HELLOS,
     names::EVENTS,
+    // The bits in front of VERDICTS and HELLOS go with them: a program that adopts the
+    // tables must see the bits of their entries.
+    names::FLOW_HINTS,
+    names::HINT_SIDE,
 ];
 /// The prefix of a pinned link's file name; the interface name follows.
 const LINK_PREFIX: &str = "link-";

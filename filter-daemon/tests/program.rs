@@ -826,6 +826,65 @@ fn reinstalling_rules_switches_verdicts() {
 }
 
 #[test]
+fn flow_state_keeps_its_hint_bits_across_rebuilds() {
+    // The bitmap in front of the flow tables is rebuilt by the daemon; a flow with a blocked
+    // verdict, a hello being read or an opening must keep its bit, or its packets would
+    // skip the lookups.
+    let mut f = table_filter(true);
+    let v4 = IpPair::v4_example();
+    let blocked = tcp(v4);
+    assert_eq!(
+        f.run_frame(&hello_frame_on(&blocked, "www.tiktok.com"))
+            .unwrap(),
+        XDP_DROP
+    );
+    let hello = tls_records(
+        &ClientHelloBuilder::chrome("www.tiktok.com")
+            .sni_position(SniPosition::Last)
+            .build(),
+        16384,
+    );
+    let reading = tcp(v4);
+    let split = reading.frames_split(&hello, &[300]);
+    assert_eq!(f.run_frame(&split[0]).unwrap(), XDP_PASS);
+    let mut opening = tcp(v4);
+    opening.flags = TcpFlags::SYN;
+    assert_eq!(f.run_frame(&opening.frame(&[])).unwrap(), XDP_PASS);
+    for _ in 0..3 {
+        f.rebuild_hints().expect("rebuild");
+    }
+    let before = counters(&f);
+    assert_eq!(f.run_frame(&blocked.frame(b"more data")).unwrap(), XDP_DROP);
+    assert_eq!(f.run_frame(&split[1]).unwrap(), XDP_DROP);
+    // The opening connection's first data, one byte ahead of where its SYN said: the
+    // program knows the connection, so this is out of order, not plain data.
+    let mut ahead = opening.clone();
+    ahead.flags = TcpFlags::PSH_ACK;
+    ahead.seq = opening.seq.wrapping_add(2);
+    assert_eq!(f.run_frame(&ahead.frame(b"xx")).unwrap(), XDP_DROP);
+    let after = counters(&f);
+    for (reason, n) in [
+        (Reason::BlockedFlow, 1),
+        (Reason::HelloBlocked, 1),
+        (Reason::UninspectableOutOfOrder, 1),
+    ] {
+        assert_eq!(
+            after[reason as usize].packets - before[reason as usize].packets,
+            n,
+            "{}",
+            reason.name()
+        );
+    }
+}
+
+fn hello_frame_on(seg: &TcpSegment, name: &str) -> Vec<u8> {
+    seg.frame(&tls_records(
+        &ClientHelloBuilder::minimal(name).build(),
+        16384,
+    ))
+}
+
+#[test]
 fn a_hello_split_at_every_byte_is_blocked() {
     let f = table_filter(true);
     let hello = tls_records(

@@ -74,5 +74,7 @@ pub fn block(flow: &FlowKey, app: u16, action: Action, now: u64) {
     };
     if VERDICTS.insert(flow, v, BPF_NOEXIST as u64).is_err() && VERDICTS.get_ptr(flow).is_none() {
         counters::note(Note::VerdictTableFull);
+        return;
     }
+    crate::hints::mark(flow);
 }

@@ -10,6 +10,7 @@ mod counters;
 mod events;
 mod flows;
 mod headers;
+mod hints;
 mod quic;
 mod reassembly;
 mod reset;
@@ -156,18 +157,20 @@ fn judge_tcp(
     if !rules::port_inspected(flow.dport) {
         return Ok(Exit::of(Reason::TcpPortNotInspected));
     }
-    if let Some(exit) = flows::standing_verdict(ctx, flow, tcp) {
+    // A flow whose bit is clear has no verdict, no hello being read and no opening.
+    let known = hints::maybe(flow);
+    if known && let Some(exit) = flows::standing_verdict(ctx, flow, tcp) {
         return Ok(exit);
     }
     if tcp.opens() {
-        reassembly::opening(flow, tcp.data_seq());
+        reassembly::opening(flow, tcp.data_seq(), known);
     }
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));
     }
     // Most payload is neither a hello's start nor the rest of one being read: it leaves
     // here, without the trip through map memory and the tail call.
-    if !reassembly::may_be_hello(ctx, flow, tcp.payload_offset) {
+    if !reassembly::may_be_hello(ctx, flow, tcp.payload_offset, known) {
         return Ok(Exit::of(Reason::TcpNotHandshake));
     }
     let now = coarse_now();

@@ -53,10 +53,13 @@ const OPENING_MAX: u32 = 65536;
 
 /// Records a client's SYN: its payload starts at `data_seq`. A hello being read on the
 /// same 5-tuple belonged to an earlier connection (ports are reused) and is forgotten.
+/// `known`: the flow's hint bit was set (without it, no hello is being read).
 #[inline(always)]
-pub fn opening(flow: &FlowKey, data_seq: u32) {
-    let _ = OPENING.insert(flow, data_seq, 0);
-    if HELLOS.get_ptr(flow).is_some() {
+pub fn opening(flow: &FlowKey, data_seq: u32, known: bool) {
+    if OPENING.insert(flow, data_seq, 0).is_ok() {
+        crate::hints::mark(flow);
+    }
+    if known && HELLOS.get_ptr(flow).is_some() {
         let _ = HELLOS.remove(flow);
     }
 }
@@ -106,11 +109,11 @@ enum Plan {
 /// has a hello being read (or cannot be read). Anything else is `tcp_not_handshake`, as the
 /// judging program would find. A payload whose first byte cannot be read goes on to the
 /// judging program, which says why.
+/// `known`: the flow's hint bit was set (without it, the flow has no entry to look up).
 #[inline(always)]
-pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize) -> bool {
+pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize, known: bool) -> bool {
     tls::first_byte(ctx, payload_offset).is_none_or(|b| b == TLS_CONTENT_HANDSHAKE)
-        || HELLOS.get_ptr(flow).is_some()
-        || OPENING.get_ptr(flow).is_some()
+        || (known && (HELLOS.get_ptr(flow).is_some() || OPENING.get_ptr(flow).is_some()))
 }
 
 pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
@@ -391,6 +394,7 @@ fn start_reassembly(seg: &Segment, n: u32) -> Reason {
     if inserted.is_err() {
         return Reason::UninspectableTableFull;
     }
+    crate::hints::mark(seg.flow);
     counters::note(Note::ReassemblyStarted);
     Reason::HelloIncomplete
 }
