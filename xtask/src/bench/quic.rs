@@ -313,10 +313,12 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
         cpu_flood,
         rss_end,
     );
-    if judged_real < genuine {
+    // How many real Initials find room in the ring depends on speed, which is reported,
+    // not checked; that the worker judged any at all during the flood is checked.
+    if judged_real == 0 {
         report.fail(
             "quic_flood",
-            format!("{judged_real} of {genuine} real Initials judged during the flood"),
+            format!("none of {genuine} real Initials judged during the flood"),
         );
     }
     table.note(format!(
@@ -324,7 +326,9 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
          one CPU while the worker ran on the other; {} reached the worker ({:.0}/s), {} were \
          counted uninspectable_quic_queue (ring full), {} uninspectable_quic_budget; the \
          worker kept no state for them (undecryptable). RSS of the whole process: {} KiB \
-         before, {} KiB after. Real Initials judged: {judged_real} of {genuine}.",
+         before, {} KiB after. Real Initials judged: {judged_real} of {genuine} (the others \
+         met a full ring: uninspectable, so under the default policy dropped, and their \
+         clients retransmit).",
         processed,
         processed as f64 / secs,
         d[Reason::UninspectableQuicQueueFull as usize],
