@@ -746,6 +746,17 @@ impl Reassembly {
                 return Outcome::Unreadable(e);
             }
         };
+        // Opened under other keys than the hello being read: another connection on the same
+        // ports (a new one, or the same client after a Retry). Its bytes must not fill the
+        // earlier connection's stream, nor the earlier bytes decide for it.
+        if self
+            .flows
+            .get(&d.flow)
+            .is_some_and(|p| p.dcid != opened[0].key_dcid)
+        {
+            self.flows.remove(&d.flow);
+            self.stats.abandoned += 1;
+        }
         let mut frames = Vec::new();
         for o in &opened {
             match crypto_frames(&o.payload) {

@@ -342,3 +342,23 @@ fn crypto_beyond_the_bound_is_uninspectable() {
         matches!(r.feed(&datagram(&bad, 6), &rules), Outcome::Judged(v) if v.reason == Reason::UninspectableMalformed)
     );
 }
+
+#[test]
+fn a_new_connection_never_reads_through_the_stream_of_an_earlier_one() {
+    // Half an allowed hello on one connection, then a banned hello on another connection
+    // of the same ports: the banned bytes must be judged, not hidden behind the first ones.
+    let rules = matcher();
+    let allowed = client_hello("www.example.org", 1500);
+    let banned = client_hello("www.tiktok.com", 1500);
+    let first = seal(V1, &[1; 8], &[1; 8], 0, &crypto_frame(0, &allowed[..700]));
+    let second = seal(V1, &[2; 8], &[2; 8], 0, &crypto_frame(0, &banned[..700]));
+    let rest = seal(V1, &[2; 8], &[2; 8], 1, &crypto_frame(700, &banned[700..]));
+    let mut r = Reassembly::new();
+    assert_eq!(r.feed(&datagram(&first, 9), &rules), Outcome::Incomplete);
+    assert_eq!(r.feed(&datagram(&second, 9), &rules), Outcome::Incomplete);
+    let Outcome::Judged(v) = r.feed(&datagram(&rest, 9), &rules) else {
+        panic!("not judged");
+    };
+    assert_eq!(v.reason, Reason::HelloBlocked);
+    assert_eq!(v.key_dcid, [2; 8]);
+}
