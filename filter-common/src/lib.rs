@@ -371,7 +371,16 @@ pub struct QuicFlow {
     /// Initial under another ID is a new connection on the same ports, judged afresh: a client
     /// must not reach a banned name through the verdict on an allowed one.
     pub cids: [[u8; QUIC_CID_SLOT]; 2],
+    /// When the daemon wrote the verdict (`CLOCK_MONOTONIC` ns). The client's own first ID
+    /// counts only for `QUIC_FIRST_CID_NS` after it: a client chooses that ID, and one that
+    /// reused it for a new connection later must not inherit the verdict. The server's ID
+    /// the server chose: a new connection cannot take it.
+    pub since_ns: u64,
 }
+
+/// How long after an allowed verdict Initials under the client's first connection ID pass:
+/// far above a first flight's retransmissions (RFC 9002's PTO, doubling from 1 s at most).
+pub const QUIC_FIRST_CID_NS: u64 = 10_000_000_000;
 
 /// The daemon has not judged the flow yet.
 pub const QUIC_FLOW_PENDING: u32 = 0;
@@ -579,7 +588,7 @@ mod tests {
         assert_eq!(size_of::<AppPolicy>(), 8);
         assert_eq!(size_of::<Settings>(), 48);
         assert_eq!(size_of::<QuicInitial>(), 8 + 4 + 2 + 2 + 40 + QUIC_COPY_MAX);
-        assert_eq!(size_of::<QuicFlow>(), 56);
+        assert_eq!(size_of::<QuicFlow>(), 64);
         assert_eq!(size_of::<RuleSlot>(), 16);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ExemptPrefix>(), 20);
@@ -624,7 +633,7 @@ mod tests {
             ("BlockedFlow", 24),
             ("HelloFlow", 8536),
             ("Event", 320),
-            ("QuicFlow", 56),
+            ("QuicFlow", 64),
             ("QuicInitial", 2104),
         ];
         assert_eq!(layout, expected);

@@ -402,3 +402,49 @@ fn connection_ids_of_every_length_are_compared_whole() {
         r.judge();
     }
 }
+
+/// Makes the allowed verdicts of `flow` look older than the first ID's window.
+fn age_verdict(r: &Rig, f: &UdpDatagram) {
+    use aya::maps::{HashMap, Map, MapData};
+    let id = r.filter.map_id(filter_common::names::QUIC_FLOWS).unwrap();
+    let map = Map::from_map_data(MapData::from_id(id).unwrap()).unwrap();
+    let mut flows: HashMap<MapData, filter_common::FlowKey, filter_common::QuicFlow> =
+        HashMap::try_from(map).unwrap();
+    let key = flows
+        .keys()
+        .filter_map(Result::ok)
+        .find(|k| k.sport == f.src_port && k.dport == f.dst_port)
+        .expect("the flow's entry");
+    let mut v = flows.get(&key, 0).unwrap();
+    v.since_ns = 1;
+    flows.insert(key, v, 0).unwrap();
+}
+
+#[test]
+fn the_clients_first_id_passes_only_shortly_after_the_verdict() {
+    // The client chooses its first ID: a client that reused it for a new connection later
+    // must be judged again. The server's ID keeps its verdict.
+    let mut r = rig("");
+    let f = flow();
+    let client_cid = [6u8; 8];
+    let server_cid = [7u8; 12];
+    r.run(&[f.frame(&sealed("www.example.org", &client_cid, &client_cid, 0))]);
+    assert_eq!(r.judge(), vec![Reason::HelloAllowed]);
+    let again = f.frame(&sealed("www.example.org", &client_cid, &client_cid, 1));
+    assert_eq!(
+        r.run(std::slice::from_ref(&again)).1,
+        vec![(Reason::QuicFlowAllowed, 1)]
+    );
+    let under_server = f.frame(&sealed("www.example.org", &client_cid, &server_cid, 2));
+    r.run(std::slice::from_ref(&under_server));
+    assert!(r.judge().is_empty());
+    age_verdict(&r, &f);
+    assert_eq!(
+        r.run(std::slice::from_ref(&under_server)).1,
+        vec![(Reason::QuicFlowAllowed, 1)]
+    );
+    let reused = f.frame(&sealed("www.tiktok.com", &client_cid, &client_cid, 0));
+    assert_eq!(r.run(&[reused]).1, vec![(Reason::QuicInitialQueued, 1)]);
+    assert_eq!(r.judge(), vec![Reason::HelloBlocked]);
+    assert_eq!(r.run(&[f.frame(&short_packet())]).0, XDP_DROP);
+}

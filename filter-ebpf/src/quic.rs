@@ -9,9 +9,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_CID_MAX, QUIC_CID_SLOT, QUIC_COPY_MAX, QUIC_FLOW_ALLOWED,
-    QUIC_FLOW_PENDING, QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS, QUIC_INITIAL_DATAGRAM_MIN,
-    QUIC_INITIALS_PER_FLOW, QuicFlow, QuicInitial, Reason, Settings,
+    FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_CID_MAX, QUIC_CID_SLOT, QUIC_COPY_MAX, QUIC_FIRST_CID_NS,
+    QUIC_FLOW_ALLOWED, QUIC_FLOW_PENDING, QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS,
+    QUIC_INITIAL_DATAGRAM_MIN, QUIC_INITIALS_PER_FLOW, QuicFlow, QuicInitial, Reason, Settings,
 };
 
 use crate::counters::Exit;
@@ -99,9 +99,7 @@ pub fn judge_udp(
     match QUIC_FLOWS.get_ptr_mut(flow) {
         // SAFETY: a map value; a racing update gives old or new counts, both bounded.
         Some(f) => unsafe {
-            if (*f).state == QUIC_FLOW_ALLOWED
-                && (same_cid(&cid, &(*f).cids[0]) || same_cid(&cid, &(*f).cids[1]))
-            {
+            if (*f).state == QUIC_FLOW_ALLOWED && allowed_cid(&cid, &*f) {
                 return Ok(Exit::of(Reason::QuicFlowAllowed));
             }
             if (*f).initials >= QUIC_INITIALS_PER_FLOW {
@@ -114,6 +112,7 @@ pub fn judge_udp(
                 initials: 1,
                 state: QUIC_FLOW_PENDING,
                 cids: [[0; QUIC_CID_SLOT]; 2],
+                since_ns: 0,
             };
             let _ = QUIC_FLOWS.insert(flow, first, 0);
         }
@@ -167,6 +166,32 @@ fn dcid_slot(ctx: &XdpContext, offset: usize) -> Option<[u64; 3]> {
         }
     }
     Some(words)
+}
+
+/// Whether an Initial under `cid` belongs to the connection the flow's verdict allowed: the
+/// server's ID, or the client's first one shortly after the verdict.
+#[inline(always)]
+fn allowed_cid(cid: &[u64; 3], f: &QuicFlow) -> bool {
+    let server_chosen = !same_cid_slots(&f.cids[0], &f.cids[1]);
+    if server_chosen && same_cid(cid, &f.cids[1]) {
+        return true;
+    }
+    let now = crate::coarse_now();
+    same_cid(cid, &f.cids[0]) && (now <= f.since_ns || now - f.since_ns <= QUIC_FIRST_CID_NS)
+}
+
+#[inline(always)]
+fn same_cid_slots(a: &[u8; QUIC_CID_SLOT], b: &[u8; QUIC_CID_SLOT]) -> bool {
+    let held = a.as_ptr().cast::<u64>();
+    // SAFETY: the slot is 24 bytes at an 8-byte aligned offset of an aligned value.
+    let words = unsafe {
+        [
+            held.read_volatile(),
+            held.add(1).read_volatile(),
+            held.add(2).read_volatile(),
+        ]
+    };
+    same_cid(&words, b)
 }
 
 /// Whether a packet's connection ID slot equals one `QuicFlow` holds.

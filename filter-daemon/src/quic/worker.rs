@@ -188,10 +188,10 @@ impl Judge {
         judged
     }
 
-    /// An Initial of a flow judged allowed whose connection ID the program did not know: when
-    /// it opens under the keys of the allowed connection it belongs to it (the client now
-    /// uses the server's connection ID), and the program learns the ID. Otherwise it is a new
-    /// connection on the same ports, to be judged.
+    /// An Initial of a flow judged allowed whose connection ID the program did not pass: when
+    /// it carries another ID than the client's first and opens under the keys of the allowed
+    /// connection, it belongs to it (the client now uses the server's connection ID) and the
+    /// program learns the ID. Otherwise it is a new connection on the same ports, judged.
     fn same_allowed_connection(&mut self, r: &QuicInitial, data: &[u8]) -> bool {
         let Ok(mut known) = self.maps.flows.get(&r.flow, 0) else {
             return false;
@@ -201,10 +201,16 @@ impl Judge {
         }
         let first = known.cids[0];
         let first = &first[1..=usize::from(first[0]).min(QUIC_CID_MAX)];
-        if !super::opens_with(data, first) {
+        let Some(dcid) = super::header_dcid(data) else {
+            return false;
+        };
+        // Under the client's own first ID the program passes the connection's Initials for a
+        // while after the verdict; one that comes later under that ID is a new connection
+        // that chose it again, and is judged.
+        if dcid == first || !super::opens_with(data, first) {
             return false;
         }
-        if let Some(slot) = super::header_dcid(data).and_then(|c| quic_cid_slot(&c)) {
+        if let Some(slot) = quic_cid_slot(&dcid) {
             known.cids[1] = slot;
             if self.maps.flows.insert(r.flow, known, 0).is_err() {
                 self.stats.write_failures += 1;
@@ -237,6 +243,7 @@ impl Judge {
                 initials: 0,
                 state: QUIC_FLOW_ALLOWED,
                 cids: [slot(&v.key_dcid), slot(&v.dcid)],
+                since_ns: now,
             };
             self.maps.flows.insert(r.flow, entry, 0)
         };
