@@ -288,6 +288,22 @@ fn counters_note_ext(walked: bool) {
     }
 }
 
+/// Bytes of transport payload from `payload_offset` to the end of the IP packet or of the
+/// frame (fragments of a multi-buffer frame included), whichever comes first.
+#[inline(always)]
+fn payload_len(ctx: &XdpContext, payload_offset: usize, ip_end: usize) -> Result<usize, Reason> {
+    let frame_end = crate::counters::frame_len(ctx) as usize;
+    let end = if ip_end < frame_end {
+        ip_end
+    } else {
+        frame_end
+    };
+    if payload_offset > end {
+        return Err(Reason::HeaderMalformed);
+    }
+    Ok(end - payload_offset)
+}
+
 /// The UDP header: fills the flow's ports, returns the payload's offset and length
 /// (bounded by the IP length and the frame).
 #[inline(always)]
@@ -301,17 +317,9 @@ pub fn parse_udp(
     flow.sport = be16([udp[0], udp[1]]);
     flow.dport = be16([udp[2], udp[3]]);
     let payload_offset = cur.off + UDP_HLEN;
-    let frame_end = crate::counters::frame_len(ctx) as usize;
-    let end = if ip_end < frame_end {
-        ip_end
-    } else {
-        frame_end
-    };
-    if payload_offset > end {
-        return Err(Reason::HeaderMalformed);
-    }
+    let len = payload_len(ctx, payload_offset, ip_end)?;
     cur.off = payload_offset;
-    Ok((payload_offset, end - payload_offset))
+    Ok((payload_offset, len))
 }
 
 /// The TCP header; returns its fields and where its payload lies (bounded by the IP length).
@@ -331,16 +339,7 @@ pub fn parse_tcp(
     }
     let offset = cur.off;
     let payload_offset = cur.off + doff;
-    // The whole frame, fragments of a multi-buffer frame included.
-    let frame_end = crate::counters::frame_len(ctx) as usize;
-    let end = if ip_end < frame_end {
-        ip_end
-    } else {
-        frame_end
-    };
-    if payload_offset > end {
-        return Err(Reason::HeaderMalformed);
-    }
+    let payload_len = payload_len(ctx, payload_offset, ip_end)?;
     cur.off = payload_offset;
     Ok(Tcp {
         ip_offset: 0,
@@ -350,6 +349,6 @@ pub fn parse_tcp(
         ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
         flags: tcp[13],
         payload_offset,
-        payload_len: end - payload_offset,
+        payload_len,
     })
 }

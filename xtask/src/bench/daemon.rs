@@ -310,6 +310,11 @@ fn xdp_packets(gw: &Netns) -> Result<u64> {
 fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("process {pid} is gone"))?;
+    stat_cpu_secs(&stat)
+}
+
+/// User + system seconds in a `/proc/.../stat` text (of a process or a thread).
+pub fn stat_cpu_secs(stat: &str) -> Result<f64> {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3; utime and stime are fields 14 and 15.

@@ -413,18 +413,7 @@ fn worker_cpu_secs() -> Result<f64> {
     for task in fs::read_dir("/proc/self/task")?.flatten() {
         let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == "quic" {
-            let stat = fs::read_to_string(task.path().join("stat"))?;
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = f
-                .get(11..13)
-                .context("short stat")?
-                .iter()
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum();
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-            return Ok(ticks as f64 / hz as f64);
+            return super::daemon::stat_cpu_secs(&fs::read_to_string(task.path().join("stat"))?);
         }
     }
     anyhow::bail!("no thread named quic")
