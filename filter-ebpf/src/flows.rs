@@ -14,50 +14,31 @@ use crate::{
 #[map(name = "VERDICTS")]
 static VERDICTS: HashMap<FlowKey, BlockedFlow> = HashMap::with_max_entries(VERDICTS_DEFAULT_MAX, 0);
 
-/// The standing verdict of the flow, if it has one that still holds.
+/// The standing verdict of the flow, if it has one that still holds. `tcp`: the segment's
+/// header, for a TCP flow (a SYN ends the verdict, a bare FIN or RST passes); `None` for a
+/// UDP (QUIC) flow, which only the idle timeout ends.
 #[inline(always)]
-pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: &Tcp) -> Option<Exit> {
+pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: Option<&Tcp>) -> Option<Exit> {
     let v = VERDICTS.get_ptr_mut(flow)?;
-    let now = crate::coarse_now();
     // SAFETY: a map value; fields are plain data and a racing update gives old or new values.
     let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
     let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);
-    if tcp.syn() {
+    if tcp.is_some_and(Tcp::syn) {
         // Ports are reused: a new connection is judged afresh.
         let _ = VERDICTS.remove(flow);
         counters::note(Note::VerdictEndedBySyn);
         return None;
     }
-    if now.wrapping_sub(last) > idle {
+    if crate::age(last) > idle {
         let _ = VERDICTS.remove(flow);
         counters::note(Note::VerdictExpired);
         return None;
     }
-    if tcp.payload_len == 0 && tcp.fin_or_rst() {
+    if tcp.is_some_and(|t| t.payload_len == 0 && t.fin_or_rst()) {
         return Some(Exit::of(Reason::BlockedFlowTeardown));
     }
     // SAFETY: as above.
-    unsafe { (*v).last_ns = now };
-    counters::app_dropped(app, counters::frame_len(ctx), false);
-    Some(Exit::of(Reason::BlockedFlow))
-}
-
-/// The standing verdict of a UDP (QUIC) flow: no SYN starts a new one, the idle timeout
-/// ends it.
-#[inline(always)]
-pub fn standing_udp_verdict(ctx: &XdpContext, flow: &FlowKey) -> Option<Exit> {
-    let v = VERDICTS.get_ptr_mut(flow)?;
-    let now = crate::coarse_now();
-    // SAFETY: as in `standing_verdict`.
-    let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
-    let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);
-    if now > last && now - last > idle {
-        let _ = VERDICTS.remove(flow);
-        counters::note(Note::VerdictExpired);
-        return None;
-    }
-    // SAFETY: as above.
-    unsafe { (*v).last_ns = now };
+    unsafe { (*v).last_ns = crate::coarse_now() };
     counters::app_dropped(app, counters::frame_len(ctx), false);
     Some(Exit::of(Reason::BlockedFlow))
 }

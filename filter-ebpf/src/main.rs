@@ -144,6 +144,13 @@ pub fn coarse_now() -> u64 {
     unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
 }
 
+/// Nanoseconds since `since` on the coarse clock; 0 for a time ahead of it (the daemon
+/// stamps with the precise clock, which may lead the coarse one by a tick).
+#[inline(always)]
+pub fn age(since: u64) -> u64 {
+    coarse_now().saturating_sub(since)
+}
+
 /// A TCP segment: the flow's standing verdict first, then its payload.
 #[inline(always)]
 fn judge_tcp(
@@ -159,7 +166,7 @@ fn judge_tcp(
     }
     // A flow whose bit is clear has no verdict, no hello being read and no opening.
     let known = hints::maybe(flow);
-    if known && let Some(exit) = flows::standing_verdict(ctx, flow, tcp) {
+    if known && let Some(exit) = flows::standing_verdict(ctx, flow, Some(tcp)) {
         return Ok(exit);
     }
     if tcp.opens() {

@@ -57,7 +57,7 @@ pub fn judge_udp(
     if s.quic_mode == QUIC_ALLOW {
         return Ok(Exit::of(Reason::QuicNotInspected));
     }
-    if let Some(exit) = crate::flows::standing_udp_verdict(ctx, flow) {
+    if let Some(exit) = crate::flows::standing_verdict(ctx, flow, None) {
         return Ok(exit);
     }
     // The first byte and the version of a long header.
@@ -172,37 +172,22 @@ fn dcid_slot(ctx: &XdpContext, offset: usize) -> Option<[u64; 3]> {
 /// server's ID, or the client's first one shortly after the verdict.
 #[inline(always)]
 fn allowed_cid(cid: &[u64; 3], f: &QuicFlow) -> bool {
-    let server_chosen = !same_cid_slots(&f.cids[0], &f.cids[1]);
-    if server_chosen && same_cid(cid, &f.cids[1]) {
-        return true;
-    }
-    let now = crate::coarse_now();
-    same_cid(cid, &f.cids[0]) && (now <= f.since_ns || now - f.since_ns <= QUIC_FIRST_CID_NS)
+    let (first, server) = (slot_words(&f.cids[0]), slot_words(&f.cids[1]));
+    (server != first && *cid == server)
+        || (*cid == first && crate::age(f.since_ns) <= QUIC_FIRST_CID_NS)
 }
 
+/// A connection ID slot of `QuicFlow` as the three words `dcid_slot` makes of a packet's.
 #[inline(always)]
-fn same_cid_slots(a: &[u8; QUIC_CID_SLOT], b: &[u8; QUIC_CID_SLOT]) -> bool {
-    let held = a.as_ptr().cast::<u64>();
+fn slot_words(slot: &[u8; QUIC_CID_SLOT]) -> [u64; 3] {
+    let held = slot.as_ptr().cast::<u64>();
     // SAFETY: the slot is 24 bytes at an 8-byte aligned offset of an aligned value.
-    let words = unsafe {
+    unsafe {
         [
             held.read_volatile(),
             held.add(1).read_volatile(),
             held.add(2).read_volatile(),
         ]
-    };
-    same_cid(&words, b)
-}
-
-/// Whether a packet's connection ID slot equals one `QuicFlow` holds.
-#[inline(always)]
-fn same_cid(cid: &[u64; 3], slot: &[u8; QUIC_CID_SLOT]) -> bool {
-    let held = slot.as_ptr().cast::<u64>();
-    // SAFETY: the slot is 24 bytes at an 8-byte aligned offset of an aligned value.
-    unsafe {
-        cid[0] == held.read_volatile()
-            && cid[1] == held.add(1).read_volatile()
-            && cid[2] == held.add(2).read_volatile()
     }
 }
 
@@ -212,9 +197,7 @@ fn daemon_alive() -> bool {
     let Some(beat) = QUIC_HEARTBEAT.get(0) else {
         return false;
     };
-    let now = crate::coarse_now();
-    // The coarse clock may lag the daemon's reading by a tick: a beat "ahead" is fresh.
-    *beat != 0 && (now <= *beat || now - *beat <= QUIC_HEARTBEAT_STALE_NS)
+    *beat != 0 && crate::age(*beat) <= QUIC_HEARTBEAT_STALE_NS
 }
 
 /// Copies the datagram into the ring for the daemon. False when the ring is full.
