@@ -73,12 +73,13 @@ pub fn line(e: &Event, apps: &[String], iface: &str, client: &ClientView) -> Str
     s
 }
 
-/// How the flow carried its hello: `tcp` (TLS) or `quic` (a QUIC Initial over UDP).
-pub fn transport(flow: &filter_common::FlowKey) -> String {
-    match flow.proto {
+/// How a flow of IP protocol `proto` carried its hello: `tcp` (TLS) or `quic` (a QUIC
+/// Initial over UDP: the only UDP the program judges).
+pub fn transport(proto: u8) -> String {
+    match proto {
         6 => "tcp".to_owned(),
         17 => "quic".to_owned(),
-        p => p.to_string(),
+        other => format!("ip-proto-{other}"),
     }
 }
 
@@ -134,7 +135,7 @@ pub fn record(
                 p => p.to_string(),
             },
         )
-        .param("transport", transport(&e.flow));
+        .param("transport", transport(e.flow.proto));
     if let Some(name) = sni(e) {
         r = r.param("sni", name);
     }

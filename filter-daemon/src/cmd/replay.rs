@@ -215,7 +215,7 @@ impl Flows {
         let flow = &event.flow;
         let client = endpoint(flow.family, &flow.saddr, flow.sport);
         let server = endpoint(flow.family, &flow.daddr, flow.dport);
-        let transport = transport_name(flow.proto);
+        let transport = crate::events::transport(flow.proto);
         let sni = server_name(event);
         let action = EventAction::from_u8(event.action);
         let severity = action.map_or(0, severity);
@@ -289,15 +289,6 @@ fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
         IpAddr::from(*addr)
     };
     SocketAddr::new(ip, port).to_string()
-}
-
-fn transport_name(proto: u8) -> String {
-    match proto {
-        6 => "tcp".into(),
-        // The program judges UDP only as QUIC Initials.
-        17 => "quic".into(),
-        other => format!("ip-proto-{other}"),
-    }
 }
 
 /// The event's name as text. Names come off the network: anything but printable ASCII

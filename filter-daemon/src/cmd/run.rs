@@ -484,6 +484,7 @@ impl Output {
                 .param("quic_flows_allowed_total", q.allowed)
                 .param("quic_unreadable_total", q.reassembly.unreadable)
                 .param("quic_abandoned_total", q.reassembly.abandoned)
+                .param("quic_write_failures_total", q.write_failures)
                 .param("quic_verdict_p50_us", us(50))
                 .param("quic_verdict_p99_us", us(99));
         }

@@ -69,7 +69,7 @@ impl QuicMaps {
 }
 
 /// Verdict latencies (arrival of the deciding Initial to the verdict in the table) and
-/// what the worker did, for summaries and `/metrics`.
+/// what the worker did, for the daemon's summaries and the benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct QuicStats {
     pub reassembly: ReassemblyStats,
@@ -100,10 +100,6 @@ impl QuicStats {
         v.sort_unstable();
         let i = (v.len() - 1) * p.min(100) as usize / 100;
         Some(v[i])
-    }
-
-    pub fn latencies(&self) -> usize {
-        self.latencies_ns.len()
     }
 }
 

@@ -226,6 +226,56 @@ fn classes() -> Vec<Class> {
     ]
 }
 
+/// What `time_repeated` measured of one class.
+pub struct Repeated {
+    /// ns per packet of each run, of the filter and of `bench_pass`.
+    pub values: Vec<f64>,
+    pub floor: Vec<f64>,
+    /// How much each reason rose over all runs, and how much the class's reason should.
+    pub d: Vec<u64>,
+    pub want: u64,
+}
+
+/// Times `frame` through the filter and `bench_pass` back to back, `plan.runs` calls of
+/// `plan.repeat` each; checks each call's action and that `reason` (and nothing else) rose
+/// by every repeat. `class` is (key, frame, expected action, reason).
+pub fn time_repeated(
+    filter: &Filter,
+    floors: &Floors,
+    plan: Plan,
+    report: &mut Report,
+    class: (&str, &[u8], u32, Reason),
+) -> Result<Repeated> {
+    let (key, frame, action, reason) = class;
+    let before = counters(filter)?;
+    let mut values = Vec::new();
+    let mut floor = Vec::new();
+    for _ in 0..plan.runs {
+        let f = bpf::time(floors.pass(), frame, plan.repeat)?;
+        let v = bpf::time(filter.program(), frame, plan.repeat)?;
+        if v.action != action || f.action != XDP_PASS {
+            report.fail(
+                key,
+                format!(
+                    "action {} (expected {action}), bench_pass {}",
+                    v.action, f.action
+                ),
+            );
+        }
+        values.push(v.ns);
+        floor.push(f.ns);
+    }
+    let d = delta(&before, &counters(filter)?);
+    let want = u64::from(plan.repeat) * plan.runs as u64;
+    check_counts(report, key, &d, reason, want, &[]);
+    Ok(Repeated {
+        values,
+        floor,
+        d,
+        want,
+    })
+}
+
 /// Times every class; one table row and one JSON entry each.
 pub fn run(plan: Plan, floors: &Floors, dir: &Path, report: &mut Report) -> Result<()> {
     let (filter, _) = filter_for(frames::CONFIG, dir)?;
@@ -247,29 +297,19 @@ pub fn run(plan: Plan, floors: &Floors, dir: &Path, report: &mut Report) -> Resu
         for frame in &class.prime {
             filter.run_frame(frame).context("priming")?;
         }
-        let before = counters(&filter)?;
-        let mut values = Vec::new();
-        let mut floor = Vec::new();
-        let mut net = Vec::new();
-        for _ in 0..plan.runs {
-            let f = bpf::time(floors.pass(), &class.frame, plan.repeat)?;
-            let v = bpf::time(filter.program(), &class.frame, plan.repeat)?;
-            if v.action != class.action || f.action != XDP_PASS {
-                report.fail(
-                    class.key,
-                    format!(
-                        "action {} (expected {}), bench_pass {}",
-                        v.action, class.action, f.action
-                    ),
-                );
-            }
-            values.push(v.ns);
-            floor.push(f.ns);
-            net.push(v.ns - f.ns);
-        }
-        let d = delta(&before, &counters(&filter)?);
-        let want = u64::from(plan.repeat) * plan.runs as u64;
-        check_counts(report, class.key, &d, class.reason, want, &[]);
+        let Repeated {
+            values,
+            floor,
+            d,
+            want,
+        } = time_repeated(
+            &filter,
+            floors,
+            plan,
+            report,
+            (class.key, &class.frame, class.action, class.reason),
+        )?;
+        let net: Vec<f64> = values.iter().zip(&floor).map(|(v, f)| v - f).collect();
         let (v, f, n) = (bpf::median(&values), bpf::median(&floor), bpf::median(&net));
         let target = class.target.map(|limit| Target::at_most(n, limit, " ns"));
         table.row(vec![

@@ -130,24 +130,11 @@ pub fn per_packet(plan: Plan, floors: &Floors, dir: &Path, report: &mut Report) 
         ),
     ];
     for (key, label, frame, reason, action) in repeated {
-        let before = counters(&filter)?;
-        let (mut values, mut floor, mut net) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..plan.runs {
-            judge.beat(true)?;
-            let f = bpf::time(floors.pass(), &frame, plan.repeat)?;
-            let v = bpf::time(filter.program(), &frame, plan.repeat)?;
-            if v.action != action {
-                report.fail(key, format!("action {} (expected {action})", v.action));
-            }
-            values.push(v.ns);
-            floor.push(f.ns);
-            net.push(v.ns - f.ns);
-        }
-        let d = delta(&before, &counters(&filter)?);
-        let want = u64::from(plan.repeat) * plan.runs as u64;
-        check_counts(report, key, &d, reason, want, &[]);
+        let r =
+            packet::time_repeated(&filter, floors, plan, report, (key, &frame, action, reason))?;
+        let net: Vec<f64> = r.values.iter().zip(&r.floor).map(|(v, f)| v - f).collect();
         row(
-            &mut table, report, key, label, reason, &d, &values, &floor, &net,
+            &mut table, report, key, label, reason, &r.d, &r.values, &r.floor, &net,
         );
     }
     // A new flow's Initial copied into the ring: one per call, each on a flow of its own,
