@@ -679,18 +679,19 @@ fn reload(
     let loaded = Config::load(&opts.config)
         .and_then(|c| RuleSet::compile(&c).map(|s| (c, s)))
         .and_then(|(c, s)| {
-            // A new sink is made before anything changes, so a bad one refuses the reload.
+            // A new sink and the QUIC worker's rules are made before anything changes, so a
+            // failure of either refuses the reload.
             let sink = if c.logging == r.config.logging {
                 None
             } else {
                 Some(sink_for(&c.logging, &c)?)
             };
-            Ok((c, s, sink))
+            let matcher = Matcher::new(&s)?;
+            Ok((c, s, sink, matcher))
         });
     match loaded {
-        Ok((config, set, sink)) => {
+        Ok((config, set, sink, matcher)) => {
             // Rules, apps, exemptions, scopes, ports and policy switch together.
-            let matcher = Matcher::new(&set)?;
             r.filter.apply_config(&config, &set)?;
             let shared = r.quic.shared();
             if let (Ok(mut m), Ok(mut p)) = (shared.matcher.lock(), shared.policy.lock()) {
