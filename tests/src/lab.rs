@@ -265,6 +265,11 @@ impl Lab {
             ),
         ];
         for (ns, ifname, v4, v6) in &addrs {
+            // No duplicate detection for the link-local address the kernel adds at link up
+            // either: its end a second later is an address change, which Chromium reads as
+            // the network changing under a page load (ERR_NETWORK_CHANGED).
+            run(netns_exec(ns, "sysctl")
+                .args(["-qw", &format!("net.ipv6.conf.{ifname}.accept_dad=0")]))?;
             run(&mut cmd("ip", ["-n", ns, "addr", "add", v4, "dev", ifname]))?;
             // nodad: the address is usable at once instead of after duplicate detection.
             run(&mut cmd(
