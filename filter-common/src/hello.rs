@@ -13,6 +13,11 @@ use crate::name::NAME_BUF;
 pub const SCRATCH_LEN: usize = 16384;
 const SCRATCH_MASK: usize = SCRATCH_LEN - 1;
 
+/// Host-name bytes [`HelloWalk::take_name`] copies per call: in the program each call is one
+/// round of a `bpf_loop`, and a copy loop of this many bytes (not of a whole name's 255) is
+/// what the verifier walks there. Most names fit in one call.
+pub const NAME_CHUNK: u32 = 32;
+
 /// Walker steps per call in userspace. A step reads one record header, one field or skips
 /// one span; Chrome's 1.8 KB hello takes about 50. The program takes fewer per call (each
 /// unrolled step multiplies the paths the verifier explores) and bounds the calls itself.
@@ -277,8 +282,8 @@ impl HelloWalk {
         Step::Paused
     }
 
-    /// Copies the host-name bytes available at `*pos` into `name`. Returns true when the
-    /// name is complete in `name[..name_len]`.
+    /// Copies the host-name bytes available at `*pos` into `name`, at most [`NAME_CHUNK`]
+    /// per call. Returns true when the name is complete in `name[..name_len]`.
     #[inline(always)]
     pub fn take_name(&mut self, buf: &[u8; SCRATCH_LEN], pos: &mut u32, end: u32) -> bool {
         let end = if end > SCRATCH_LEN as u32 {
@@ -290,8 +295,11 @@ impl HelloWalk {
             return false;
         }
         let n = min(
-            min((self.name_len - self.name_have) as u32, end - *pos),
-            self.record_left,
+            min(
+                min((self.name_len - self.name_have) as u32, end - *pos),
+                self.record_left,
+            ),
+            NAME_CHUNK,
         );
         copy_name(buf, *pos, &mut self.name, self.name_have as u32, n);
         self.name_have += n as u16;
@@ -551,7 +559,7 @@ fn copy_field(buf: &[u8; SCRATCH_LEN], pos: u32, dst: &mut [u8; 4], at: u32, n: 
 
 #[inline(always)]
 fn copy_name(buf: &[u8; SCRATCH_LEN], pos: u32, dst: &mut [u8; NAME_BUF], at: u32, n: u32) {
-    for k in 0..NAME_BUF as u32 {
+    for k in 0..NAME_CHUNK {
         if k >= n {
             break;
         }

@@ -48,13 +48,20 @@ pub fn rule_key(seed: u64, name: &[u8]) -> RuleKey {
     RuleKey { hash: h }
 }
 
-/// Bytes scanned per [`NameMatch::step`]: one label (at most 63 bytes, RFC 1035 §2.3.4)
-/// and its dot, so a step ends at each label boundary.
-pub const MATCH_STEP_BYTES: u32 = 64;
+/// Bytes scanned per [`NameMatch::step`]; a step also ends at each label boundary. In the
+/// program a step is one `bpf_loop` round whose byte loop the verifier walks unrolled, so
+/// the fewer bytes the cheaper its check: most labels are shorter than this.
+pub const MATCH_STEP_BYTES: u32 = 16;
 
 /// Steps that always finish a name: one per label (at most 128 in 255 bytes) plus one per
-/// 64 bytes of a label that is too long to be valid.
-pub const MATCH_STEPS_MAX: u32 = 132;
+/// `MATCH_STEP_BYTES` bytes of the name, for the labels longer than that.
+pub const MATCH_STEPS_MAX: u32 = 128 + (NAME_MAX as u32).div_ceil(MATCH_STEP_BYTES);
+
+/// [`NameMatch::advance`] calls that always finish a match: the label steps, then one per
+/// byte of each pattern tried (prefix and suffix at most 64 each), one more per pattern,
+/// and the step that sees the end.
+pub const MATCH_ROUNDS_MAX: u32 =
+    MATCH_STEPS_MAX + 1 + WILD_CHAIN_MAX * (2 * WILD_PART_MAX as u32 + 1);
 
 /// Where a name match looks rules and wildcard patterns up: the program's maps, or
 /// userspace tables, so both judge names the same way.
@@ -129,6 +136,13 @@ pub struct NameMatch {
     pub candidate: u32,
     pub candidate_start: u32,
     pub candidate_len: u32,
+    /// The wildcard comparison: the byte of the pattern (prefix, then suffix) compared
+    /// next, and the patterns of the chain already tried.
+    pub wild_at: u32,
+    pub wild_tried: u32,
+    /// 1 once every label has been looked up (the wildcard comparison comes next).
+    pub stepped: u32,
+    pub _pad: u32,
 }
 
 impl NameMatch {
@@ -225,34 +239,72 @@ impl NameMatch {
         };
     }
 
-    /// Compares the wildcard candidate (the deepest label below a wildcard parent) with its
-    /// parent's patterns, unless a rule at or below that label already matched. Call once
-    /// the steps are done.
+    /// Compares one byte of the wildcard candidate (the deepest label below a wildcard
+    /// parent) with its parent's patterns, unless a rule at or below that label already
+    /// matched. Call once the steps are done, until it returns true.
+    ///
+    /// One byte per call, its position kept here: inside the program each call is one
+    /// `bpf_loop` round, so the verifier checks one comparison, not an unrolled loop over
+    /// every byte of every pattern (whose paths it cannot prune, and whose stepped index
+    /// the 6.1 verifier loses the bound of).
     #[inline(always)]
-    pub fn finish(&mut self, name: &[u8; NAME_BUF], tables: &impl RuleTables) {
-        if self.deeper != 0 {
-            return;
+    pub fn finish_step(&mut self, name: &[u8; NAME_BUF], tables: &impl RuleTables) -> bool {
+        if self.deeper != 0 || self.candidate == 0 || self.wild_tried >= WILD_CHAIN_MAX {
+            return true;
         }
-        let mut next = self.candidate as u16;
-        for _ in 0..WILD_CHAIN_MAX {
-            if next == 0 {
-                return;
-            }
-            let Some(p) = tables.pattern(next - 1) else {
-                return;
+        let Some(p) = tables.pattern((self.candidate - 1) as u16) else {
+            return true;
+        };
+        let (pl, sl) = (u32::from(p.prefix_len), u32::from(p.suffix_len));
+        // The literal parts may not overlap inside the label.
+        let fits = pl + sl <= self.candidate_len;
+        let at = self.wild_at;
+        if fits && at >= pl + sl {
+            self.best = RuleValue {
+                app: p.app,
+                flags: RULE_SUFFIX,
+                wild: 0,
+                _pad: 0,
             };
-            if label_matches(name, self.candidate_start, self.candidate_len, p) {
-                self.best = RuleValue {
-                    app: p.app,
-                    flags: RULE_SUFFIX,
-                    wild: 0,
-                    _pad: 0,
-                };
-                self.found = 1;
-                return;
-            }
-            next = p.next;
+            self.found = 1;
+            return true;
         }
+        if fits {
+            let (pos, want) = if at < pl {
+                (
+                    self.candidate_start + at,
+                    p.prefix[(at as usize) & (WILD_PART_MAX - 1)],
+                )
+            } else {
+                let k = at - pl;
+                (
+                    self.candidate_start + self.candidate_len - sl + k,
+                    p.suffix[(k as usize) & (WILD_PART_MAX - 1)],
+                )
+            };
+            if lower(name[(pos as usize) & (NAME_BUF - 1)]) == want {
+                self.wild_at = at + 1;
+                return false;
+            }
+        }
+        // This pattern does not match: the next one of the parent's chain.
+        self.candidate = u32::from(p.next);
+        self.wild_at = 0;
+        self.wild_tried += 1;
+        self.candidate == 0 || self.wild_tried >= WILD_CHAIN_MAX
+    }
+
+    /// One step of the whole match: the label steps, then the wildcard comparison. Returns
+    /// true when the match is over and [`NameMatch::result`] holds it.
+    #[inline(always)]
+    pub fn advance(&mut self, name: &[u8; NAME_BUF], tables: &impl RuleTables) -> bool {
+        if self.stepped == 0 {
+            if self.step(name, tables) {
+                self.stepped = 1;
+            }
+            return false;
+        }
+        self.finish_step(name, tables)
     }
 
     pub fn result(&self) -> Option<RuleValue> {
@@ -264,38 +316,6 @@ impl NameMatch {
     }
 }
 
-/// Whether `name[start, start + len)` starts with the pattern's prefix and ends with its
-/// suffix (ASCII case-insensitive).
-#[inline(always)]
-fn label_matches(name: &[u8; NAME_BUF], start: u32, len: u32, p: &WildPattern) -> bool {
-    let (pl, sl) = (u32::from(p.prefix_len), u32::from(p.suffix_len));
-    if pl + sl > len {
-        return false;
-    }
-    for i in 0..WILD_PART_MAX as u32 {
-        if i >= pl {
-            break;
-        }
-        if lower(name[((start + i) as usize) & (NAME_BUF - 1)])
-            != p.prefix[(i as usize) & (WILD_PART_MAX - 1)]
-        {
-            return false;
-        }
-    }
-    let tail = start + len - sl;
-    for i in 0..WILD_PART_MAX as u32 {
-        if i >= sl {
-            break;
-        }
-        if lower(name[((tail + i) as usize) & (NAME_BUF - 1)])
-            != p.suffix[(i as usize) & (WILD_PART_MAX - 1)]
-        {
-            return false;
-        }
-    }
-    true
-}
-
 /// Matches a whole name at once (userspace; the program drives [`NameMatch::step`]).
 pub fn match_name(
     name: &[u8; NAME_BUF],
@@ -304,8 +324,7 @@ pub fn match_name(
     tables: &impl RuleTables,
 ) -> Option<RuleValue> {
     let mut m = NameMatch::new(name, len, seed);
-    while !m.step(name, tables) {}
-    m.finish(name, tables);
+    while !m.advance(name, tables) {}
     m.result()
 }
 
@@ -457,6 +476,48 @@ mod tests {
                 "{host} needs more than {MATCH_STEPS_MAX} steps"
             );
         }
+    }
+
+    #[test]
+    fn the_longest_wildcard_comparison_finishes_within_the_rounds() {
+        // Four chained patterns of 31 + 31 literal bytes, each failing only at its last
+        // byte, under a 63-byte label below a 255-byte name: the most rounds a match takes.
+        let seed = 11;
+        let mut t = table(seed, &[]);
+        t.rules.insert(
+            rule_key(seed, b"c.example"),
+            RuleValue {
+                app: 0,
+                flags: RULE_WILD_PARENT,
+                wild: 1,
+                _pad: 0,
+            },
+        );
+        let label = "a".repeat(63);
+        for k in 0..WILD_CHAIN_MAX as u16 {
+            let suffix = std::format!("{}{}", "a".repeat(30), if k == 3 { "a" } else { "b" });
+            t.patterns.push(pattern(
+                &"a".repeat(31),
+                &suffix,
+                20 + k,
+                if k == 3 { 0 } else { k + 2 },
+            ));
+        }
+        let host = std::format!("{}.{label}.c.example", "b.".repeat(87));
+        assert!(host.len() <= NAME_MAX, "{}", host.len());
+        let mut buf = [0u8; NAME_BUF];
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        let mut m = NameMatch::new(&buf, host.len(), seed);
+        let rounds = (1..=MATCH_ROUNDS_MAX).find(|_| m.advance(&buf, &t));
+        assert!(
+            rounds.is_some(),
+            "needs more than {MATCH_ROUNDS_MAX} rounds"
+        );
+        assert_eq!(
+            m.result().map(|v| v.app),
+            Some(23),
+            "the fourth pattern matches"
+        );
     }
 
     #[test]

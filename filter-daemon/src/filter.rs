@@ -47,6 +47,28 @@ pub struct Filter {
     switched: Option<std::time::Instant>,
     /// `FLOW_HINTS` mapped into this process, once used.
     hints: Option<HintWords>,
+    /// The verifier's figures for the two programs, judging program first.
+    verification: Vec<Verification>,
+}
+
+/// The verifier's limit of processed instructions per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// The most processed instructions this project accepts for a program: a fifth of the
+/// limit, because the verifier's work for one program moves between kernels and builds,
+/// and a program that verifies only just is a gateway that may not come back after a
+/// reboot or an upgrade.
+pub const VERIFIED_INSNS_BOUND: u32 = 200_000;
+
+/// What the verifier reported for one program this filter loaded.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    pub program: &'static str,
+    /// Processed instructions, as the kernel reports them for the loaded program
+    /// (`verified_insns` of `BPF_OBJ_GET_INFO_BY_FD`; `None` before 5.16).
+    pub instructions: Option<u32>,
+    /// Wall time of the load, which is the verifier's time.
+    pub took: std::time::Duration,
 }
 
 /// How long a side of the tables rests after leaving service before it is rewritten.
@@ -128,15 +150,25 @@ impl Filter {
             .load(OBJECT)
             .map_err(|e| Error::Load(format!("{e}")))?;
         // The judging program first: the header program tail-calls it through JUDGE.
+        let mut verification = Vec::new();
         for name in [names::JUDGE_PROGRAM, names::PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?
                 .try_into()
                 .map_err(|e| Error::Load(format!("{e}")))?;
+            let start = std::time::Instant::now();
             program
                 .load()
                 .map_err(|e| Error::Load(format!("{name}: {}", verifier_message(&e))))?;
+            verification.push(Verification {
+                program: name,
+                took: start.elapsed(),
+                instructions: program
+                    .info()
+                    .ok()
+                    .and_then(|i| i.verified_instruction_count()),
+            });
         }
         let judge_fd = {
             let judge: &Xdp = ebpf
@@ -171,6 +203,7 @@ impl Filter {
             side_slots: [Vec::new(), Vec::new()],
             switched: None,
             hints: None,
+            verification,
         };
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
         filter.settings.rules_base = filter.rule_slots;
@@ -622,14 +655,9 @@ impl Filter {
         self.ebpf.map(name).is_some()
     }
 
-    /// How many instructions the verifier processed to accept each of the two programs
-    /// (header and judging), against its limit of 1M each.
-    pub fn verified_instructions(&self) -> Option<(u32, u32)> {
-        let count = |name| {
-            let p: &Xdp = self.ebpf.program(name)?.try_into().ok()?;
-            p.info().ok()?.verified_instruction_count()
-        };
-        Some((count(names::PROGRAM)?, count(names::JUDGE_PROGRAM)?))
+    /// What the verifier reported for each program when this filter loaded it.
+    pub fn verification(&self) -> &[Verification] {
+        &self.verification
     }
 
     /// The kernel's id of the loaded program.
@@ -792,18 +820,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The verifier's log is long; its last lines say why the program was refused.
+/// The verifier's log is long; its last lines say why the program was refused. The kernel
+/// and what to do come with them: a refusal is a fact about this build on this kernel.
 fn verifier_message(e: &aya::programs::ProgramError) -> String {
     let full = format!("{e:?}");
     if let aya::programs::ProgramError::LoadError { verifier_log, .. } = e {
         let log = verifier_log.to_string();
         // For whoever changes the program: the whole log, which is long.
-        if let Some(path) = std::env::var_os("SNI_FILTER_VERIFIER_LOG") {
-            let _ = std::fs::write(path, &log);
-        }
+        let saved = std::env::var_os("SNI_FILTER_VERIFIER_LOG")
+            .filter(|path| std::fs::write(path, &log).is_ok())
+            .map(|path| format!("the whole log is in {}", path.to_string_lossy()));
         let tail: Vec<&str> = log.lines().rev().take(25).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return format!("the verifier refused the program:\n{}", tail.join("\n"));
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |r| r.trim().to_string());
+        return format!(
+            "the verifier of kernel {kernel} refused the program:\n{}\n\
+             Nothing was attached or changed: a filter already running stays in force. This \
+             build cannot filter on this kernel; keep the version that runs, and report the \
+             lines above with the kernel version ({}).",
+            tail.join("\n"),
+            saved.unwrap_or_else(|| {
+                "set SNI_FILTER_VERIFIER_LOG=FILE to save the whole log".into()
+            })
+        );
     }
     full
 }

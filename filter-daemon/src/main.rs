@@ -84,8 +84,10 @@ enum Command {
     /// Example: sni-filter unload
     Unload,
     /// Check the kernel and interfaces as `run` does before attaching: kernel version, the
-    /// interface and its driver, offloads that hide VLAN tags or merge segments, MTU, and
-    /// another XDP program already attached (never replaced). Exit 1 if a check fails.
+    /// verifier's work for both programs (loaded, not attached: processed instructions
+    /// against the bound of 200000 and the limit of 1000000, and the time), the interface
+    /// and its driver, offloads that hide VLAN tags or merge segments, MTU, and another XDP
+    /// program already attached (never replaced). Exit 1 if a check fails.
     ///
     /// Example: sni-filter doctor lan0 wifi0
     Doctor {

@@ -242,6 +242,6 @@ pub fn print(checks: &[Check]) {
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
         };
-        println!("{level:<5} {:<14} {}", c.what, c.detail);
+        println!("{level:<5} {:<19} {}", c.what, c.detail);
     }
 }

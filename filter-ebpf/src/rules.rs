@@ -13,7 +13,7 @@ use filter_common::{
     APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
     ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX, RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE,
     SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
-    name::{MATCH_STEPS_MAX, RuleKey, RuleTables, WildPattern},
+    name::{MATCH_ROUNDS_MAX, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
 
@@ -119,18 +119,18 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     // SAFETY: an aligned field of a map value; zeroes are the empty match.
     unsafe { filter_common::zero_words(&raw mut j.name) };
     j.name.begin(&j.walk.name, j.walk.name_len as usize, seed);
-    // One label per round keeps the verifier's view to one label's bytes.
+    // One label, or one byte of a wildcard comparison, per round keeps the verifier's view
+    // to one label's bytes.
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
     unsafe {
         bpf_loop(
-            MATCH_STEPS_MAX,
+            MATCH_ROUNDS_MAX,
             match_round as *mut c_void,
             core::ptr::null_mut(),
             0,
         )
     };
     let j = crate::tls::judging()?;
-    j.name.finish(&j.walk.name, &Maps);
     let rule = j.name.result()?;
     let base = j.settings.apps_base;
     let app = APPS.get(base + u32::from(rule.app))?;
@@ -179,5 +179,5 @@ extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(j) = crate::tls::judging() else {
         return 1;
     };
-    i64::from(j.name.step(&j.walk.name, &Maps))
+    i64::from(j.name.advance(&j.walk.name, &Maps))
 }
