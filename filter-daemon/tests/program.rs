@@ -836,6 +836,51 @@ fn reinstalling_rules_switches_verdicts() {
 }
 
 #[test]
+fn reloads_between_port_sets_inspect_the_ports_in_force() {
+    // The daemon writes each port set into the side of the bitmap not in force and then
+    // switches: every reload must inspect the new set, never the one before it.
+    let config = |ports: &str| {
+        Config::parse(
+            Path::new("/nonexistent/ports.toml"),
+            &format!("[filter]\ninspected_ports = [{ports}]\n{RULES}"),
+        )
+        .expect("ports config")
+    };
+    let first = config("443");
+    let mut f = Filter::load_for(&first).expect("the program loads (run as root)");
+    f.install(&RuleSet::compile(&first).unwrap()).unwrap();
+    let hello_to = |port: u16| {
+        let mut seg = tcp(IpPair::v4_example());
+        seg.dst_port = port;
+        hello_frame_on(&seg, "www.tiktok.com")
+    };
+    for round in 0..3 {
+        for (ports, inspected, not_inspected) in [("8443", 8443, 443), ("443", 443, 8443)] {
+            f.set_policy(&config(ports)).unwrap();
+            let before = counters(&f);
+            assert_eq!(
+                f.run_frame(&hello_to(inspected)).unwrap(),
+                XDP_DROP,
+                "reload {round}, ports [{ports}]: a hello to {inspected} is judged"
+            );
+            assert_eq!(
+                f.run_frame(&hello_to(not_inspected)).unwrap(),
+                XDP_PASS,
+                "reload {round}, ports [{ports}]: {not_inspected} is not inspected"
+            );
+            let after = counters(&f);
+            let moved = |r: Reason| after[r as usize].packets - before[r as usize].packets;
+            assert_eq!(moved(Reason::HelloBlocked), 1, "reload {round}, [{ports}]");
+            assert_eq!(
+                moved(Reason::TcpPortNotInspected),
+                1,
+                "reload {round}, [{ports}]"
+            );
+        }
+    }
+}
+
+#[test]
 fn flow_state_keeps_its_hint_bits_across_rebuilds() {
     // The bitmap in front of the flow tables is rebuilt by the daemon; a flow with a blocked
     // verdict, a hello being read or an opening must keep its bit, or its packets would

@@ -100,8 +100,9 @@ static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, BPF_F_RDONLY_
 pub fn port_inspected(port: u16) -> bool {
     match settings() {
         Some(s) if s.all_ports != 0 => true,
-        Some(_) => PORTS
-            .get(u32::from(port) / 64)
+        // The side of the bitmap the settings name: a reload fills the other one.
+        Some(s) => PORTS
+            .get(s.ports_base + u32::from(port) / 64)
             .is_some_and(|w| w & (1 << (port % 64)) != 0),
         None => true,
     }
