@@ -113,7 +113,7 @@ pub unsafe fn zero_words<T: Copy>(dst: *mut T) {
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Bits of one side of `FLOW_HINTS`: a bitmap with a bit set for every flow that has a
 /// blocked verdict, a hello being read or an opening connection (and, by collision, for
@@ -295,7 +295,11 @@ pub struct Settings {
     pub quic_mode: u8,
     /// 1: Initials of flows not judged yet are dropped until the verdict exists.
     pub quic_hold: u8,
-    pub _pad: [u8; 3],
+    /// 1: every hello goes through the walker, none through the fast path that reads a
+    /// hello whole in one segment straight from the packet. Only tests and benchmarks set
+    /// it, to compare the two.
+    pub walker_only: u8,
+    pub _pad: [u8; 2],
     /// UDP destination ports inspected for QUIC; 0 marks an unused entry.
     pub quic_ports: [u16; QUIC_PORTS_MAX],
 }
@@ -621,9 +625,9 @@ mod tests {
             ("QuicInitial", size_of::<QuicInitial>()),
         ];
         let expected = [
-            ("version", 3),
+            ("version", 4),
             ("reasons", 40),
-            ("notes", 11),
+            ("notes", 12),
             ("iface slots", 1024),
             ("apps", 256),
             ("Counter", 24),

@@ -267,9 +267,12 @@ pub enum Note {
     ResetFailed,
     /// An event was lost because the ring buffer was full.
     EventLost,
+    /// A hello whole in one segment was read straight from the packet (the fast path)
+    /// rather than by the walker.
+    HelloReadFast,
 }
 
-pub const NOTE_COUNT: u32 = Note::EventLost as u32 + 1;
+pub const NOTE_COUNT: u32 = Note::HelloReadFast as u32 + 1;
 
 impl Note {
     pub const ALL: [Note; NOTE_COUNT as usize] = [
@@ -284,6 +287,7 @@ impl Note {
         Note::ResetSent,
         Note::ResetFailed,
         Note::EventLost,
+        Note::HelloReadFast,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -299,6 +303,7 @@ impl Note {
             Note::ResetSent => "reset_sent",
             Note::ResetFailed => "reset_failed",
             Note::EventLost => "event_lost",
+            Note::HelloReadFast => "hello_read_fast",
         }
     }
 }

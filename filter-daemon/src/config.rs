@@ -117,6 +117,8 @@ struct RawFilter {
     quic_ports: Option<Spanned<Vec<Spanned<u64>>>>,
     #[serde(default)]
     quic_hold: bool,
+    /// `None`: on (a missing `[filter]` table must not turn it off).
+    hello_fast_path: Option<bool>,
 }
 
 /// What happens to QUIC (HTTP/3 over UDP) on the QUIC ports.
@@ -187,6 +189,8 @@ fn yes() -> bool {
 }
 
 /// A validated configuration.
+// Each bool is one on/off key of the file, under its own name.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -211,6 +215,10 @@ pub struct Config {
     pub quic_ports: Vec<u16>,
     /// Initials of flows not judged yet are dropped until the verdict exists.
     pub quic_hold: bool,
+    /// Hellos whole in one segment are read straight from the packet; `false`: every hello
+    /// goes through the general walker (the same verdicts, slower), to rule the fast path
+    /// out when diagnosing.
+    pub hello_fast_path: bool,
     pub apps: Vec<App>,
     pub logging: Logging,
     /// Where `/metrics` listens; `None`: off.
@@ -513,6 +521,26 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     bytecount(&text.as_bytes()[..offset.min(text.len())]) + 1
 }
 
+fn parse_inspected_ports(
+    ports: &[Spanned<u64>],
+    at: &impl Fn(usize) -> String,
+) -> Result<Vec<u16>, Error> {
+    ports
+        .iter()
+        .map(|p| {
+            u16::try_from(*p.get_ref())
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| {
+                    Error::config(
+                        at(p.span().start),
+                        format!("port {} is not a TCP port (1..=65535)", p.get_ref()),
+                    )
+                })
+        })
+        .collect()
+}
+
 fn parse_quic_ports(
     raw: Option<&Spanned<Vec<Spanned<u64>>>>,
     at: &impl Fn(usize) -> String,
@@ -613,20 +641,7 @@ impl Config {
             filter_common::HELLOS_DEFAULT_MAX.into(),
             (16, u32_max),
         )?;
-        let mut inspected_ports = Vec::new();
-        for p in &f.inspected_ports {
-            inspected_ports.push(
-                u16::try_from(*p.get_ref())
-                    .ok()
-                    .filter(|&p| p > 0)
-                    .ok_or_else(|| {
-                        Error::config(
-                            at(p.span().start),
-                            format!("port {} is not a TCP port (1..=65535)", p.get_ref()),
-                        )
-                    })?,
-            );
-        }
+        let inspected_ports = parse_inspected_ports(&f.inspected_ports, &at)?;
         let quic_ports = parse_quic_ports(f.quic_ports.as_ref(), &at)?;
 
         let mut apps = Vec::new();
@@ -660,6 +675,7 @@ impl Config {
             quic: f.quic,
             quic_ports,
             quic_hold: f.quic_hold,
+            hello_fast_path: f.hello_fast_path.unwrap_or(true),
             apps,
             logging: parse_logging(&raw.logging, text, &at, base)?,
             metrics_listen: parse_metrics(&raw.metrics, &at)?,

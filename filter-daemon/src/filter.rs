@@ -520,11 +520,20 @@ impl Filter {
         next.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
         next.quic_mode = config.quic.mode();
         next.quic_hold = u8::from(config.quic_hold);
+        next.walker_only = u8::from(!config.hello_fast_path);
         next.quic_ports = [0; filter_common::QUIC_PORTS_MAX];
         for (slot, &p) in next.quic_ports.iter_mut().zip(&config.quic_ports) {
             *slot = p;
         }
         Ok(())
+    }
+
+    /// Sends every hello through the walker (`on`) or lets the fast path read the hellos it
+    /// can (the default). For tests and benchmarks that compare the two paths.
+    pub fn set_walker_only(&mut self, on: bool) -> Result<(), Error> {
+        let mut next = self.settings;
+        next.walker_only = u8::from(on);
+        self.commit(next)
     }
 
     /// Sets `trace_all`: an event for every judged hello. Only for filters of their own
@@ -788,6 +797,24 @@ impl Filter {
         let array: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)
             .map_err(|e| Error::Map(format!("{}: {e}", names::COUNTERS)))?;
         sum_counters(&array)
+    }
+
+    /// The notes (`Note`), summed over every CPU, indexed by note.
+    pub fn notes(&self) -> Result<Vec<u64>, Error> {
+        let map = self
+            .ebpf
+            .map(names::NOTES)
+            .ok_or_else(|| Error::Map("notes map missing".into()))?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|e| Error::Map(format!("{}: {e}", names::NOTES)))?;
+        (0..filter_common::NOTE_COUNT)
+            .map(|i| {
+                array
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::NOTES)))
+            })
+            .collect()
     }
 }
 

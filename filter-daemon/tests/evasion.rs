@@ -604,9 +604,9 @@ fn run_suite(wire: &Wire, daemon: &Daemon, h: &Hellos, port_base: u16) -> Vec<Ro
     rows
 }
 
-fn table(policy: &str, rows: &[Row]) -> String {
+fn table(heading: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "evasion suite, uninspectable = \"{policy}\"\n{:<66} {:<24} {:<8} {}\n",
+        "evasion suite, {heading}\n{:<66} {:<24} {:<8} {}\n",
         "technique", "result", "served", "counted (reason+packets)"
     );
     for r in rows {
@@ -622,14 +622,21 @@ fn table(policy: &str, rows: &[Row]) -> String {
     out
 }
 
-/// The shipped configuration with `uninspectable` set, in a folder of its own.
-fn config(dir: &Path, policy: &str) -> std::path::PathBuf {
-    config_copy(
-        &dir.join(policy),
-        (
-            "uninspectable = \"drop\"",
-            &format!("uninspectable = \"{policy}\""),
-        ),
+/// The shipped configuration with `uninspectable` set, and the hello fast path on or
+/// off, in a folder of its own.
+fn config(dir: &Path, policy: &str, fast_path: bool) -> std::path::PathBuf {
+    config_copy_with(
+        &dir.join(format!("{policy}-{fast_path}")),
+        &[
+            (
+                "uninspectable = \"drop\"",
+                &format!("uninspectable = \"{policy}\""),
+            ),
+            (
+                "hello_fast_path = true",
+                &format!("hello_fast_path = {fast_path}"),
+            ),
+        ],
     )
 }
 
@@ -656,16 +663,28 @@ fn no_evasion_technique_gets_the_banned_name_through() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut report = String::new();
-    for (policy, port_base) in [("drop", 30_000), ("pass", 40_000)] {
+    // Every technique through both ways the program reads a hello: the fast path where it
+    // can (as shipped), and the general walker alone.
+    for (policy, fast_path, port_base) in [
+        ("drop", true, 30_000),
+        ("drop", false, 35_000),
+        ("pass", true, 40_000),
+        ("pass", false, 45_000),
+    ] {
         let daemon = Daemon::start(
             &lab,
             &bin(),
-            &config(dir.path(), policy),
+            &config(dir.path(), policy, fast_path),
             Vec::<String>::new(),
         )
         .expect("daemon");
         let rows = run_suite(&wire, &daemon, &h, port_base);
-        let text = table(policy, &rows);
+        let path = if fast_path {
+            "hello fast path on"
+        } else {
+            "walker only"
+        };
+        let text = table(&format!("uninspectable = \"{policy}\", {path}"), &rows);
         println!("{text}");
         report.push_str(&text);
         report.push('\n');

@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use filter_common::{Counter, EventAction, REASON_COUNT, Reason, names};
+use filter_common::{Counter, EventAction, Note, REASON_COUNT, Reason, names};
 use sni_filter::{
     config::Config,
     filter::{Filter, VERIFIED_INSNS_BOUND},
@@ -940,8 +940,81 @@ fn hello_frame_on(seg: &TcpSegment, name: &str) -> Vec<u8> {
 }
 
 #[test]
+fn whole_hellos_take_the_fast_path_with_the_walkers_verdicts() {
+    // Names blocked, by wildcard, monitored, disabled and allowed; ECH before and after the
+    // name; no name at all. Each hello whole in one segment, through both paths.
+    let mut hellos = Vec::new();
+    for name in [
+        "www.tiktok.com",
+        "p16-tiktok-va.ibyteimg.com",
+        "a.watched.example",
+        "disabled.example",
+        "www.example.org",
+    ] {
+        for (ech, position) in [
+            (false, SniPosition::First),
+            (true, SniPosition::First),
+            (true, SniPosition::Last),
+        ] {
+            hellos.push(
+                ClientHelloBuilder::chrome(name)
+                    .post_quantum(false)
+                    .ech(ech)
+                    .sni_position(position)
+                    .build(),
+            );
+        }
+        hellos.push(ClientHelloBuilder::minimal(name).build());
+    }
+    hellos.push(ClientHelloBuilder::minimal("x").no_server_name().build());
+    let mut fast = table_filter(true);
+    let mut walker = table_filter(true);
+    walker.set_walker_only(true).unwrap();
+    let read_fast = |f: &Filter| f.notes().unwrap()[Note::HelloReadFast as usize];
+    for (i, hello) in hellos.iter().enumerate() {
+        let frame = tcp(IpPair::v6_example()).frame(&tls_records(hello, 16384));
+        let fast_before = read_fast(&fast);
+        let mut seen = Vec::new();
+        for f in [&mut fast, &mut walker] {
+            let before = counters(f);
+            let action = f.run_frame(&frame).unwrap();
+            let after = counters(f);
+            let moved: Vec<(usize, u64)> = (0..after.len())
+                .map(|r| (r, after[r].packets - before[r].packets))
+                .filter(|(_, d)| *d != 0)
+                .collect();
+            let events: Vec<(u8, u8, u16, u8, Vec<u8>)> = f
+                .drain_events()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    let name = e.sni[..usize::from(e.sni_len)].to_vec();
+                    (e.reason, e.action, e.app, e.flags, name)
+                })
+                .collect();
+            seen.push((action, moved, events));
+        }
+        assert_eq!(seen[0], seen[1], "hello {i}: fast path, then walker");
+        assert_eq!(
+            read_fast(&fast) - fast_before,
+            1,
+            "hello {i} was read by the fast path"
+        );
+    }
+    assert_eq!(read_fast(&walker), 0, "walker only reads nothing fast");
+}
+
+#[test]
 fn a_hello_split_at_every_byte_is_blocked() {
-    let f = table_filter(true);
+    for walker_only in [false, true] {
+        let mut f = table_filter(true);
+        f.set_walker_only(walker_only).unwrap();
+        split_at_every_byte(&f, walker_only);
+    }
+}
+
+/// Every cut of a Chrome-like hello into two segments, through `f`.
+fn split_at_every_byte(f: &Filter, walker_only: bool) {
     let hello = tls_records(
         &ClientHelloBuilder::chrome("www.tiktok.com")
             .sni_position(SniPosition::Last)
@@ -967,7 +1040,7 @@ fn a_hello_split_at_every_byte_is_blocked() {
     }
     assert!(
         wrong.is_empty(),
-        "{} cuts of {} went wrong:\n{}",
+        "{} cuts of {} went wrong (walker only: {walker_only}):\n{}",
         wrong.len(),
         hello.len() - 1,
         wrong.join("\n")

@@ -8,6 +8,7 @@
 
 mod counters;
 mod events;
+mod fast;
 mod flows;
 mod headers;
 mod hints;

@@ -25,7 +25,7 @@ use filter_common::{
 
 use crate::{
     counters::{self, Exit},
-    flows,
+    fast, flows,
     headers::Tcp,
     tls::{self, TLS_CONTENT_HANDSHAKE},
 };
@@ -283,10 +283,6 @@ fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
 /// claimed), else as a new hello. Stores what was read and concludes.
 fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
     let tcp = seg.tcp;
-    let Some(end) = tls::load_payload(seg.ctx, tcp.payload_offset, tcp.payload_len) else {
-        release(state);
-        return Exit::of(Reason::UninspectableTooLong);
-    };
     let Some(j) = tls::judging() else {
         release(state);
         return Exit::of(Reason::InternalError);
@@ -309,6 +305,19 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
             j.later_segment = 0;
         }
     }
+    if state.is_none()
+        && crate::rules::settings().is_some_and(|s| s.walker_only == 0)
+        && let Some(reason) =
+            fast::judge(seg.ctx, tcp.payload_offset as u32, tcp.payload_len as u32)
+    {
+        counters::note(Note::HelloReadFast);
+        read_whole(seg);
+        return conclude(seg, reason);
+    }
+    let Some(end) = tls::load_payload(seg.ctx, tcp.payload_offset, tcp.payload_len) else {
+        release(state);
+        return Exit::of(Reason::UninspectableTooLong);
+    };
     let mut reason = tls::walk(pos, end);
     match state {
         Some(st) => {
@@ -321,15 +330,19 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
             let _ = OPENING.remove(seg.flow);
             reason = start_reassembly(seg, end);
         }
-        None => {
-            // A hello read whole in one segment: what follows must come after it.
-            if let Some(next) = OPENING.get_ptr_mut(seg.flow) {
-                // SAFETY: a map value that stays valid for this program run (RCU).
-                unsafe { *next = tcp.data_seq().wrapping_add(tcp.payload_len as u32) };
-            }
-        }
+        None => read_whole(seg),
     }
     conclude(seg, reason)
+}
+
+/// A hello read whole in one segment: what follows must come after it.
+#[inline(always)]
+fn read_whole(seg: &Segment) {
+    if let Some(next) = OPENING.get_ptr_mut(seg.flow) {
+        let tcp = seg.tcp;
+        // SAFETY: a map value that stays valid for this program run (RCU).
+        unsafe { *next = tcp.data_seq().wrapping_add(tcp.payload_len as u32) };
+    }
 }
 
 /// Saves the walk into the flow's state after a later segment; returns the reason to

@@ -65,6 +65,24 @@ pub struct Judging {
     pub _pad: u8,
     pub vlan: u16,
     pub ifindex: u32,
+    /// The fast path's walk of the extensions (`crate::fast`).
+    pub fast: FastWalk,
+}
+
+/// Where the fast path is in the extensions, and what it found there.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FastWalk {
+    /// Offset of the next extension header in the frame, and extension bytes left.
+    pub at: u32,
+    pub left: u32,
+    /// The `server_name` extension's body (offset in the frame, length); length 0: none.
+    pub sni_at: u32,
+    pub sni_len: u32,
+    /// 1 when an ECH extension came anywhere, and before `server_name`.
+    pub ech: u8,
+    pub ech_before_sni: u8,
+    pub _pad: [u8; 6],
 }
 
 #[map(name = "SCRATCH")]

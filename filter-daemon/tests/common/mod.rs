@@ -26,19 +26,26 @@ pub fn repo_config() -> PathBuf {
 /// A copy of the shipped configuration and its rule lists in `dir`, with `replace.0`
 /// replaced by `replace.1` (which must be in it; `("", "")` copies it as it is).
 pub fn config_copy(dir: &std::path::Path, replace: (&str, &str)) -> PathBuf {
+    config_copy_with(dir, &[replace])
+}
+
+/// As [`config_copy`], with several replacements.
+pub fn config_copy_with(dir: &std::path::Path, replace: &[(&str, &str)]) -> PathBuf {
     let shipped = repo_config();
     std::fs::create_dir_all(dir.join("lists")).unwrap();
     for f in ["lists/tiktok.txt", "lists/bytedance.txt"] {
         std::fs::copy(shipped.parent().unwrap().join(f), dir.join(f)).unwrap();
     }
-    let text = std::fs::read_to_string(&shipped).unwrap();
-    assert!(
-        text.contains(replace.0),
-        "{} not in the shipped configuration",
-        replace.0
-    );
+    let mut text = std::fs::read_to_string(&shipped).unwrap();
+    for (from, to) in replace {
+        assert!(
+            text.contains(from),
+            "{from} not in the shipped configuration"
+        );
+        text = text.replacen(from, to, 1);
+    }
     let path = dir.join("filter.toml");
-    std::fs::write(&path, text.replacen(replace.0, replace.1, 1)).unwrap();
+    std::fs::write(&path, text).unwrap();
     path
 }
 
