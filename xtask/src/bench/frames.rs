@@ -80,6 +80,19 @@ pub fn split_hello(sport: u16, name: &str, first: bool) -> [Vec<u8>; 3] {
     [first_seg, second, data]
 }
 
+/// The most walking one segment can ask of the program: the first full segment (1448 B) of
+/// a Chrome-like hello sent in 1-byte TLS records (as record-fragmenting evasion tools
+/// do), so every 6 bytes are a record header and one byte of the hello.
+pub fn one_byte_records_segment(sport: u16, name: &str) -> Vec<u8> {
+    let hello = ClientHelloBuilder::chrome(name)
+        .sni_position(SniPosition::Last)
+        .build();
+    let stream = tls_records(&hello, 1);
+    tcp(sport, 443)
+        .frames_split(&stream, &[SPLIT_AT])
+        .swap_remove(0)
+}
+
 /// A TLS application-data record of `len` bytes in all.
 pub fn app_data(len: usize) -> Vec<u8> {
     let body = len.saturating_sub(5);
