@@ -36,7 +36,8 @@ pub struct Seen {
     pub family: u8,
     pub vlan: bool,
     pub _pad: u16,
-    /// The frame's length as it arrived (a `reject` rewrites it into a short reset).
+    /// The frame's length as it arrived (a `reject` rewrites it into a short reset): the
+    /// linear part's, or the whole frame's when its IP packet reaches past that part.
     pub len: u32,
 }
 
@@ -97,11 +98,18 @@ pub fn app_reset(app: u16) {
     }
 }
 
-/// The frame's length, including the fragments of a multi-buffer frame.
+/// The frame's length, including the fragments of a multi-buffer frame: a helper call,
+/// which the packets whose IP packet fits the linear part never need (see `linear_len`).
 #[inline(always)]
 pub fn frame_len(ctx: &XdpContext) -> u64 {
     // SAFETY: the context pointer is the program's own.
     unsafe { aya_ebpf::helpers::generated::bpf_xdp_get_buff_len(ctx.ctx) }
+}
+
+/// The length of the frame's linear part, read from the context without a helper call.
+#[inline(always)]
+pub fn linear_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
 }
 
 /// The single exit: counts the packet under its reason and interface, returns the action.
@@ -112,11 +120,7 @@ pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
         Fate::Drop => true,
         Fate::Policy => crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0),
     };
-    let bytes = if seen.len != 0 {
-        u64::from(seen.len)
-    } else {
-        frame_len(ctx)
-    };
+    let bytes = u64::from(seen.len);
     if let Some(c) = COUNTERS.get_ptr_mut(exit.reason as u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe {

@@ -1,7 +1,7 @@
 //! The blocked-flow table: once a flow's hello is judged blocked, its later packets are
 //! dropped too, until a new SYN on the 5-tuple or the idle timeout ends the verdict.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::HashMap, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::HashMap};
 use filter_common::{Action, BlockedFlow, FlowKey, Note, Reason, VERDICTS_DEFAULT_MAX};
 
 use crate::{
@@ -16,20 +16,23 @@ static VERDICTS: HashMap<FlowKey, BlockedFlow> = HashMap::with_max_entries(VERDI
 
 /// The standing verdict of the flow, if it has one that still holds. `tcp`: the segment's
 /// header, for a TCP flow (a SYN ends the verdict, a bare FIN or RST passes); `None` for a
-/// UDP (QUIC) flow, which only the idle timeout ends.
+/// UDP (QUIC) flow, which only the idle timeout ends. `bytes`: the frame's length, counted
+/// for the app when the packet is dropped.
 #[inline(always)]
-pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: Option<&Tcp>) -> Option<Exit> {
+pub fn standing_verdict(flow: &FlowKey, tcp: Option<&Tcp>, bytes: u32) -> Option<Exit> {
     let v = VERDICTS.get_ptr_mut(flow)?;
     // SAFETY: a map value; fields are plain data and a racing update gives old or new values.
     let (last, app) = unsafe { ((*v).last_ns, (*v).app) };
-    let idle = crate::rules::settings().map_or(0, |s| s.flow_idle_ns);
     if tcp.is_some_and(Tcp::syn) {
         // Ports are reused: a new connection is judged afresh.
         let _ = VERDICTS.remove(flow);
         counters::note(Note::VerdictEndedBySyn);
         return None;
     }
-    if crate::age(last) > idle {
+    // One clock read per packet (a helper call).
+    let now = crate::coarse_now();
+    let idle = now.saturating_sub(last);
+    if idle > crate::rules::settings().map_or(0, |s| s.flow_idle_ns) {
         let _ = VERDICTS.remove(flow);
         counters::note(Note::VerdictExpired);
         return None;
@@ -37,11 +40,18 @@ pub fn standing_verdict(ctx: &XdpContext, flow: &FlowKey, tcp: Option<&Tcp>) -> 
     if tcp.is_some_and(|t| t.payload_len == 0 && t.fin_or_rst()) {
         return Some(Exit::of(Reason::BlockedFlowTeardown));
     }
-    // SAFETY: as above.
-    unsafe { (*v).last_ns = crate::coarse_now() };
-    counters::app_dropped(app, counters::frame_len(ctx), false);
+    // At most once a second: idle timeouts are tens of seconds, and a write per packet
+    // would move the entry's cache line between the CPUs a flood of the flow lands on.
+    if idle >= LAST_SEEN_GRANULARITY_NS {
+        // SAFETY: as above.
+        unsafe { (*v).last_ns = now };
+    }
+    counters::app_dropped(app, u64::from(bytes), false);
     Some(Exit::of(Reason::BlockedFlow))
 }
+
+/// How stale a blocked flow's last-seen time may get before a packet refreshes it.
+const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
 
 /// Records a blocked verdict for the flow; a full table is counted.
 #[inline(always)]

@@ -292,7 +292,13 @@ fn counters_note_ext(walked: bool) {
 /// frame (fragments of a multi-buffer frame included), whichever comes first.
 #[inline(always)]
 fn payload_len(ctx: &XdpContext, payload_offset: usize, ip_end: usize) -> Result<usize, Reason> {
-    let frame_end = crate::counters::frame_len(ctx) as usize;
+    let linear = crate::counters::linear_len(ctx);
+    // Only an IP packet longer than the linear part needs the fragments' length.
+    let frame_end = if ip_end <= linear {
+        linear
+    } else {
+        crate::counters::frame_len(ctx) as usize
+    };
     let end = if ip_end < frame_end {
         ip_end
     } else {

@@ -52,7 +52,7 @@ static PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 #[xdp(frags)]
 pub fn sni_filter(ctx: XdpContext) -> u32 {
     let mut seen = Seen {
-        len: counters::frame_len(&ctx) as u32,
+        len: counters::linear_len(&ctx) as u32,
         ..Seen::default()
     };
     let exit = match try_sni_filter(&ctx, &mut seen) {
@@ -107,6 +107,12 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
         }
         _ => return Ok(Exit::of(Reason::NotIp)),
     };
+    if let L4::Tcp { end, .. } | L4::Udp { end, .. } = l4
+        && end > seen.len as usize
+    {
+        // A multi-buffer frame: its bytes are counted whole.
+        seen.len = counters::frame_len(ctx) as u32;
+    }
     match l4 {
         L4::Tcp {
             end,
@@ -128,7 +134,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             first_fragment,
         } => {
             let (offset, len) = headers::parse_udp(ctx, &mut cur, end, flow)?;
-            quic::judge_udp(ctx, flow, offset, len, first_fragment, eth.vlan)
+            quic::judge_udp(ctx, flow, offset, len, first_fragment, eth.vlan, seen.len)
         }
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
         L4::Fragment => Ok(Exit::of(Reason::IpFragment)),
@@ -167,7 +173,7 @@ fn judge_tcp(
     }
     // A flow whose bit is clear has no verdict, no hello being read and no opening.
     let known = hints::maybe(flow);
-    if known && let Some(exit) = flows::standing_verdict(ctx, flow, Some(tcp)) {
+    if known && let Some(exit) = flows::standing_verdict(flow, Some(tcp), seen.len) {
         return Ok(exit);
     }
     if tcp.opens() {

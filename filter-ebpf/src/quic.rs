@@ -47,6 +47,7 @@ pub fn judge_udp(
     len: usize,
     first_fragment: bool,
     vlan: u16,
+    frame_bytes: u32,
 ) -> Result<Exit, Reason> {
     let Some(s) = crate::rules::settings() else {
         return Ok(Exit::of(Reason::Udp));
@@ -57,7 +58,7 @@ pub fn judge_udp(
     if s.quic_mode == QUIC_ALLOW {
         return Ok(Exit::of(Reason::QuicNotInspected));
     }
-    if let Some(exit) = crate::flows::standing_verdict(ctx, flow, None) {
+    if let Some(exit) = crate::flows::standing_verdict(flow, None, frame_bytes) {
         return Ok(exit);
     }
     // The first byte and the version of a long header.
