@@ -103,7 +103,8 @@ pub struct HelloFlow {
     pub monitored_app: u16,
     /// 1 once an uninspectable event was emitted for this flow.
     pub reported: u8,
-    pub _pad: [u8; 5],
+    // 9 bytes: `kept` starts 8-byte aligned, so overlaps are compared by words.
+    pub _pad: [u8; 9],
     /// Stream bytes from `start_seq`. Only the first `HELLO_KEEP` are used; the rest is
     /// slack so that a copy of up to `HELLO_KEEP` bytes at any offset below `HELLO_KEEP`
     /// stays inside the value for the verifier.

@@ -460,6 +460,34 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "a later segment resent at an odd offset is compared byte by byte",
+            {
+                let f = tcp(v4).frames_split(&chrome_sni_last, &[601, 1201]);
+                vec![f[0].clone(), f[1].clone(), f[1].clone(), f[2].clone()]
+            },
+            XDP_DROP,
+            &[
+                (Reason::HelloIncomplete, 2),
+                (Reason::HelloRetransmit, 1),
+                (Reason::HelloBlocked, 1),
+            ],
+        ),
+        strict(
+            "a resent segment differing in its last byte is uninspectable",
+            {
+                // At offset 600, 603 bytes: 75 compared as words, the last 3 one by one.
+                let f = tcp(v4).frames_split(&chrome_sni_last, &[600, 1203]);
+                let mut spoiled = f[1].clone();
+                *spoiled.last_mut().unwrap() ^= 0x55;
+                vec![f[0].clone(), f[1].clone(), spoiled]
+            },
+            XDP_DROP,
+            &[
+                (Reason::HelloIncomplete, 2),
+                (Reason::UninspectableOverlap, 1),
+            ],
+        ),
+        case(
             "a retransmission cut differently goes on where the first copy ended",
             {
                 let s = tcp(v4);

@@ -399,7 +399,7 @@ fn start_reassembly(seg: &Segment, n: u32) -> Reason {
     ns.conflict = 0;
     ns.monitored_app = j.monitored_app;
     ns.reported = 0;
-    ns._pad = [0; 5];
+    ns._pad = [0; 9];
     keep_bytes(seg.ctx, &mut ns.kept, tcp.payload_offset, 0, 0, n);
     // By reference: by value, the 8 KiB entry would be copied onto the 512-byte BPF stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
@@ -552,8 +552,68 @@ fn keep_bytes(
     }
 }
 
-/// Whether scratch `[0, len)` equals `kept[off, off + len)` of the flow's state.
+/// Whether scratch `[0, len)` equals `kept[off, off + len)` of the flow's state: by 8-byte
+/// words where `off` is a multiple of 8 (a resent first segment, and every later one after
+/// segments of a multiple of 8 bytes, as 1448-byte ones are), else byte by byte.
 fn same_bytes(flow: &FlowKey, off: u32, len: u32) -> bool {
+    if off.is_multiple_of(8) {
+        return same_words(flow, off, len);
+    }
+    same_bytes_in_rounds(flow, off, len)
+}
+
+/// `same_bytes` for an aligned `off`: one plain loop of word comparisons, then the last
+/// bytes one by one. `off + len` is at most `HELLO_KEEP` (the caller's check).
+#[inline(always)]
+fn same_words(flow: &FlowKey, off: u32, len: u32) -> bool {
+    const KEPT_WORD_MASK: u32 = (2 * HELLO_KEEP / 8) as u32 - 1;
+    const SCRATCH_WORD_MASK: u32 = (SCRATCH_LEN / 8) as u32 - 1;
+    let (Some(st), Some(scratch)) = (HELLOS.get_ptr(flow), tls::scratch()) else {
+        return false;
+    };
+    // SAFETY: a map value valid for this program run; `kept` lies at an 8-byte aligned
+    // offset of the aligned value (checked below), scratch at offset 0 of its value.
+    let (kept, copy) = unsafe {
+        (
+            (&raw const (*st).kept).cast::<u64>(),
+            (&raw const scratch.data).cast::<u64>(),
+        )
+    };
+    const { assert!(core::mem::offset_of!(HelloFlow, kept).is_multiple_of(8)) };
+    let (first, words) = (off / 8, len / 8);
+    for w in 0..(HELLO_KEEP / 8) as u32 {
+        if w >= words {
+            break;
+        }
+        // SAFETY: masked indices inside `kept` (2 * HELLO_KEEP bytes) and scratch.
+        let same = unsafe {
+            kept.add(((first + w) & KEPT_WORD_MASK) as usize)
+                .read_volatile()
+                == copy.add((w & SCRATCH_WORD_MASK) as usize).read_volatile()
+        };
+        if !same {
+            return false;
+        }
+    }
+    let tail = words * 8;
+    // SAFETY: as above.
+    let (kept, copy) = unsafe { (&(*st).kept, &scratch.data) };
+    for i in 0..8 {
+        let at = tail + i;
+        if at >= len {
+            break;
+        }
+        if kept[((off + at) & (2 * HELLO_KEEP as u32 - 1)) as usize]
+            != copy[(at as usize) & (SCRATCH_LEN - 1)]
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// `same_bytes` for any `off`: `COMPARE_ROUND` bytes per `bpf_loop` round.
+fn same_bytes_in_rounds(flow: &FlowKey, off: u32, len: u32) -> bool {
     let Some(c) = COMPARE.get_ptr_mut(0) else {
         return false;
     };
