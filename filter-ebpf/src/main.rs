@@ -43,7 +43,9 @@ struct Pending {
     now: u64,
     seen: Seen,
     first_fragment: u8,
-    _pad: [u8; 5],
+    /// 1 when the flow may have state (its hint bit was set, or its SYN was just seen).
+    known: u8,
+    _pad: [u8; 4],
 }
 
 #[map(name = "PENDING")]
@@ -74,6 +76,8 @@ pub fn sni_judge(ctx: XdpContext) -> u32 {
         flow: &p.flow,
         tcp,
         now: p.now,
+        known: &raw const p.known,
+        frame_len: p.seen.len,
     };
     let exit = reassembly::judge_segment(&seg, p.first_fragment != 0);
     counters::record(&ctx, &p.seen, exit)
@@ -179,6 +183,8 @@ fn judge_tcp(
     if tcp.opens() {
         reassembly::opening(flow, tcp.data_seq(), known);
     }
+    // A SYN just made an opening entry (a hello in the SYN must update it).
+    let known = known || tcp.opens();
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));
     }
@@ -197,6 +203,7 @@ fn judge_tcp(
         (*p).now = now;
         (*p).seen = *seen;
         (*p).first_fragment = u8::from(first_fragment);
+        (*p).known = u8::from(known);
         // On success the judging program ends the packet; returning means it is missing.
         JUDGE.tail_call(ctx, 0);
     }

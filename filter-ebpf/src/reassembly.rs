@@ -91,6 +91,20 @@ pub struct Segment<'a> {
     pub flow: &'a FlowKey,
     pub tcp: &'a Tcp,
     pub now: u64,
+    /// Non-zero when the flow may have entries in `HELLOS` or `OPENING`; without it, neither
+    /// is looked up. In map memory, read at each use: a flag in a register would split
+    /// every path after it in two for the verifier.
+    pub known: *const u8,
+    /// The frame's length, as counted.
+    pub frame_len: u32,
+}
+
+impl Segment<'_> {
+    #[inline(always)]
+    fn known(&self) -> bool {
+        // SAFETY: a field of this CPU's `PENDING` value, valid while the packet is judged.
+        unsafe { self.known.read_volatile() != 0 }
+    }
 }
 
 /// What to do with a segment, decided before any walking so that the walk (and the
@@ -122,7 +136,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         return Exit::of(Reason::HeaderMalformed);
     };
     let starts = first == TLS_CONTENT_HANDSHAKE;
-    if seg.tcp.urgent() && (starts || HELLOS.get_ptr(flow).is_some()) {
+    if seg.tcp.urgent() && (starts || (seg.known() && HELLOS.get_ptr(flow).is_some())) {
         report(
             seg,
             Reason::UninspectableUrgent,
@@ -134,7 +148,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
     }
     let mut state = None;
     let mut plan = Plan::Fresh;
-    if let Some(st) = HELLOS.get_ptr_mut(flow) {
+    if let Some(st) = seg.known().then(|| HELLOS.get_ptr_mut(flow)).flatten() {
         // SAFETY: a map value that stays valid for this program run (RCU).
         let st = unsafe { &mut *st };
         let idle = if st.conflict != 0 {
@@ -161,6 +175,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         }
     }
     if let Plan::Fresh = plan
+        && seg.known()
         && let Some(next) = OPENING.get_ptr(flow)
     {
         // SAFETY: a map value that stays valid for this program run (RCU).
@@ -327,7 +342,9 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
         }
         None if reason == Reason::HelloIncomplete => {
             // The reassembly state checks the order of this hello's segments from here.
-            let _ = OPENING.remove(seg.flow);
+            if seg.known() {
+                let _ = OPENING.remove(seg.flow);
+            }
             reason = start_reassembly(seg, end);
         }
         None => read_whole(seg),
@@ -338,6 +355,9 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Exit {
 /// A hello read whole in one segment: what follows must come after it.
 #[inline(always)]
 fn read_whole(seg: &Segment) {
+    if !seg.known() {
+        return;
+    }
     if let Some(next) = OPENING.get_ptr_mut(seg.flow) {
         let tcp = seg.tcp;
         // SAFETY: a map value that stays valid for this program run (RCU).
@@ -452,9 +472,11 @@ fn conclude(seg: &Segment, reason: Reason) -> Exit {
         Reason::HelloBlocked => {
             let (app, action) = (j.app, j.action);
             let action = Action::from_u8(action).unwrap_or(Action::Drop);
-            let _ = HELLOS.remove(flow);
+            if seg.known() {
+                let _ = HELLOS.remove(flow);
+            }
             flows::block(flow, app, action, now);
-            counters::app_dropped(app, counters::frame_len(ctx), true);
+            counters::app_dropped(app, u64::from(seg.frame_len), true);
             if action == Action::Reject {
                 if crate::reset::answer_with_rst(ctx, tcp) {
                     counters::note(Note::ResetSent);
