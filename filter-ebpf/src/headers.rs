@@ -136,11 +136,44 @@ pub fn laundered() -> Option<&'static Tcp> {
     TCP_SEEN.get_ptr(0).map(|p| unsafe { &*p })
 }
 
+/// Offsets and lengths passed through map memory (see `launder`) and checked on the way
+/// back: the verifier then knows their bound, not their value.
+#[inline(always)]
+pub fn launder_offsets(values: [usize; 4]) -> Result<[usize; 4], Reason> {
+    let slot = OFFSETS.get_ptr_mut(0).ok_or(Reason::InternalError)?;
+    let mut out = [0; 4];
+    for i in 0..4 {
+        // SAFETY: a per-CPU value, used by this CPU only while this packet is parsed;
+        // volatile so that the value is read back from memory.
+        let v = unsafe {
+            (&raw mut (*slot)[i]).write_volatile(values[i] as u64);
+            (&raw const (*slot)[i]).read_volatile() as usize
+        };
+        // Offsets and lengths inside one IP packet, up to an IPv6 jumbogram's 64 KiB.
+        if v > IP_END_MAX {
+            return Err(Reason::HeaderMalformed);
+        }
+        out[i] = v;
+    }
+    Ok(out)
+}
+
+/// Above the end of any IP packet a frame holds: 14 + 8 bytes of Ethernet and tags and
+/// 65535 + 40 of IPv6 (RFC 8200 §3's payload length).
+const IP_END_MAX: usize = 1 << 17;
+
+#[map(name = "OFFSETS")]
+static OFFSETS: PerCpuArray<[u64; 4]> = PerCpuArray::with_max_entries(1, 0);
+
 /// A pointer to `N` bytes at `off`, if they are inside the packet's linear part.
 #[inline(always)]
 pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Result<&[u8; N], Reason> {
     let start = ctx.data();
     let end = ctx.data_end();
+    // Bounded for the verifier, where the offset went through map memory.
+    if off > HEADERS_LEN_MAX {
+        return Err(Reason::HeaderMalformed);
+    }
     if start + off + N > end {
         return Err(Reason::HeaderMalformed);
     }

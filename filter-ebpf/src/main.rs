@@ -129,7 +129,23 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
                 Err(_) if first_fragment => return Ok(Exit::of(Reason::UninspectableFragment)),
                 Err(reason) => return Err(reason),
             };
-            tcp.ip_offset = ip_offset;
+            // Cheapest first: verdicts only ever exist for inspected ports.
+            if !rules::port_inspected(flow.dport) {
+                return Ok(Exit::of(Reason::TcpPortNotInspected));
+            }
+            // Each way through the VLAN tags and IP headers leaves offsets of other known
+            // values; through map memory they become one unknown value each, and the
+            // verifier checks what follows once, not once per way.
+            let [ip, header, payload, len] = headers::launder_offsets([
+                ip_offset,
+                tcp.offset,
+                tcp.payload_offset,
+                tcp.payload_len,
+            ])?;
+            tcp.ip_offset = ip;
+            tcp.offset = header;
+            tcp.payload_offset = payload;
+            tcp.payload_len = len;
             tcp.vlan = eth.vlan;
             judge_tcp(ctx, flow, &tcp, first_fragment, seen)
         }
@@ -138,6 +154,8 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             first_fragment,
         } => {
             let (offset, len) = headers::parse_udp(ctx, &mut cur, end, flow)?;
+            // As for TCP.
+            let [offset, len, _, _] = headers::launder_offsets([offset, len, 0, 0])?;
             quic::judge_udp(ctx, flow, offset, len, first_fragment, eth.vlan, seen.len)
         }
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
@@ -171,10 +189,6 @@ fn judge_tcp(
     first_fragment: bool,
     seen: &Seen,
 ) -> Result<Exit, Reason> {
-    // Cheapest first: verdicts only ever exist for inspected ports.
-    if !rules::port_inspected(flow.dport) {
-        return Ok(Exit::of(Reason::TcpPortNotInspected));
-    }
     // A flow whose bit is clear has no verdict, no hello being read and no opening.
     let known = hints::maybe(flow);
     if known && let Some(exit) = flows::standing_verdict(flow, Some(tcp), seen.len) {
