@@ -299,10 +299,12 @@ impl NameMatch {
     #[inline(always)]
     pub fn advance(&mut self, name: &[u8; NAME_BUF], tables: &impl RuleTables) -> bool {
         if self.stepped == 0 {
-            if self.step(name, tables) {
-                self.stepped = 1;
+            if !self.step(name, tables) {
+                return false;
             }
-            return false;
+            self.stepped = 1;
+            // No wildcard to compare: over without another call.
+            return self.deeper != 0 || self.candidate == 0;
         }
         self.finish_step(name, tables)
     }
