@@ -6,7 +6,7 @@
 //! It indexes its input with masked indices and runs a bounded number of steps per call,
 //! which is what the verifier needs to accept it inside the XDP program.
 
-use crate::name::NAME_BUF;
+use crate::{Reason, name::NAME_BUF};
 
 /// Size of the buffer one packet's payload is copied into before walking: a power of two
 /// (masked indices) above the largest payload of a 9000-byte jumbo frame.
@@ -109,6 +109,25 @@ pub struct HelloFlow {
     /// slack so that a copy of up to `HELLO_KEEP` bytes at any offset below `HELLO_KEEP`
     /// stays inside the value for the verifier.
     pub kept: [u8; 2 * HELLO_KEEP],
+}
+
+/// The reason a hello's walk concludes with, from the step that ended it and what its names
+/// matched (`monitored`: a name matched a monitor rule; `exempt`: a name matched an app that
+/// exempts this client). One mapping for the program's walker, its fast path and the
+/// daemon's QUIC judge; a blocking name ends the walk before this is asked.
+#[inline(always)]
+pub fn walk_reason(step: Step, flags: u8, monitored: bool, exempt: bool) -> Reason {
+    match step {
+        Step::Done if monitored => Reason::HelloMonitored,
+        Step::Done if exempt => Reason::HelloExempt,
+        Step::Done if flags & WALK_NAME_SEEN != 0 => Reason::HelloAllowed,
+        Step::Done => Reason::HelloNoSni,
+        Step::NeedMore => Reason::HelloIncomplete,
+        Step::NotHandshake => Reason::TcpNotHandshake,
+        Step::NotClientHello => Reason::NotClientHello,
+        Step::Malformed | Step::NameBytes => Reason::UninspectableMalformed,
+        Step::TooComplex | Step::Paused => Reason::UninspectableTooLong,
+    }
 }
 
 /// What one call to [`HelloWalk::feed`] ended with.

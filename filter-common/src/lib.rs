@@ -224,6 +224,39 @@ pub struct AppPolicy {
     pub _pad: [u8; 5],
 }
 
+/// Whether a matched app's rules apply to a client, decided in one order for the program
+/// and the daemon's QUIC judge: the app in use, the client's interface and VLAN in the app's
+/// scope, the client not exempted. Each side answers the scope and exemption questions from
+/// its own tables; a question is asked only when the app's flags say it has an answer.
+#[inline(always)]
+pub fn app_scope(
+    policy: &AppPolicy,
+    iface_in_scope: impl FnOnce() -> bool,
+    vlan_in_scope: impl FnOnce() -> bool,
+    exempted: impl FnOnce() -> bool,
+) -> AppScope {
+    if policy.enabled == 0
+        || (policy.flags & APP_SCOPED_IFACES != 0 && !iface_in_scope())
+        || (policy.flags & APP_SCOPED_VLANS != 0 && !vlan_in_scope())
+    {
+        return AppScope::Outside;
+    }
+    if policy.flags & APP_HAS_EXEMPTIONS != 0 && exempted() {
+        return AppScope::Exempt;
+    }
+    AppScope::Applies
+}
+
+/// What [`app_scope`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppScope {
+    Applies,
+    /// Not in use, or not on this interface or VLAN: as if no rule matched.
+    Outside,
+    /// The client is exempted: passed, and the hello counted `hello_exempt`.
+    Exempt,
+}
+
 /// The app has source exemptions in `EXEMPT`.
 pub const APP_HAS_EXEMPTIONS: u8 = 1;
 /// The app applies only on the interfaces listed in `SCOPES`.

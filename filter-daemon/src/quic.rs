@@ -12,8 +12,8 @@ use std::{
 };
 
 use filter_common::{
-    Action, EVENT_ECH, FlowKey, NO_APP, Reason,
-    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_ECH_SEEN, WALK_NAME_SEEN},
+    Action, AppScope, EVENT_ECH, FlowKey, NO_APP, Reason,
+    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_ECH_SEEN, walk_reason},
     name::NAME_BUF,
 };
 use ring::{aead, hkdf};
@@ -509,22 +509,20 @@ impl Matcher {
         let Some(app) = self.set.apps.get(usize::from(rule.app)) else {
             return NameMatch::None;
         };
-        if app.policy.enabled == 0 {
-            return NameMatch::None;
-        }
-        if !app.interfaces.is_empty()
-            && !app
-                .interfaces
-                .iter()
-                .any(|i| crate::state::ifindex(i) == Some(client.ifindex))
-        {
-            return NameMatch::None;
-        }
-        if !app.vlans.is_empty() && !app.vlans.contains(&client.vlan) {
-            return NameMatch::None;
-        }
-        if app.exempt_sources.iter().any(|n| n.contains(&client.addr)) {
-            return NameMatch::Exempt;
+        let scope = filter_common::app_scope(
+            &app.policy,
+            || {
+                app.interfaces
+                    .iter()
+                    .any(|i| crate::state::ifindex(i) == Some(client.ifindex))
+            },
+            || app.vlans.contains(&client.vlan),
+            || app.exempt_sources.iter().any(|n| n.contains(&client.addr)),
+        );
+        match scope {
+            AppScope::Applies => {}
+            AppScope::Outside => return NameMatch::None,
+            AppScope::Exempt => return NameMatch::Exempt,
         }
         match Action::from_u8(app.policy.action) {
             Some(a @ (Action::Drop | Action::Reject)) => NameMatch::Blocked(rule.app, a),
@@ -641,19 +639,21 @@ pub fn judge_hello(hello: &[u8], matcher: &Matcher, client: &Client) -> Verdict 
             }
         }
     }
-    let mut v = match end_step {
-        Step::Done if monitored != NO_APP => Verdict {
-            app: monitored,
-            ..Verdict::of(Reason::HelloMonitored)
-        },
-        Step::Done if exempt => Verdict::of(Reason::HelloExempt),
-        Step::Done if walk.flags & WALK_NAME_SEEN != 0 => Verdict::of(Reason::HelloAllowed),
-        Step::Done => Verdict::of(Reason::HelloNoSni),
-        Step::NotClientHello => Verdict::of(Reason::NotClientHello),
-        Step::TooComplex => Verdict::of(Reason::UninspectableTooLong),
-        // A hello that ends before its declared length, or whose fields contradict it.
-        _ => Verdict::of(Reason::UninspectableMalformed),
+    // The CRYPTO stream held the whole message: a hello that ends before its declared
+    // length, or that is no handshake, is malformed here.
+    let end_step = match end_step {
+        Step::NeedMore | Step::NotHandshake => Step::Malformed,
+        step => step,
     };
+    let mut v = Verdict::of(walk_reason(
+        end_step,
+        walk.flags,
+        monitored != NO_APP,
+        exempt,
+    ));
+    if v.reason == Reason::HelloMonitored {
+        v.app = monitored;
+    }
     v.name = first_name.unwrap_or_default();
     v.flags = ech_flag(&walk);
     v

@@ -11,7 +11,10 @@
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use filter_common::{
     Action, NO_APP, Reason,
-    hello::{HELLO_LEN_MAX, RECORD_LEN_MAX, WALK_ECH_SEEN, WALK_NAME_SEEN, WALK_SNI_SEEN},
+    hello::{
+        HELLO_LEN_MAX, RECORD_LEN_MAX, Step, WALK_ECH_SEEN, WALK_NAME_SEEN, WALK_SNI_SEEN,
+        walk_reason,
+    },
     name::{NAME_BUF, NAME_MAX},
 };
 
@@ -197,7 +200,7 @@ fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
     let found = j.fast;
     if found.sni_len == 0 {
         j.walk.flags = if found.ech != 0 { WALK_ECH_SEEN } else { 0 };
-        return Some(Reason::HelloNoSni);
+        return Some(walk_reason(Step::Done, j.walk.flags, false, false));
     }
     // One entry, a host name, filling the list exactly; any other list is the walker's.
     let list = bytes::<5>(data, end, found.sni_at)?;
@@ -248,11 +251,10 @@ fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
     if found.ech != 0 {
         j.walk.flags |= WALK_ECH_SEEN;
     }
-    Some(if j.monitored_app != NO_APP {
-        Reason::HelloMonitored
-    } else if j.exempt != 0 {
-        Reason::HelloExempt
-    } else {
-        Reason::HelloAllowed
-    })
+    Some(walk_reason(
+        Step::Done,
+        j.walk.flags,
+        j.monitored_app != NO_APP,
+        j.exempt != 0,
+    ))
 }

@@ -7,7 +7,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xchg};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::BPF_NOEXIST,
     helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -36,9 +36,11 @@ const KEEP_MASK: u32 = HELLO_KEEP as u32 - 1;
 const COMPARE_ROUND: u32 = 64;
 
 /// Written by the program only; userspace reads it for `status` and removes stale entries.
+/// Preallocated: a table that allocates on insert keeps only a few free entries of this
+/// size per CPU, refilled later, so a burst of split hellos (every Chrome connection
+/// starts one) could find none and become uninspectable while the table is far from full.
 #[map(name = "HELLOS")]
-static HELLOS: HashMap<FlowKey, HelloFlow> =
-    HashMap::with_max_entries(HELLOS_DEFAULT_MAX, BPF_F_NO_PREALLOC);
+static HELLOS: HashMap<FlowKey, HelloFlow> = HashMap::with_max_entries(HELLOS_DEFAULT_MAX, 0);
 
 /// Connections opened (a SYN seen) whose first payload byte has not come yet, with the
 /// sequence number it will have. Data that arrives before that byte is out of order: a

@@ -1,5 +1,5 @@
 //! The rule set the daemon loads: names by seeded hash, per-app policies and settings.
-//! All three are written by userspace only, so the program maps them read-only.
+//! Every map here is written by userspace only, so the program maps them read-only.
 
 use core::ffi::c_void;
 
@@ -10,9 +10,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    APP_HAS_EXEMPTIONS, APP_SCOPED_IFACES, APP_SCOPED_VLANS, APPS_MAX, Action, AppPolicy,
-    ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX, RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE,
-    SCOPE_VLAN, ScopeKey, Settings, WILDCARDS_MAX, first_slot,
+    APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX,
+    RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
+    WILDCARDS_MAX, app_scope, first_slot,
     name::{MATCH_ROUNDS_MAX, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
@@ -52,8 +52,9 @@ static SCOPES: HashMap<ScopeKey, u8> = HashMap::with_max_entries(SCOPES_MAX, BPF
 const EXEMPT_MAX: u32 = 4096;
 const SCOPES_MAX: u32 = 4096;
 
-/// Whether the app's rules apply to the hello being judged: its interface and VLAN in the
-/// app's scope, its client not exempted (which is recorded, for the reason).
+/// Whether the app's rules apply to the hello being judged (see `filter_common::app_scope`),
+/// answered from the scope and exemption maps; an exempted client is recorded, for the
+/// reason.
 #[inline(always)]
 fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
     let scoped = |kind, value| {
@@ -66,13 +67,7 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
             })
             .is_some()
     };
-    if policy.flags & APP_SCOPED_IFACES != 0 && !scoped(SCOPE_IFACE, j.ifindex) {
-        return false;
-    }
-    if policy.flags & APP_SCOPED_VLANS != 0 && !scoped(SCOPE_VLAN, u32::from(j.vlan)) {
-        return false;
-    }
-    if policy.flags & APP_HAS_EXEMPTIONS != 0 {
+    let exempted = || {
         let bits = if j.family == 4 { 32 } else { 128 };
         let data = ExemptPrefix {
             app: app.to_be_bytes(),
@@ -80,15 +75,23 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
             _pad: 0,
             addr: j.client,
         };
-        if EXEMPT
+        EXEMPT
             .get(Key::new(ExemptPrefix::HEADER_BITS + bits, data))
             .is_some()
-        {
+    };
+    match app_scope(
+        policy,
+        || scoped(SCOPE_IFACE, j.ifindex),
+        || scoped(SCOPE_VLAN, u32::from(j.vlan)),
+        exempted,
+    ) {
+        AppScope::Applies => true,
+        AppScope::Outside => false,
+        AppScope::Exempt => {
             j.exempt = 1;
-            return false;
+            false
         }
     }
-    true
 }
 
 /// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
@@ -137,7 +140,7 @@ pub fn action_for_name() -> Option<(u16, Action)> {
     let app = APPS.get(base + u32::from(rule.app))?;
     // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
     let key = (base + u32::from(rule.app)) as u16;
-    if app.enabled == 0 || !applies(key, app, crate::tls::judging()?) {
+    if !applies(key, app, crate::tls::judging()?) {
         return None;
     }
     Some((rule.app, Action::from_u8(app.action)?))

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use filter_common::{
     Action, NO_APP, Note, Reason, Settings,
-    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_LATER, WALK_NAME_SEEN},
+    hello::{HelloWalk, SCRATCH_LEN, Step, WALK_NAME_LATER, walk_reason},
     name::NameMatch,
     reason_from_u32,
 };
@@ -214,15 +214,7 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
                 None => return 0,
             }
         }
-        Step::NeedMore => Reason::HelloIncomplete,
-        Step::Done if j.monitored_app != NO_APP => Reason::HelloMonitored,
-        Step::Done if j.exempt != 0 => Reason::HelloExempt,
-        Step::Done if j.walk.flags & WALK_NAME_SEEN != 0 => Reason::HelloAllowed,
-        Step::Done => Reason::HelloNoSni,
-        Step::NotHandshake => Reason::TcpNotHandshake,
-        Step::NotClientHello => Reason::NotClientHello,
-        Step::Malformed => Reason::UninspectableMalformed,
-        Step::TooComplex => Reason::UninspectableTooLong,
+        step => walk_reason(step, j.walk.flags, j.monitored_app != NO_APP, j.exempt != 0),
     };
     j.verdict = verdict as u32;
     1
