@@ -171,7 +171,7 @@ fn guest_row(
         outcome.map(|mut o| {
             o.error = o
                 .error
-                .map(|e| e.context(format!("console in {}", log.display())));
+                .map(|e| anyhow::anyhow!("{e:#}; console in {}", log.display()));
             o
         })
     })();

@@ -156,9 +156,37 @@ pub fn test_counts(lines: &[String]) -> Option<TestCounts> {
     counts
 }
 
+/// The message of the first panic in a test binary's output, shortened: for a program the
+/// verifier refused, the verifier's closing error lines rather than its whole log.
+pub fn first_panic(lines: &[String]) -> Option<String> {
+    let at = lines.iter().position(|l| l.contains("panicked at"))?;
+    let message = lines.get(at + 1)?.trim();
+    // aya's error carries the verifier's log with its line breaks escaped.
+    let parts: Vec<&str> = message.split("\\n").collect();
+    if let Some(end) = parts
+        .iter()
+        .position(|p| p.starts_with("verification time"))
+    {
+        let is_log = |p: &&str| {
+            p.starts_with(';')
+                || p.split(':')
+                    .next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        };
+        let start = parts[..end].iter().rposition(is_log).map_or(0, |i| i + 1);
+        let refused = parts[0].split(" refused").next().unwrap_or_default();
+        let refused = refused.rsplit('"').next().unwrap_or(refused);
+        return Some(format!(
+            "{refused} refused: {}",
+            parts[start..end].join("; ")
+        ));
+    }
+    Some(message.chars().take(200).collect())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{TestCounts, Verification, console, test_counts, verification};
+    use super::{TestCounts, Verification, console, first_panic, test_counts, verification};
 
     fn lines(text: &str) -> Vec<String> {
         text.lines().map(str::to_owned).collect()
@@ -236,5 +264,24 @@ mod tests {
             })
         );
         assert_eq!(test_counts(&lines("thread 'main' panicked")), None);
+    }
+
+    #[test]
+    fn a_refusal_is_told_by_the_verifier_s_last_words() {
+        let out = lines(concat!(
+            "thread 'x' (120) panicked at filter-daemon/tests/program.rs:39:43:\n",
+            r#"the program loads: Load("sni_judge: the verifier refused the program:\n2643: (bf) r5 = r7\n; matches!(x)\n2628: (71) r5 = *(u8 *)(r2 +0)\ninvalid access to map value\nR2 min value is outside\nverification time 1459047 usec\nprocessed 32059 insns")"#,
+            "\nstack backtrace:\n",
+        ));
+        assert_eq!(
+            first_panic(&out).as_deref(),
+            Some(
+                "sni_judge: the verifier refused: invalid access to map value; \
+                 R2 min value is outside"
+            )
+        );
+        let plain = lines("thread 'y' panicked at a.rs:1:1:\nassertion failed: x\n");
+        assert_eq!(first_panic(&plain).as_deref(), Some("assertion failed: x"));
+        assert_eq!(first_panic(&lines("test result: ok.")), None);
     }
 }

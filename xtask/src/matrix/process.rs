@@ -57,7 +57,7 @@ impl Guard {
                 bail!("interrupted: {} stopped", self.name);
             }
             if Instant::now() >= deadline {
-                bail!("{} did not finish in time and was killed", self.name);
+                bail!("{} did not end in time and was killed", self.name);
             }
             thread::sleep(Duration::from_millis(200));
         }

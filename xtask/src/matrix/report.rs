@@ -66,7 +66,10 @@ impl Row {
             match parse::test_counts(&step.lines) {
                 None => problems.push(format!("{name} printed no test result (exit {exit})")),
                 Some(counts) if counts.failed > 0 => {
-                    problems.push(format!("{name}: {} tests failed", counts.failed));
+                    let first = parse::first_panic(&step.lines)
+                        .map(|why| format!(", the first: {why}"))
+                        .unwrap_or_default();
+                    problems.push(format!("{name}: {} tests failed{first}", counts.failed));
                 }
                 Some(_) if exit != 0 => problems.push(format!("{name} exited {exit}")),
                 Some(_) => {}
