@@ -1,11 +1,12 @@
 //! `cargo xtask`: the project's tasks — installing the tools, the demo lab, the test suites,
-//! the benchmarks.
+//! the kernel matrix, the benchmarks.
 //! This file parses arguments and dispatches; each task lives in a file of its own.
 
 #[cfg(feature = "bench")]
 mod bench;
 mod bench_args;
 mod demo;
+mod matrix;
 mod setup;
 mod shell;
 mod test;
@@ -38,10 +39,19 @@ enum Task {
     /// Example (as root): cargo xtask demo
     Demo(demo::Args),
     /// Run every check in order, stopping at the first failure: formatting, clippy, the
-    /// unit, BPF and namespace tests, and a quick benchmark run. Needs root.
+    /// unit, BPF and namespace tests, the kernel matrix and a quick benchmark run. Needs root.
     ///
     /// Example (as root): cargo xtask test
     Test(test::Args),
+    /// Load the XDP program on the distribution kernels gateways run: Debian 12's newest 6.1
+    /// and 6.12 cloud kernels, each booted under QEMU with the host's files shared read-only,
+    /// and the host's own kernel. On each: `sni-filter doctor lo` (the verifier's figures per
+    /// program) and the table, replay and lab-capture tests. Prints kernel x program; fails on
+    /// a kernel that cannot be fetched or booted, a program refused, over 200 000 processed
+    /// instructions or 1 s to verify, missing figures, or a failed test. Needs root.
+    ///
+    /// Example (as root): cargo xtask matrix --kernel 6.12
+    Matrix(matrix::Args),
     /// Measure the filter: per-packet cost through `BPF_PROG_TEST_RUN` next to an empty XDP
     /// program, rule scaling (10 to 1M rules), iptables string match and nDPI on the same
     /// hellos, end to end on veth, and the daemon's CPU, memory and load time. Writes
@@ -58,6 +68,7 @@ fn main() -> ExitCode {
         Task::Setup(args) => setup::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
+        Task::Matrix(args) => matrix::run(&args),
         Task::Bench(args) => bench_args::run(&args),
     };
     match result {

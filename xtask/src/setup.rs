@@ -47,6 +47,14 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["chromium"],
     // `certutil`: the NSS database through which Chromium trusts the lab's CA.
     &["libnss3-tools"],
+    // The kernel matrix: QEMU and its virtiofsd, which shares the host's files with guests.
+    &["qemu-system-x86"],
+    // The guests' first userland; it runs before any library is reachable, so static.
+    &["busybox-static"],
+    // `depmod`, which indexes the modules of an unpacked kernel.
+    &["kmod"],
+    // `xz`: 6.12's modules are compressed, busybox's insmod wants them plain.
+    &["xz-utils"],
 ];
 
 /// Python packages the lab uses, as (module to import, requirement to install): installed with

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check the project has, in order, stopping at the first failure —
-//! setup, formatting, clippy, then the unit, BPF and namespace tests, and last the quick
-//! benchmark run (every class measured and counted as intended; timings never fail it).
+//! setup, formatting, clippy, then the unit, BPF and namespace tests, the program on Debian's
+//! kernels under QEMU (the kernel matrix), and last the quick benchmark run (every class
+//! measured and counted as intended; timings never fail it).
 //!
 //! A test binary killed by Ctrl-C cannot drop its labs, so namespaces of dead test runs are
 //! removed before the tests and again after them.
@@ -26,6 +27,8 @@ pub struct Args {
 enum Stage {
     Setup,
     Cargo(&'static [&'static str]),
+    /// `cargo xtask matrix`.
+    Matrix,
     /// `cargo xtask bench --quick`.
     BenchQuick,
 }
@@ -64,6 +67,7 @@ const STAGES: &[(&str, Stage)] = &[
         ]),
     ),
     ("tests", Stage::Cargo(&["test"])),
+    ("matrix", Stage::Matrix),
     ("bench-quick", Stage::BenchQuick),
 ];
 
@@ -95,6 +99,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 cargo.current_dir(&root);
                 shell::run(&mut cargo)
             }
+            Stage::Matrix => crate::matrix::run(&crate::matrix::Args::default()).map(|_| ()),
             Stage::BenchQuick => {
                 remove_stale_labs();
                 crate::bench_args::quick_check()
