@@ -142,7 +142,8 @@ pub struct NameMatch {
     pub wild_tried: u32,
     /// 1 once every label has been looked up (the wildcard comparison comes next).
     pub stepped: u32,
-    pub _pad: u32,
+    /// 1 when the last step ended at a label boundary.
+    pub boundary: u32,
 }
 
 impl NameMatch {
@@ -160,7 +161,10 @@ impl NameMatch {
     pub fn begin(&mut self, name: &[u8; NAME_BUF], len: usize, seed: u64) {
         let mut len = if len > NAME_MAX { NAME_MAX } else { len };
         // A trailing dot names the same host (RFC 1034 §3.1): `tiktok.com.` is `tiktok.com`.
-        if len > 0 && name[(len - 1) & (NAME_BUF - 1)] == b'.' {
+        // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
+        // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
+        // index that may be -1.
+        if len > 0 && name[(len - 1 + crate::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
             len -= 1;
         }
         self.hash = hash_start(seed);
@@ -191,8 +195,14 @@ impl NameMatch {
             self.done += 1;
         }
         self.hash = h;
-        let complete = self.done >= self.len;
-        if !boundary && !complete {
+        self.boundary = u32::from(boundary);
+        // From here on, what the byte loop left is read back from memory (volatile, so that
+        // LLVM keeps the loads): the loop ends in as many states as it has iterations, and
+        // values carried on in registers would have the verifier walk the rule lookup's
+        // probe loop once for each (the 6.1 verifier took 357k instructions so).
+        let done = reload(&self.done);
+        let complete = done >= self.len;
+        if reload(&self.boundary) == 0 && !complete {
             // A label longer than one step: go on with it.
             return false;
         }
@@ -200,8 +210,8 @@ impl NameMatch {
             // Only noted here: comparing in this loop would put the comparison inside every
             // step the verifier checks.
             self.candidate = u32::from(self.wild);
-            self.candidate_start = self.len - self.done;
-            self.candidate_len = self.done - self.label_from;
+            self.candidate_start = self.len - done;
+            self.candidate_len = done - self.label_from;
             self.deeper = 0;
         }
         let wanted = if complete {
@@ -209,13 +219,19 @@ impl NameMatch {
         } else {
             RULE_SUFFIX
         };
-        self.consider(tables.rule(RuleKey { hash: h }), wanted);
+        self.consider(
+            tables.rule(RuleKey {
+                hash: reload(&self.hash),
+            }),
+            wanted,
+        );
         if complete {
             return true;
         }
-        self.hash = hash_step(h, b'.');
-        self.done += 1;
-        self.label_from = self.done;
+        self.hash = hash_step(reload(&self.hash), b'.');
+        let done = reload(&self.done) + 1;
+        self.done = done;
+        self.label_from = done;
         false
     }
 
@@ -316,6 +332,13 @@ impl NameMatch {
             None
         }
     }
+}
+
+/// A value read back from memory, never from a register LLVM kept it in.
+#[inline(always)]
+fn reload<T: Copy>(v: &T) -> T {
+    // SAFETY: a reference is valid and aligned for a read.
+    unsafe { core::ptr::read_volatile(v) }
 }
 
 /// Matches a whole name at once (userspace; the program drives [`NameMatch::step`]).

@@ -114,9 +114,12 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 /// has), else with a helper call.
 #[inline(always)]
 pub fn first_byte(ctx: &XdpContext, offset: usize) -> Option<u8> {
-    // Masked: in the judging program the offset comes through map memory, unbounded.
+    // Masked: in the judging program the offset comes through map memory, unbounded; the
+    // mask stays although the test above makes it redundant to LLVM (`opaque_zero`): the
+    // 6.1 verifier does not carry the test's bound to the offset reloaded from the stack.
     if offset < LINEAR_OFFSET_MASK {
-        let p = ctx.data() + (offset & LINEAR_OFFSET_MASK);
+        let p =
+            ctx.data() + ((offset + filter_common::opaque_zero::<usize>()) & LINEAR_OFFSET_MASK);
         if p + 2 <= ctx.data_end() {
             // SAFETY: the check above keeps the two bytes inside the packet.
             return Some(unsafe { *(p as *const u8) });
