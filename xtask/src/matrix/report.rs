@@ -13,6 +13,10 @@ pub const PROGRAMS: &[&str] = &["sni_filter", "sni_judge"];
 const MAX_INSTRUCTIONS: u64 = 200_000;
 /// A verification that slow means a program close to the verifier's limits.
 const MAX_VERIFY_SECS: f64 = 1.0;
+/// How much slower a guest under QEMU's software emulation verifies than the host: loading
+/// the same program took 4.5 s in the 6.12 guest against 0.5 s on the host, so a guest's
+/// time is held to the bound scaled by this much (its instruction count is not scaled).
+const GUEST_SLOWDOWN: f64 = 10.0;
 
 /// What one kernel did.
 pub struct Row {
@@ -60,7 +64,12 @@ impl Row {
                 continue;
             };
             if name == DOCTOR {
-                doctor_problems(&step.lines, exit, problems);
+                let secs_bound = if self.boot_secs.is_some() {
+                    MAX_VERIFY_SECS * GUEST_SLOWDOWN
+                } else {
+                    MAX_VERIFY_SECS
+                };
+                doctor_problems(&step.lines, exit, secs_bound, problems);
                 continue;
             }
             match parse::test_counts(&step.lines) {
@@ -110,7 +119,7 @@ impl Row {
 }
 
 /// Doctor's figures for each program against the bounds.
-fn doctor_problems(lines: &[String], exit: i32, problems: &mut Vec<String>) {
+fn doctor_problems(lines: &[String], exit: i32, secs_bound: f64, problems: &mut Vec<String>) {
     for program in PROGRAMS {
         match parse::verification(lines, program) {
             None => problems.push(format!(
@@ -127,10 +136,10 @@ fn doctor_problems(lines: &[String], exit: i32, problems: &mut Vec<String>) {
                          bound of {MAX_INSTRUCTIONS}"
                     ));
                 }
-                if secs >= MAX_VERIFY_SECS {
+                if secs >= secs_bound {
                     problems.push(format!(
                         "{program}: verification took {secs:.3} s, the bound is under \
-                         {MAX_VERIFY_SECS} s"
+                         {secs_bound} s"
                     ));
                 }
             }
