@@ -118,7 +118,7 @@ pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
     let drop = match exit.reason.fate() {
         Fate::Pass => false,
         Fate::Drop => true,
-        Fate::Policy => crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0),
+        Fate::Policy => crate::settings::settings().is_some_and(|s| s.uninspectable_drop != 0),
     };
     let bytes = u64::from(seen.len);
     if let Some(c) = COUNTERS.get_ptr_mut(exit.reason as u32) {

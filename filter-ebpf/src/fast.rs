@@ -18,7 +18,10 @@ use filter_common::{
     name::{NAME_BUF, NAME_MAX},
 };
 
-use crate::tls::{self, Judging, TLS_CONTENT_HANDSHAKE};
+use crate::{
+    judging::{self, Judging},
+    tls::TLS_CONTENT_HANDSHAKE,
+};
 
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 const EXT_SERVER_NAME: u16 = 0;
@@ -113,7 +116,7 @@ pub fn judge(ctx: &XdpContext, payload: u32, payload_len: u32) -> Option<Reason>
     }
     left -= 1 + compression;
     at += 1 + compression;
-    let j = tls::judging()?;
+    let j = judging::judging()?;
     // Without extensions (SSL 3.0 style) there is no name; `extensions` notes none either.
     let total = if left == 0 {
         0
@@ -194,7 +197,7 @@ fn extensions(j: &mut Judging, data: usize, end: usize, at: u32, total: u32) -> 
 /// walker would have concluded.
 #[inline(always)]
 fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
-    let j = tls::judging()?;
+    let j = judging::judging()?;
     j.app = NO_APP;
     j.exempt = 0;
     let found = j.fast;
@@ -234,20 +237,20 @@ fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
     }
     match crate::rules::action_for_name() {
         Some((app, action @ (Action::Drop | Action::Reject))) => {
-            let j = tls::judging()?;
+            let j = judging::judging()?;
             j.app = app;
             j.action = action as u8;
             return Some(Reason::HelloBlocked);
         }
         Some((app, Action::Monitor)) => {
-            let j = tls::judging()?;
+            let j = judging::judging()?;
             if j.monitored_app == NO_APP {
                 j.monitored_app = app;
             }
         }
         None => {}
     }
-    let j = tls::judging()?;
+    let j = judging::judging()?;
     if found.ech != 0 {
         j.walk.flags |= WALK_ECH_SEEN;
     }

@@ -32,7 +32,7 @@ pub fn standing_verdict(flow: &FlowKey, tcp: Option<&Tcp>, bytes: u32) -> Option
     // One clock read per packet (a helper call).
     let now = crate::coarse_now();
     let idle = now.saturating_sub(last);
-    if idle > crate::rules::settings().map_or(0, |s| s.flow_idle_ns) {
+    if idle > crate::settings::settings().map_or(0, |s| s.flow_idle_ns) {
         let _ = VERDICTS.remove(flow);
         counters::note(Note::VerdictExpired);
         return None;

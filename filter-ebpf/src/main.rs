@@ -12,10 +12,12 @@ mod fast;
 mod flows;
 mod headers;
 mod hints;
+mod judging;
 mod quic;
 mod reassembly;
 mod reset;
 mod rules;
+mod settings;
 mod tls;
 
 use aya_ebpf::{
@@ -130,7 +132,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
                 Err(reason) => return Err(reason),
             };
             // Cheapest first: verdicts only ever exist for inspected ports.
-            if !rules::port_inspected(flow.dport) {
+            if !settings::port_inspected(flow.dport) {
                 return Ok(Exit::of(Reason::TcpPortNotInspected));
             }
             // Each way through the VLAN tags and IP headers leaves offsets of other known

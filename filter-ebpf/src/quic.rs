@@ -49,7 +49,7 @@ pub fn judge_udp(
     vlan: u16,
     frame_bytes: u32,
 ) -> Result<Exit, Reason> {
-    let Some(s) = crate::rules::settings() else {
+    let Some(s) = crate::settings::settings() else {
         return Ok(Exit::of(Reason::Udp));
     };
     if !quic_port(s, flow.dport) {

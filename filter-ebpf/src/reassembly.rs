@@ -308,7 +308,7 @@ fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
 /// claimed), else as a new hello. Stores what was read and concludes.
 fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Result<Reason, Exit> {
     let tcp = seg.tcp;
-    let Some(j) = tls::judging() else {
+    let Some(j) = crate::judging::judging() else {
         release(state);
         return Err(Exit::of(Reason::InternalError));
     };
@@ -331,7 +331,7 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Result<Reason
         }
     }
     if state.is_none()
-        && crate::rules::settings().is_some_and(|s| s.walker_only == 0)
+        && crate::settings::settings().is_some_and(|s| s.walker_only == 0)
         && let Some(reason) =
             fast::judge(seg.ctx, tcp.payload_offset as u32, tcp.payload_len as u32)
     {
@@ -381,7 +381,7 @@ fn store(seg: &Segment, st: &mut HelloFlow, reason: Reason, pos: u32, end: u32) 
     if st.segments >= HELLO_SEGMENTS_MAX {
         return conflict(seg, st, Reason::UninspectableTooLong).reason;
     }
-    let Some(j) = tls::judging() else {
+    let Some(j) = crate::judging::judging() else {
         return Reason::InternalError;
     };
     let consumed = st.next_seq.wrapping_sub(st.start_seq);
@@ -412,7 +412,7 @@ fn store(seg: &Segment, st: &mut HelloFlow, reason: Reason, pos: u32, end: u32) 
 
 /// A first segment whose hello goes on: keep its walk and bytes.
 fn start_reassembly(seg: &Segment, n: u32) -> Reason {
-    let (Some(ns), Some(j)) = (NEW_HELLO.get_ptr_mut(0), tls::judging()) else {
+    let (Some(ns), Some(j)) = (NEW_HELLO.get_ptr_mut(0), crate::judging::judging()) else {
         return Reason::InternalError;
     };
     // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
@@ -465,7 +465,7 @@ fn conflict(seg: &Segment, st: &mut HelloFlow, reason: Reason) -> Exit {
 /// a monitored one counted, and the event emitted.
 fn conclude(seg: &Segment, reason: Reason) -> Exit {
     let (ctx, flow, tcp, now) = (seg.ctx, seg.flow, seg.tcp, seg.now);
-    let Some(j) = tls::judging() else {
+    let Some(j) = crate::judging::judging() else {
         return Exit::of(Reason::InternalError);
     };
     let mut flags = 0;
@@ -511,7 +511,7 @@ fn conclude(seg: &Segment, reason: Reason) -> Exit {
         Reason::HelloIncomplete => Exit::of(reason),
         _ => {
             if reason == Reason::UninspectableTableFull
-                || crate::rules::settings().is_some_and(|s| s.trace_all != 0)
+                || crate::settings::settings().is_some_and(|s| s.trace_all != 0)
             {
                 report(seg, reason, NO_APP, EventAction::Pass, flags);
             }
@@ -522,11 +522,11 @@ fn conclude(seg: &Segment, reason: Reason) -> Exit {
 
 /// Emits a flow event with the walker's last name (if one was read).
 fn report(seg: &Segment, reason: Reason, app: u16, action: EventAction, flags: u8) {
-    let traced = crate::rules::settings().is_some_and(|s| s.trace_all != 0);
+    let traced = crate::settings::settings().is_some_and(|s| s.trace_all != 0);
     if action == EventAction::Pass && !reason.uninspectable() && !traced {
         return;
     }
-    let Some(j) = tls::judging() else {
+    let Some(j) = crate::judging::judging() else {
         return;
     };
     let len = if j.walk.flags & WALK_NAME_SEEN != 0 {
@@ -535,7 +535,7 @@ fn report(seg: &Segment, reason: Reason, app: u16, action: EventAction, flags: u
         0
     };
     let action = if action == EventAction::Pass && reason.uninspectable() {
-        if crate::rules::settings().is_some_and(|s| s.uninspectable_drop != 0) {
+        if crate::settings::settings().is_some_and(|s| s.uninspectable_drop != 0) {
             EventAction::Drop
         } else {
             action

@@ -1,4 +1,5 @@
-//! The rule set the daemon loads: names by seeded hash, per-app policies and settings.
+//! The rule set the daemon loads: names by seeded hash, per-app policies, exemptions and
+//! scopes, and the match of a name against them.
 //! Every map here is written by userspace only, so the program maps them read-only.
 
 use core::ffi::c_void;
@@ -10,9 +11,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, PORT_WORDS, RULE_PROBES_MAX,
-    RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
-    WILDCARDS_MAX, app_scope, first_slot,
+    APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, RULE_PROBES_MAX, RULES_DEFAULT_MAX,
+    RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, WILDCARDS_MAX, app_scope, first_slot,
     name::{MATCH_ROUNDS_MAX, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
@@ -33,13 +33,6 @@ static WILDCARDS: Array<WildPattern> =
 #[map(name = "APPS")]
 static APPS: Array<AppPolicy> = Array::with_max_entries(2 * APPS_MAX, BPF_F_RDONLY_PROG);
 
-#[map(name = "SETTINGS")]
-static SETTINGS: Array<Settings> = Array::with_max_entries(2, BPF_F_RDONLY_PROG);
-
-/// Which of the two `SETTINGS` is in force.
-#[map(name = "ACTIVE")]
-static ACTIVE: Array<u32> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
-
 /// Source networks exempted per app, as `ExemptPrefix` keys.
 #[map(name = "EXEMPT")]
 static EXEMPT: LpmTrie<ExemptPrefix, u8> = LpmTrie::with_max_entries(EXEMPT_MAX, BPF_F_RDONLY_PROG);
@@ -56,7 +49,7 @@ const SCOPES_MAX: u32 = 4096;
 /// answered from the scope and exemption maps; an exempted client is recorded, for the
 /// reason.
 #[inline(always)]
-fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
+fn applies(app: u16, policy: &AppPolicy, j: &mut crate::judging::Judging) -> bool {
     let scoped = |kind, value| {
         SCOPES
             .get_ptr(ScopeKey {
@@ -94,31 +87,14 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::tls::Judging) -> bool {
     }
 }
 
-/// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
-#[map(name = "PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, BPF_F_RDONLY_PROG);
-
-/// Whether payload to this destination port is inspected.
-#[inline(always)]
-pub fn port_inspected(port: u16) -> bool {
-    match settings() {
-        Some(s) if s.all_ports != 0 => true,
-        // The side of the bitmap the settings name: a reload fills the other one.
-        Some(s) => PORTS
-            .get(s.ports_base + u32::from(port) / 64)
-            .is_some_and(|w| w & (1 << (port % 64)) != 0),
-        None => true,
-    }
-}
-
 /// The app whose rules match the name the walker just read, and its action, if any.
 #[inline(always)]
 pub fn action_for_name() -> Option<(u16, Action)> {
-    let j = crate::tls::judging()?;
+    let j = crate::judging::judging()?;
     // One snapshot of the settings for the whole name: a reload switching sides in the
     // middle must not pair one side's seed with the other's table.
     // SAFETY: both are `Settings`, 8-byte aligned map values.
-    unsafe { filter_common::copy_words(&raw mut j.settings, settings()?) };
+    unsafe { filter_common::copy_words(&raw mut j.settings, crate::settings::settings()?) };
     let seed = j.settings.hash_seed;
     // SAFETY: an aligned field of a map value; zeroes are the empty match.
     unsafe { filter_common::zero_words(&raw mut j.name) };
@@ -134,22 +110,16 @@ pub fn action_for_name() -> Option<(u16, Action)> {
             0,
         )
     };
-    let j = crate::tls::judging()?;
+    let j = crate::judging::judging()?;
     let rule = j.name.result()?;
     let base = j.settings.apps_base;
     let app = APPS.get(base + u32::from(rule.app))?;
     // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
     let key = (base + u32::from(rule.app)) as u16;
-    if !applies(key, app, crate::tls::judging()?) {
+    if !applies(key, app, crate::judging::judging()?) {
         return None;
     }
     Some((rule.app, Action::from_u8(app.action)?))
-}
-
-/// The settings userspace wrote; `None` only before the first rule set is installed.
-#[inline(always)]
-pub fn settings() -> Option<&'static Settings> {
-    SETTINGS.get(*ACTIVE.get(0)? & 1)
 }
 
 /// The rule tables as the matcher sees them: the program's maps.
@@ -158,7 +128,7 @@ struct Maps;
 impl RuleTables for Maps {
     #[inline(always)]
     fn rule(&self, key: RuleKey) -> Option<RuleValue> {
-        let s = &crate::tls::judging()?.settings;
+        let s = &crate::judging::judging()?.settings;
         let h = slot_hash(key.hash);
         let start = first_slot(h, s.rules_mask);
         for probe in 0..RULE_PROBES_MAX {
@@ -180,7 +150,7 @@ impl RuleTables for Maps {
 }
 
 extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(j) = crate::tls::judging() else {
+    let Some(j) = crate::judging::judging() else {
         return 1;
     };
     i64::from(j.name.advance(&j.walk.name, &Maps))
