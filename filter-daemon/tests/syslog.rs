@@ -479,6 +479,14 @@ fn udp_carries_lifecycle_flows_and_summaries_with_clients_truncated() {
     let started = lifecycle(&msgs, "started").unwrap();
     assert_eq!(started.own("client_privacy"), Some("truncated"));
     assert_eq!(started.own("rules"), Some("1"));
+    // The verifier's work on this kernel, within the bound, for both programs.
+    for program in ["sni_filter", "sni_judge"] {
+        let n: u32 = started
+            .own(&format!("verified_insns_{program}"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no verified_insns_{program} in {started:?}"));
+        assert!((1..=200_000).contains(&n), "{program}: {n}");
+    }
 
     let flow = flow_of(&msgs).unwrap();
     check_flow(flow, &lab);

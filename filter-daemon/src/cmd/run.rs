@@ -300,29 +300,34 @@ fn start(
         quic,
     };
     instance.write_state(&state(&running))?;
-    logger.emit(
-        lifecycle(
-            "started",
-            Severity::Notice,
-            format!(
-                "filtering {}: {} rules in {} apps from {}",
-                interfaces.join(", "),
-                running.set.rule_count(),
-                running.set.apps.len(),
-                running.config.path.display()
-            ),
-        )
-        .param("version", env!("CARGO_PKG_VERSION"))
-        .param("interfaces", interfaces.join(","))
-        .param("rules", running.set.rule_count())
-        .param("apps", running.set.apps.len())
-        .param("config", running.config.path.display())
-        .param(
-            "client_privacy",
-            running.config.logging.client_privacy.name(),
-        )
-        .param("quic", running.config.quic.name()),
-    );
+    let mut started = lifecycle(
+        "started",
+        Severity::Notice,
+        format!(
+            "filtering {}: {} rules in {} apps from {}",
+            interfaces.join(", "),
+            running.set.rule_count(),
+            running.set.apps.len(),
+            running.config.path.display()
+        ),
+    )
+    .param("version", env!("CARGO_PKG_VERSION"))
+    .param("interfaces", interfaces.join(","))
+    .param("rules", running.set.rule_count())
+    .param("apps", running.set.apps.len())
+    .param("config", running.config.path.display())
+    .param(
+        "client_privacy",
+        running.config.logging.client_privacy.name(),
+    )
+    .param("quic", running.config.quic.name());
+    // The verifier's margin on this kernel, per program (`sni-filter doctor` prints the same).
+    for v in running.filter.verification() {
+        if let Some(n) = v.instructions {
+            started = started.param(&format!("verified_insns_{}", v.program), n);
+        }
+    }
+    logger.emit(started);
     Ok(running)
 }
 
