@@ -305,7 +305,8 @@ fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
 }
 
 /// Walks the payload from `pos`: from the flow's state when there is one (which the caller
-/// claimed), else as a new hello. Stores what was read and concludes.
+/// claimed), else as a new hello — by the fast path when it can. Stores what was read and
+/// returns the reason to conclude with; `Err` is an exit that needs no conclusion.
 fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Result<Reason, Exit> {
     let tcp = seg.tcp;
     let Some(j) = crate::judging::judging() else {
