@@ -10,7 +10,7 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use filter_common::{
-    Action, NO_APP, Reason,
+    NO_APP, Reason,
     hello::{
         HELLO_LEN_MAX, RECORD_LEN_MAX, Step, WALK_ECH_SEEN, WALK_NAME_SEEN, WALK_SNI_SEEN,
         walk_reason,
@@ -235,20 +235,8 @@ fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
     if found.ech_before_sni != 0 {
         j.walk.flags |= WALK_ECH_SEEN;
     }
-    match crate::rules::action_for_name() {
-        Some((app, action @ (Action::Drop | Action::Reject))) => {
-            let j = judging::judging()?;
-            j.app = app;
-            j.action = action as u8;
-            return Some(Reason::HelloBlocked);
-        }
-        Some((app, Action::Monitor)) => {
-            let j = judging::judging()?;
-            if j.monitored_app == NO_APP {
-                j.monitored_app = app;
-            }
-        }
-        None => {}
+    if crate::rules::judge_name() {
+        return Some(Reason::HelloBlocked);
     }
     let j = judging::judging()?;
     if found.ech != 0 {

@@ -11,8 +11,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, RULE_PROBES_MAX, RULES_DEFAULT_MAX,
-    RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, WILDCARDS_MAX, app_scope, first_slot,
+    APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, NO_APP, RULE_PROBES_MAX,
+    RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, WILDCARDS_MAX,
+    app_scope, first_slot,
     name::{MATCH_ROUNDS_MAX, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
@@ -89,7 +90,7 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::judging::Judging) -> boo
 
 /// The app whose rules match the name the walker just read, and its action, if any.
 #[inline(always)]
-pub fn action_for_name() -> Option<(u16, Action)> {
+fn action_for_name() -> Option<(u16, Action)> {
     let j = crate::judging::judging()?;
     // One snapshot of the settings for the whole name: a reload switching sides in the
     // middle must not pair one side's seed with the other's table.
@@ -120,6 +121,31 @@ pub fn action_for_name() -> Option<(u16, Action)> {
         return None;
     }
     Some((rule.app, Action::from_u8(app.action)?))
+}
+
+/// Matches the name the walker just read and records what it means in the judging state:
+/// true for a blocking app (its id and action noted), else false, with the first monitoring
+/// app noted. The one consequence of a name for the walker and the fast path alike.
+#[inline(always)]
+pub fn judge_name() -> bool {
+    let matched = action_for_name();
+    let Some(j) = crate::judging::judging() else {
+        return false;
+    };
+    match matched {
+        Some((app, action @ (Action::Drop | Action::Reject))) => {
+            j.app = app;
+            j.action = action as u8;
+            true
+        }
+        Some((app, Action::Monitor)) => {
+            if j.monitored_app == NO_APP {
+                j.monitored_app = app;
+            }
+            false
+        }
+        None => false,
+    }
 }
 
 /// The rule tables as the matcher sees them: the program's maps.

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    Action, NO_APP, Note, Reason,
+    NO_APP, Note, Reason,
     hello::{SCRATCH_LEN, Step, WALK_NAME_LATER, walk_reason},
     reason_from_u32,
 };
@@ -142,20 +142,10 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
             } else {
                 j.walk.flags &= !WALK_NAME_LATER;
             }
-            match crate::rules::action_for_name() {
-                Some((app, action @ (Action::Drop | Action::Reject))) => {
-                    j.app = app;
-                    j.action = action as u8;
-                    Reason::HelloBlocked
-                }
-                Some((app, Action::Monitor)) => {
-                    if j.monitored_app == NO_APP {
-                        j.monitored_app = app;
-                    }
-                    return 0;
-                }
-                None => return 0,
+            if !crate::rules::judge_name() {
+                return 0;
             }
+            Reason::HelloBlocked
         }
         step => walk_reason(step, j.walk.flags, j.monitored_app != NO_APP, j.exempt != 0),
     };
