@@ -138,18 +138,11 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
             // Each way through the VLAN tags and IP headers leaves offsets of other known
             // values; through map memory they become one unknown value each, and the
             // verifier checks what follows once, not once per way.
-            let [ip, header, payload, len] = headers::launder_offsets([
-                ip_offset,
-                tcp.offset,
-                tcp.payload_offset,
-                tcp.payload_len,
-            ])?;
-            tcp.ip_offset = ip;
-            tcp.offset = header;
-            tcp.payload_offset = payload;
-            tcp.payload_len = len;
+            // (The judging program reads the header from there too.)
+            tcp.ip_offset = ip_offset;
             tcp.vlan = eth.vlan;
-            judge_tcp(ctx, flow, &tcp, first_fragment, seen)
+            let tcp = headers::launder(tcp).ok_or(Reason::InternalError)?;
+            judge_tcp(ctx, flow, tcp, first_fragment, seen)
         }
         L4::Udp {
             end,
@@ -157,7 +150,7 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
         } => {
             let (offset, len) = headers::parse_udp(ctx, &mut cur, end, flow)?;
             // As for TCP.
-            let [offset, len, _, _] = headers::launder_offsets([offset, len, 0, 0])?;
+            let (offset, len) = headers::launder_offsets(offset, len)?;
             quic::judge_udp(ctx, flow, offset, len, first_fragment, eth.vlan, seen.len)
         }
         L4::Other => Ok(Exit::of(Reason::OtherProtocol)),
@@ -210,8 +203,8 @@ fn judge_tcp(
         return Ok(Exit::of(Reason::TcpNotHandshake));
     }
     let now = coarse_now();
-    // Only a payload that may be a hello goes through map memory to the judging program.
-    headers::launder(*tcp).ok_or(Reason::InternalError)?;
+    // The header is in `TCP_SEEN` already (laundered above), where the judging program
+    // reads it.
     let p = PENDING.get_ptr_mut(0).ok_or(Reason::InternalError)?;
     // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
     unsafe {
