@@ -740,6 +740,21 @@ mod tests {
     }
 
     #[test]
+    fn the_hello_fast_path_is_on_unless_turned_off() {
+        // Without a [filter] table, or without the key, it is on: only `false` turns it off.
+        let minimal = "[apps.tiktok]\naction = \"drop\"\ndomains = [\"tiktok.com\"]\n";
+        assert!(parse(minimal).unwrap().hello_fast_path);
+        assert!(parse("[filter]\n").unwrap().hello_fast_path);
+        assert!(
+            !parse("[filter]\nhello_fast_path = false\n")
+                .unwrap()
+                .hello_fast_path
+        );
+        let e = parse("[filter]\n\nhello_fast_path = \"no\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_file_and_line() {
         let e = parse("[filter]\ninterfaces = [\"eth1\"]\nxdp_mdoe = \"native\"\n").unwrap_err();
         assert!(e.starts_with("/etc/sni-filter/filter.toml:3:"), "{e}");
