@@ -338,8 +338,8 @@ pub struct Settings {
     /// 1: Initials of flows not judged yet are dropped until the verdict exists.
     pub quic_hold: u8,
     /// 1: every hello goes through the walker, none through the fast path that reads a
-    /// hello whole in one segment straight from the packet. Only tests and benchmarks set
-    /// it, to compare the two.
+    /// hello whole in one segment straight from the packet (`hello_fast_path = false`, for
+    /// diagnosis; tests set it to compare the two).
     pub walker_only: u8,
     pub _pad: [u8; 2],
     /// UDP destination ports inspected for QUIC; 0 marks an unused entry.

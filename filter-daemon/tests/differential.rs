@@ -763,6 +763,18 @@ fn oracle(case: &Case, banned_app: u16) -> Result<Expected, String> {
     })
 }
 
+/// An event as the tests compare and print it: everything but its time and flow.
+fn describe_event(e: &Event) -> String {
+    format!(
+        "{}/{} app {} flags {:#x} {}",
+        reason_from_u32(u32::from(e.reason)).name(),
+        event_action_name(e.action),
+        e.app,
+        e.flags,
+        show_name(&e.sni[..usize::from(e.sni_len).min(e.sni.len())])
+    )
+}
+
 fn event_action_name(action: u8) -> String {
     EventAction::from_u8(action).map_or_else(|| format!("action {action}"), |a| a.name().into())
 }
@@ -823,17 +835,7 @@ fn run_case(filter: &mut Filter, case: &Case, expected: &Expected) -> Vec<String
     }
 
     let [event] = &events[..] else {
-        let list: Vec<String> = events
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}/{} {}",
-                    reason_from_u32(u32::from(e.reason)).name(),
-                    event_action_name(e.action),
-                    show_name(&e.sni[..usize::from(e.sni_len).min(e.sni.len())])
-                )
-            })
-            .collect();
+        let list: Vec<String> = events.iter().map(describe_event).collect();
         problems.push(format!(
             "{} events, expected one ({})",
             events.len(),
@@ -1060,16 +1062,7 @@ fn observe(filter: &mut Filter, frames: &[&Vec<u8>]) -> Result<Observed, String>
         .drain_events()
         .expect("events readable")
         .iter()
-        .map(|e| {
-            format!(
-                "{}/{} app {} flags {:#x} {}",
-                reason_from_u32(u32::from(e.reason)).name(),
-                event_action_name(e.action),
-                e.app,
-                e.flags,
-                show_name(&e.sni[..usize::from(e.sni_len).min(e.sni.len())])
-            )
-        })
+        .map(describe_event)
         .collect();
     Ok(Observed {
         actions,
