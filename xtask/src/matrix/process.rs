@@ -5,19 +5,19 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use sni_filter_lab::ChildGuard;
 
-use crate::shell;
-
-/// A running child in a process group of its own, which is killed whole and the child reaped
-/// on drop: a shell's test binaries and their `sni-filter` children go with it.
+/// A running child in a process group of its own (the lab's [`ChildGuard`], which kills the
+/// whole group and reaps the child on drop: a shell's test binaries and their `sni-filter`
+/// children go with it), which also dies with this process.
 pub struct Guard {
-    child: Child,
+    child: ChildGuard,
     name: String,
 }
 
@@ -25,7 +25,6 @@ impl Guard {
     /// Starts `cmd`; the kernel kills it should this process die without dropping the guard.
     /// Out of the terminal's process group, Ctrl-C reaches it through the guard only.
     pub fn spawn(cmd: &mut Command, name: &str) -> Result<Self> {
-        cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -33,11 +32,8 @@ impl Guard {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start `{}`", shell::describe(cmd)))?;
         Ok(Self {
-            child,
+            child: ChildGuard::spawn(cmd)?,
             name: name.to_owned(),
         })
     }
@@ -64,18 +60,6 @@ impl Guard {
     }
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signals the group this guard's child leads, created in `spawn`.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.wait();
-    }
-}
-
 /// A child whose standard output goes to a log file, with the suite's markers, test summaries
 /// and verifier lines echoed to the terminal as they come, so a slow guest shows progress.
 pub struct Logged {
@@ -88,7 +72,7 @@ impl Logged {
         let mut file =
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut guard = Guard::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::piped()), name)?;
-        let stdout = guard.child.stdout.take().context("no stdout pipe")?;
+        let stdout = guard.child.take_stdout().context("no stdout pipe")?;
         let label = name.to_owned();
         let reader = thread::spawn(move || {
             let mut text = String::new();
