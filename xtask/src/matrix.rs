@@ -173,7 +173,7 @@ fn guest_row(
             boots += 1;
             let outcome = guest::run(&kernel, &initramfs, &log, deadline, interrupted);
             // A kernel that dies before the suite starts, under software emulation (seen:
-            // an int3 oops in 6.12's early text patching, 1 boot in about 10), says nothing
+            // an int3 oops in early text patching, in one of eight boots of 6.12), says nothing
             // of the program: it is booted once more, and fails the stage if it dies again.
             let Ok(o) = &outcome else { break outcome };
             if boots == BOOTS_MAX
