@@ -67,6 +67,11 @@ pub const MATCH_ROUNDS_MAX: u32 =
 /// userspace tables, so both judge names the same way.
 pub trait RuleTables {
     fn rule(&self, key: RuleKey) -> Option<RuleValue>;
+    /// As [`RuleTables::rule`], or `None` when telling takes more than `ONE_PASS_PROBES`
+    /// probes of an open-addressing table (the one-pass match then declines the name).
+    fn rule_near(&self, key: RuleKey) -> Option<Option<RuleValue>> {
+        Some(self.rule(key))
+    }
     fn pattern(&self, index: u16) -> Option<&WildPattern>;
 }
 
@@ -159,16 +164,8 @@ impl NameMatch {
     /// zeroes it as words: a struct literal would become a byte-by-byte `memset`).
     #[inline(always)]
     pub fn begin(&mut self, name: &[u8; NAME_BUF], len: usize, seed: u64) {
-        let mut len = if len > NAME_MAX { NAME_MAX } else { len };
-        // A trailing dot names the same host (RFC 1034 §3.1): `tiktok.com.` is `tiktok.com`.
-        // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
-        // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
-        // index that may be -1.
-        if len > 0 && name[(len - 1 + crate::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
-            len -= 1;
-        }
         self.hash = hash_start(seed);
-        self.len = len as u32;
+        self.len = compared_len(name, len) as u32;
     }
 
     /// Hashes up to one label leftwards and looks up the suffix it completes. Returns true
@@ -332,6 +329,126 @@ impl NameMatch {
             None
         }
     }
+}
+
+/// The length of `name[..len]` as compared: at most `NAME_MAX`, without a trailing dot
+/// (RFC 1034 §3.1: `tiktok.com.` names the same host as `tiktok.com`).
+#[inline(always)]
+fn compared_len(name: &[u8; NAME_BUF], len: usize) -> usize {
+    let len = if len > NAME_MAX { NAME_MAX } else { len };
+    // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
+    // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
+    // index that may be -1.
+    if len > 0 && name[(len - 1 + crate::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
+        len - 1
+    } else {
+        len
+    }
+}
+
+/// Suffixes the one-pass match holds, and the longest name it hashes: a name with more
+/// labels than this, or longer, is matched by [`NameMatch`]'s rounds instead. Bounds of
+/// the program's verifier, which walks each byte of the loop, and far above the names of
+/// apps' hosts (`v16-webapp-prime.us.tiktok.com`: 5 labels, 30 bytes).
+pub const SUFFIXES_MAX: usize = 8;
+pub const ONE_PASS_NAME_MAX: usize = 64;
+/// Rule slots the one-pass match probes per suffix: the table is at most half full, where
+/// linear probing rarely needs more.
+pub const ONE_PASS_PROBES: u32 = 8;
+
+/// The one-pass match of a name, for a caller that can afford a loop over its bytes (the
+/// program's fast path): first the keys of every suffix that starts at a label boundary,
+/// hashed right to left in one pass, then one rule lookup each. It finds what
+/// [`NameMatch`] finds — the most specific suffix rule, or the exact rule of the whole name
+/// — except where a suffix is a parent of wildcard patterns: there it answers "not mine",
+/// and the rounds of [`NameMatch`] compare the patterns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Suffixes {
+    /// Keys of the suffixes, shortest first; the last is the whole name's.
+    pub keys: [u64; SUFFIXES_MAX],
+    /// Keys held. Read and written through memory (volatile): the program's verifier then
+    /// sees one state per byte of the name, not one per number of dots so far.
+    pub count: u32,
+    pub _pad: u32,
+}
+
+impl Suffixes {
+    /// Hashes the keys of `name[..len]`'s suffixes. False when it has more than
+    /// `SUFFIXES_MAX` of them, or more than `ONE_PASS_NAME_MAX` bytes.
+    #[inline(always)]
+    pub fn hash(&mut self, name: &[u8; NAME_BUF], len: usize, seed: u64) -> bool {
+        let len = compared_len(name, len);
+        store(&mut self.count, 0);
+        if len > ONE_PASS_NAME_MAX {
+            return false;
+        }
+        if len == 0 {
+            // As `NameMatch::step`: an empty name is looked up under no key.
+            return true;
+        }
+        let mut h = hash_start(seed);
+        for done in 0..ONE_PASS_NAME_MAX {
+            if done >= len {
+                break;
+            }
+            let c = lower(name[(len - 1 - done) & (NAME_BUF - 1)]);
+            // As `NameMatch::step`: a dot after the first byte ends a label, and the suffix
+            // right of it is looked up before the dot is hashed.
+            if c == b'.' && done > 0 && !self.push(h) {
+                return false;
+            }
+            h = hash_step(h, c);
+        }
+        self.push(h)
+    }
+
+    #[inline(always)]
+    fn push(&mut self, key: u64) -> bool {
+        let n = reload(&self.count) as usize;
+        if n >= SUFFIXES_MAX {
+            return false;
+        }
+        self.keys[n & (SUFFIXES_MAX - 1)] = key;
+        store(&mut self.count, n as u32 + 1);
+        true
+    }
+
+    /// The rule the hashed name matches, if any; `None` when a suffix is a wildcard parent
+    /// or a lookup needs more probes (neither is this match's to decide).
+    #[inline(always)]
+    pub fn lookup(&self, tables: &impl RuleTables) -> Option<Option<RuleValue>> {
+        let n = reload(&self.count) as usize;
+        let mut best = None;
+        for k in 0..SUFFIXES_MAX {
+            if k >= n {
+                break;
+            }
+            let Some(v) = tables.rule_near(RuleKey { hash: self.keys[k] })? else {
+                continue;
+            };
+            if v.flags & RULE_WILD_PARENT != 0 {
+                return None;
+            }
+            // The whole name also takes exact rules; a longer suffix overrides a shorter one.
+            let wanted = if k + 1 == n {
+                RULE_SUFFIX | RULE_EXACT
+            } else {
+                RULE_SUFFIX
+            };
+            if v.flags & wanted != 0 {
+                best = Some(v);
+            }
+        }
+        Some(best)
+    }
+}
+
+/// A value written to memory, where [`reload`] finds it.
+#[inline(always)]
+fn store<T: Copy>(at: &mut T, v: T) {
+    // SAFETY: a reference is valid and aligned for a write.
+    unsafe { core::ptr::write_volatile(at, v) }
 }
 
 /// A value read back from memory, never from a register LLVM kept it in.
@@ -549,5 +666,89 @@ mod tests {
     fn seed_changes_every_key() {
         assert_ne!(rule_key(1, b"tiktok.com"), rule_key(2, b"tiktok.com"));
         assert_eq!(rule_key(1, b"TikTok.com"), rule_key(1, b"tiktok.com"));
+    }
+
+    /// The one-pass match, where it answers, against the rounds, on names built from a few
+    /// labels (empty ones, dots at either end, capitals included) and rules on their
+    /// suffixes, some of them wildcard parents.
+    #[test]
+    fn the_one_pass_match_finds_what_the_rounds_find() {
+        let labels = ["a", "Tik", "tik", "", "cdn", "x-1", "com", "COM"];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut answered, mut declined, mut matched) = (0, 0, 0);
+        for round in 0..4000 {
+            let seed = round as u64;
+            let name = |next: &mut dyn FnMut(usize) -> usize| {
+                let parts: Vec<&str> = (0..1 + next(5))
+                    .map(|_| labels[next(labels.len())])
+                    .collect();
+                let mut n = parts.join(".");
+                if next(6) == 0 {
+                    n.push('.');
+                }
+                n
+            };
+            let mut t = table(seed, &[]);
+            for _ in 0..next(4) {
+                let flags = [
+                    RULE_SUFFIX,
+                    RULE_EXACT,
+                    RULE_WILD_PARENT,
+                    RULE_SUFFIX | RULE_WILD_PARENT,
+                ][next(4)];
+                let n = name(&mut next).to_ascii_lowercase();
+                let n = n.strip_suffix('.').unwrap_or(&n);
+                let mut v = value(1 + next(9) as u16, flags);
+                if flags & RULE_WILD_PARENT != 0 {
+                    t.patterns.push(pattern("t", "", 20, 0));
+                    v.wild = t.patterns.len() as u16;
+                }
+                t.rules.insert(rule_key(seed, n.as_bytes()), v);
+            }
+            for _ in 0..8 {
+                let host = name(&mut next);
+                let mut buf = [0u8; NAME_BUF];
+                buf[..host.len()].copy_from_slice(host.as_bytes());
+                let mut s = Suffixes::default();
+                assert!(s.hash(&buf, host.len(), seed), "{host}: at most 6 labels");
+                let rounds = match_name(&buf, host.len(), seed, &t);
+                match s.lookup(&t) {
+                    Some(found) => {
+                        assert_eq!(found.map(|v| v.app), rounds.map(|v| v.app), "{host}");
+                        answered += 1;
+                        matched += usize::from(found.is_some());
+                    }
+                    None => declined += 1,
+                }
+            }
+        }
+        // Each kind of case was met.
+        assert!(
+            answered > 20_000 && matched > 500 && declined > 500,
+            "{answered} {matched} {declined}"
+        );
+    }
+
+    #[test]
+    fn the_one_pass_match_declines_names_of_too_many_labels_or_bytes() {
+        let mut buf = [0u8; NAME_BUF];
+        let host = "a".repeat(ONE_PASS_NAME_MAX + 1);
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        assert!(!Suffixes::default().hash(&buf, host.len(), 1));
+        let host = "a".repeat(ONE_PASS_NAME_MAX) + ".";
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        assert!(Suffixes::default().hash(&buf, host.len(), 1));
+        let host = "a.".repeat(SUFFIXES_MAX) + "com";
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        assert!(!Suffixes::default().hash(&buf, host.len(), 1));
+        let host = "a.".repeat(SUFFIXES_MAX - 1) + "com";
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        assert!(Suffixes::default().hash(&buf, host.len(), 1));
     }
 }

@@ -235,7 +235,7 @@ fn conclude(ctx: &XdpContext, data: usize, end: usize) -> Option<Reason> {
     if found.ech_before_sni != 0 {
         j.walk.flags |= WALK_ECH_SEEN;
     }
-    if crate::rules::judge_name() {
+    if crate::rules::judge_name(true) {
         return Some(Reason::HelloBlocked);
     }
     let j = judging::judging()?;

@@ -2,7 +2,11 @@
 //! verdict so far and who sent it. In map memory, which the verifier does not track.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use filter_common::{Settings, hello::HelloWalk, name::NameMatch};
+use filter_common::{
+    Settings,
+    hello::HelloWalk,
+    name::{NameMatch, Suffixes},
+};
 
 /// Everything the judging of one chunk carries between `bpf_loop` rounds. It lives in map
 /// memory, whose contents the verifier does not track, so that its check of a round
@@ -11,6 +15,8 @@ use filter_common::{Settings, hello::HelloWalk, name::NameMatch};
 pub struct Judging {
     pub walk: HelloWalk,
     pub name: NameMatch,
+    /// The fast path's one-pass match of the name.
+    pub suffixes: Suffixes,
     pub pos: u32,
     pub end: u32,
     /// The verdict once reached, as a `Reason`; `NO_VERDICT` while walking.

@@ -14,7 +14,7 @@ use filter_common::{
     APPS_MAX, Action, AppPolicy, AppScope, ExemptPrefix, NO_APP, RULE_PROBES_MAX,
     RULES_DEFAULT_MAX, RuleSlot, RuleValue, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, WILDCARDS_MAX,
     app_scope, first_slot,
-    name::{MATCH_ROUNDS_MAX, RuleKey, RuleTables, WildPattern},
+    name::{MATCH_ROUNDS_MAX, ONE_PASS_PROBES, RuleKey, RuleTables, WildPattern},
     slot_hash,
 };
 
@@ -88,15 +88,43 @@ fn applies(app: u16, policy: &AppPolicy, j: &mut crate::judging::Judging) -> boo
     }
 }
 
-/// The app whose rules match the name the walker just read, and its action, if any.
+/// The app whose rules match the name just read, and its action, if any. `one_pass`: try
+/// the one-pass match first (the fast path's).
 #[inline(always)]
-fn action_for_name() -> Option<(u16, Action)> {
+fn action_for_name(one_pass: bool) -> Option<(u16, Action)> {
     let j = crate::judging::judging()?;
     // One snapshot of the settings for the whole name: a reload switching sides in the
     // middle must not pair one side's seed with the other's table.
     // SAFETY: both are `Settings`, 8-byte aligned map values.
     unsafe { filter_common::copy_words(&raw mut j.settings, crate::settings::settings()?) };
     let seed = j.settings.hash_seed;
+    let found = if one_pass
+        && j.suffixes
+            .hash(&j.walk.name, j.walk.name_len as usize, seed)
+    {
+        crate::judging::judging()?.suffixes.lookup(&Maps)
+    } else {
+        None
+    };
+    let rule = match found {
+        Some(rule) => rule?,
+        None => rounds_match(seed)?,
+    };
+    let j = crate::judging::judging()?;
+    let base = j.settings.apps_base;
+    let app = APPS.get(base + u32::from(rule.app))?;
+    // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
+    let key = (base + u32::from(rule.app)) as u16;
+    if !applies(key, app, j) {
+        return None;
+    }
+    Some((rule.app, Action::from_u8(app.action)?))
+}
+
+/// The rule the name matches, by `NameMatch`'s rounds: any name, wildcards included.
+#[inline(always)]
+fn rounds_match(seed: u64) -> Option<filter_common::RuleValue> {
+    let j = crate::judging::judging()?;
     // SAFETY: an aligned field of a map value; zeroes are the empty match.
     unsafe { filter_common::zero_words(&raw mut j.name) };
     j.name.begin(&j.walk.name, j.walk.name_len as usize, seed);
@@ -111,24 +139,16 @@ fn action_for_name() -> Option<(u16, Action)> {
             0,
         )
     };
-    let j = crate::judging::judging()?;
-    let rule = j.name.result()?;
-    let base = j.settings.apps_base;
-    let app = APPS.get(base + u32::from(rule.app))?;
-    // Exemptions and scopes are keyed by the app's entry in its side of `APPS`.
-    let key = (base + u32::from(rule.app)) as u16;
-    if !applies(key, app, crate::judging::judging()?) {
-        return None;
-    }
-    Some((rule.app, Action::from_u8(app.action)?))
+    crate::judging::judging()?.name.result()
 }
 
 /// Matches the name the walker just read and records what it means in the judging state:
 /// true for a blocking app (its id and action noted), else false, with the first monitoring
-/// app noted. The one consequence of a name for the walker and the fast path alike.
+/// app noted. The one consequence of a name for the walker and the fast path alike
+/// (`one_pass`: the fast path, which matches in one pass where it can).
 #[inline(always)]
-pub fn judge_name() -> bool {
-    let matched = action_for_name();
+pub fn judge_name(one_pass: bool) -> bool {
+    let matched = action_for_name(one_pass);
     let Some(j) = crate::judging::judging() else {
         return false;
     };
@@ -154,25 +174,37 @@ struct Maps;
 impl RuleTables for Maps {
     #[inline(always)]
     fn rule(&self, key: RuleKey) -> Option<RuleValue> {
-        let s = &crate::judging::judging()?.settings;
-        let h = slot_hash(key.hash);
-        let start = first_slot(h, s.rules_mask);
-        for probe in 0..RULE_PROBES_MAX {
-            let slot = RULES.get(s.rules_base + (start.wrapping_add(probe) & s.rules_mask))?;
-            if slot.hash == h {
-                return Some(slot.value);
-            }
-            if slot.hash == 0 {
-                return None;
-            }
-        }
-        None
+        probe(key, RULE_PROBES_MAX)?
+    }
+
+    #[inline(always)]
+    fn rule_near(&self, key: RuleKey) -> Option<Option<RuleValue>> {
+        probe(key, ONE_PASS_PROBES)
     }
 
     #[inline(always)]
     fn pattern(&self, index: u16) -> Option<&WildPattern> {
         WILDCARDS.get(u32::from(index))
     }
+}
+
+/// The rule of `key`, probing at most `probes` slots of the side in force; `None` when
+/// those did not tell (or the table is missing).
+#[inline(always)]
+fn probe(key: RuleKey, probes: u32) -> Option<Option<RuleValue>> {
+    let s = &crate::judging::judging()?.settings;
+    let h = slot_hash(key.hash);
+    let start = first_slot(h, s.rules_mask);
+    for probe in 0..probes {
+        let slot = RULES.get(s.rules_base + (start.wrapping_add(probe) & s.rules_mask))?;
+        if slot.hash == h {
+            return Some(Some(slot.value));
+        }
+        if slot.hash == 0 {
+            return Some(None);
+        }
+    }
+    None
 }
 
 extern "C" fn match_round(_index: u64, _ctx: *mut c_void) -> i64 {

@@ -142,7 +142,7 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
             } else {
                 j.walk.flags &= !WALK_NAME_LATER;
             }
-            if !crate::rules::judge_name() {
+            if !crate::rules::judge_name(false) {
                 return 0;
             }
             Reason::HelloBlocked
