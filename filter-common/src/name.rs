@@ -682,12 +682,10 @@ mod tests {
             (state % n as u64) as usize
         };
         let (mut answered, mut declined, mut matched) = (0, 0, 0);
-        for round in 0..4000 {
-            let seed = round as u64;
+        for round in 0..4000_u64 {
+            let seed = round;
             let name = |next: &mut dyn FnMut(usize) -> usize| {
-                let parts: Vec<&str> = (0..1 + next(5))
-                    .map(|_| labels[next(labels.len())])
-                    .collect();
+                let parts: Vec<&str> = (0..=next(5)).map(|_| labels[next(labels.len())]).collect();
                 let mut n = parts.join(".");
                 if next(6) == 0 {
                     n.push('.');

@@ -86,11 +86,14 @@ pub fn judge(ctx: &XdpContext, payload: u32, payload_len: u32) -> Option<Reason>
     }
     let body_len = (u32::from(head[6]) << 16) | be16([head[7], head[8]]);
     let hello_end = BODY_AT + body_len;
-    // The whole hello in this record, in this segment and in the frame's linear part.
+    // The whole hello in this record, in this segment and in the frame's linear part,
+    // below the offsets' mask (in a linear frame over 16 KiB, as loopback's GRO makes,
+    // masking would change them).
     if body_len > HELLO_LEN_MAX
         || body_len + 4 > record_len
         || hello_end > payload_len
         || (payload + hello_end) as usize > end - data
+        || payload + hello_end > OFFSET_MASK
         || body_len < BODY_FIXED + 1
     {
         return None;
