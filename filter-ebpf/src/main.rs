@@ -19,6 +19,7 @@ mod reset;
 mod rules;
 mod settings;
 mod tls;
+mod verdict;
 
 use aya_ebpf::{
     macros::{map, xdp},
@@ -73,7 +74,7 @@ pub fn sni_judge(ctx: XdpContext) -> u32 {
     };
     // SAFETY: a per-CPU value the header program filled for this packet.
     let p = unsafe { &*p };
-    let seg = reassembly::Segment {
+    let seg = verdict::Segment {
         ctx: &ctx,
         flow: &p.flow,
         tcp,

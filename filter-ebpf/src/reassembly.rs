@@ -14,20 +14,19 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    Action, EVENT_ECH, EVENT_SNI_LATER_SEGMENT, EventAction, FlowKey, HELLOS_DEFAULT_MAX, NO_APP,
-    Note, Reason,
+    EventAction, FlowKey, HELLOS_DEFAULT_MAX, NO_APP, Note, Reason,
     hello::{
         HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
-        SCRATCH_LEN, WALK_ECH_SEEN, WALK_NAME_LATER, WALK_NAME_SEEN,
+        SCRATCH_LEN, WALK_NAME_SEEN,
     },
     reason_from_u32,
 };
 
 use crate::{
     counters::{self, Exit},
-    fast, flows,
-    headers::Tcp,
+    fast,
     tls::{self, TLS_CONTENT_HANDSHAKE},
+    verdict::{self, Segment},
 };
 
 const KEEP_MASK: u32 = HELLO_KEEP as u32 - 1;
@@ -86,29 +85,6 @@ struct Compare {
     flow: FlowKey,
 }
 
-/// The packet being judged; passed by reference because BPF functions take at most five
-/// arguments.
-pub struct Segment<'a> {
-    pub ctx: &'a XdpContext,
-    pub flow: &'a FlowKey,
-    pub tcp: &'a Tcp,
-    pub now: u64,
-    /// Non-zero when the flow may have entries in `HELLOS` or `OPENING`; without it, neither
-    /// is looked up. In map memory, read at each use: a flag in a register would split
-    /// every path after it in two for the verifier.
-    pub known: *const u8,
-    /// The frame's length, as counted.
-    pub frame_len: u32,
-}
-
-impl Segment<'_> {
-    #[inline(always)]
-    fn known(&self) -> bool {
-        // SAFETY: a field of this CPU's `PENDING` value, valid while the packet is judged.
-        unsafe { self.known.read_volatile() != 0 }
-    }
-}
-
 /// What to do with a segment, decided before any walking so that the walk (and the
 /// verdict after it) has one call site: each call site of a BPF function is verified anew.
 enum Plan {
@@ -139,7 +115,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
     };
     let starts = first == TLS_CONTENT_HANDSHAKE;
     if seg.tcp.urgent() && (starts || (seg.known() && HELLOS.get_ptr(flow).is_some())) {
-        report(
+        verdict::report(
             seg,
             Reason::UninspectableUrgent,
             NO_APP,
@@ -186,7 +162,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         // it; a hello may also start again at or before that point (a resent or a second
         // hello, judged afresh).
         if (starts && gap > 0) || (!starts && gap != 0) {
-            report(
+            verdict::report(
                 seg,
                 Reason::UninspectableOutOfOrder,
                 NO_APP,
@@ -204,7 +180,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         Plan::Exit(exit) => exit,
         Plan::Fresh if !starts => Exit::of(Reason::TcpNotHandshake),
         Plan::Fresh if first_fragment => {
-            report(
+            verdict::report(
                 seg,
                 Reason::UninspectableFragment,
                 NO_APP,
@@ -221,7 +197,16 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
                 Plan::ReadOn { pos } => (state, pos),
                 _ => (None, 0),
             };
-            read(seg, state, pos).map_or_else(|exit| exit, |r| conclude(seg, r))
+            read(seg, state, pos).map_or_else(
+                |exit| exit,
+                |r| {
+                    if r == Reason::HelloBlocked && seg.known() {
+                        // The flow's verdict replaces what was kept of its hello.
+                        let _ = HELLOS.remove(seg.flow);
+                    }
+                    verdict::conclude(seg, r)
+                },
+            )
         }
     }
 }
@@ -254,7 +239,7 @@ fn plan_continue(seg: &Segment, st: &mut HelloFlow, starts: bool) -> Plan {
         // A gap: inspection resumes when the missing bytes arrive in order.
         if st.reported == 0 {
             st.reported = 1;
-            report(
+            verdict::report(
                 seg,
                 Reason::UninspectableOutOfOrder,
                 NO_APP,
@@ -457,103 +442,9 @@ fn conflict(seg: &Segment, st: &mut HelloFlow, reason: Reason) -> Exit {
     st.touched_ns = seg.now;
     if st.reported == 0 {
         st.reported = 1;
-        report(seg, reason, NO_APP, EventAction::Pass, 0);
+        verdict::report(seg, reason, NO_APP, EventAction::Pass, 0);
     }
     Exit::of(reason)
-}
-
-/// The end of a hello: a blocked verdict is stored (and the client reset for `reject`),
-/// a monitored one counted, and the event emitted.
-fn conclude(seg: &Segment, reason: Reason) -> Exit {
-    let (ctx, flow, tcp, now) = (seg.ctx, seg.flow, seg.tcp, seg.now);
-    let Some(j) = crate::judging::judging() else {
-        return Exit::of(Reason::InternalError);
-    };
-    let mut flags = 0;
-    if j.walk.flags & WALK_ECH_SEEN != 0 {
-        flags |= EVENT_ECH;
-        if reason != Reason::HelloBlocked {
-            counters::note(Note::EchSeen);
-        }
-    }
-    if j.walk.flags & WALK_NAME_LATER != 0 {
-        flags |= EVENT_SNI_LATER_SEGMENT;
-    }
-    match reason {
-        Reason::HelloBlocked => {
-            let (app, action) = (j.app, j.action);
-            let action = Action::from_u8(action).unwrap_or(Action::Drop);
-            if seg.known() {
-                let _ = HELLOS.remove(flow);
-            }
-            flows::block(flow, app, action, now);
-            counters::app_dropped(app, u64::from(seg.frame_len), true);
-            if action == Action::Reject {
-                if crate::reset::answer_with_rst(ctx, tcp) {
-                    counters::note(Note::ResetSent);
-                    counters::app_reset(app);
-                    report(seg, reason, app, EventAction::Reject, flags);
-                    return Exit {
-                        reason,
-                        transmit: true,
-                    };
-                }
-                counters::note(Note::ResetFailed);
-            }
-            report(seg, reason, app, EventAction::Drop, flags);
-            Exit::of(reason)
-        }
-        Reason::HelloMonitored => {
-            let app = j.monitored_app;
-            counters::app_monitored(app);
-            report(seg, reason, app, EventAction::Monitor, flags);
-            Exit::of(reason)
-        }
-        Reason::HelloIncomplete => Exit::of(reason),
-        _ => {
-            if reason == Reason::UninspectableTableFull
-                || crate::settings::settings().is_some_and(|s| s.trace_all != 0)
-            {
-                report(seg, reason, NO_APP, EventAction::Pass, flags);
-            }
-            Exit::of(reason)
-        }
-    }
-}
-
-/// Emits a flow event with the walker's last name (if one was read).
-fn report(seg: &Segment, reason: Reason, app: u16, action: EventAction, flags: u8) {
-    let traced = crate::settings::settings().is_some_and(|s| s.trace_all != 0);
-    if action == EventAction::Pass && !reason.uninspectable() && !traced {
-        return;
-    }
-    let Some(j) = crate::judging::judging() else {
-        return;
-    };
-    let len = if j.walk.flags & WALK_NAME_SEEN != 0 {
-        j.walk.name_len
-    } else {
-        0
-    };
-    let action = if action == EventAction::Pass && reason.uninspectable() {
-        if crate::settings::settings().is_some_and(|s| s.uninspectable_drop != 0) {
-            EventAction::Drop
-        } else {
-            action
-        }
-    } else {
-        action
-    };
-    crate::events::emit(
-        seg.ctx,
-        seg.flow,
-        app,
-        action,
-        reason,
-        &j.walk.name,
-        len,
-        flags,
-    );
 }
 
 /// Stores `n` payload bytes from `pos` at `kept[at..]`, as far as `HELLO_KEEP` allows.
