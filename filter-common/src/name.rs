@@ -388,11 +388,15 @@ impl Suffixes {
             return true;
         }
         let mut h = hash_start(seed);
+        // The last byte's index, opaque to LLVM so that it keeps the mask below: without
+        // it, it reads `name[len + i - 1]` at an offset of -1, which the 6.1 verifier
+        // (knowing `len != 0`, not `len >= 1`) refuses.
+        let last = len - 1 + crate::opaque_zero::<usize>();
         for done in 0..ONE_PASS_NAME_MAX {
             if done >= len {
                 break;
             }
-            let c = lower(name[(len - 1 - done) & (NAME_BUF - 1)]);
+            let c = lower(name[last.wrapping_sub(done) & (NAME_BUF - 1)]);
             // As `NameMatch::step`: a dot after the first byte ends a label, and the suffix
             // right of it is looked up before the dot is hashed.
             if c == b'.' && done > 0 && !self.push(h) {
