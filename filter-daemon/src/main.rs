@@ -104,7 +104,8 @@ enum Command {
     ///
     /// Example: sni-filter flows --flush
     Flows {
-        /// Forget them all afterwards: their next packets are judged afresh.
+        /// Forget them all afterwards: their packets are judged afresh within a second (each
+        /// CPU answers a blocked flow from a cache of its own for up to a second).
         #[arg(long)]
         flush: bool,
     },

@@ -20,10 +20,10 @@ static FLOW_HINTS: Array<u64> = Array::with_max_entries(2 * HINT_WORDS, BPF_F_MM
 #[map(name = "HINT_SIDE")]
 static HINT_SIDE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Whether the flow may have an entry in `VERDICTS`, `HELLOS` or `OPENING`.
+/// Whether the flow whose `flow_hint_bit` is `bit` may have an entry in `VERDICTS`,
+/// `HELLOS` or `OPENING`.
 #[inline(always)]
-pub fn maybe(flow: &FlowKey) -> bool {
-    let bit = flow_hint_bit(flow);
+pub fn maybe(bit: u32) -> bool {
     let side = HINT_SIDE.get(0).map_or(0, |s| *s & 1);
     // A missing word (it cannot be) answers "maybe": the full lookups decide.
     FLOW_HINTS

@@ -186,8 +186,9 @@ fn judge_tcp(
     seen: &Seen,
 ) -> Result<Exit, Reason> {
     // A flow whose bit is clear has no verdict, no hello being read and no opening.
-    let known = hints::maybe(flow);
-    if known && let Some(exit) = flows::standing_verdict(flow, Some(tcp), seen.len) {
+    let hash = filter_common::flow_hint_bit(flow);
+    let known = hints::maybe(hash);
+    if known && let Some(exit) = flows::standing_verdict(flow, hash, Some(tcp), seen.len) {
         return Ok(exit);
     }
     if tcp.opens() {

@@ -58,7 +58,9 @@ pub fn judge_udp(
     if s.quic_mode == QUIC_ALLOW {
         return Ok(Exit::of(Reason::QuicNotInspected));
     }
-    if let Some(exit) = crate::flows::standing_verdict(flow, None, frame_bytes) {
+    if let Some(exit) =
+        crate::flows::standing_verdict(flow, filter_common::flow_hint_bit(flow), None, frame_bytes)
+    {
         return Ok(exit);
     }
     // The first byte and the version of a long header.

@@ -45,7 +45,9 @@ pub fn flows(instance: &Instance, flush: bool) -> Result<(), Error> {
         for (k, _) in &rows {
             let _ = map.remove(k);
         }
-        println!("flushed: their next packets are judged afresh");
+        println!(
+            "flushed: their packets are judged afresh within a second (each CPU caches a blocked flow for up to a second)"
+        );
     }
     Ok(())
 }
