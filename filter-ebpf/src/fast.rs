@@ -40,6 +40,8 @@ const BODY_FIXED: u32 = 34;
 /// Extensions walked. Chrome sends 16 to 18 (two of them GREASE), Firefox about 15 and
 /// Safari about 14; a hello with more goes to the walker, which has no such bound.
 const EXTENSIONS_MAX: u32 = 32;
+/// Extensions walked per round of the loop with the position in registers.
+const ROUND_EXTENSIONS: u32 = 4;
 
 /// Offsets into the packet are masked to this for the verifier: above any linear frame
 /// (a 9000-byte jumbo frame's included) and below its limit of 64 KiB per packet offset.
@@ -138,10 +140,13 @@ pub fn judge(ctx: &XdpContext, payload: u32, payload_len: u32) -> Option<Reason>
 /// `j.fast` where the `server_name` extension's body lies and whether an ECH extension came
 /// before it and anywhere.
 ///
-/// The loop's offsets live in map memory, not in registers: the verifier tracks a
-/// register's range through every branch, so each extension would multiply the states it
-/// checks (it gave up at 1M instructions); a value loaded from map memory is simply
-/// unknown, and the loop costs it one pass per extension.
+/// Between rounds the loop's offsets live in map memory, not in registers: the verifier
+/// tracks a register's range through every branch, so each extension would multiply the
+/// states it checks (it gave up at 1M instructions); a value loaded from map memory is
+/// simply unknown, and the loop costs it one pass per round. Within a round of
+/// `ROUND_EXTENSIONS` they stay in registers: the trip through memory, a store and a load
+/// on the loop's one chain of dependent steps, is paid once per round (4 per round: a
+/// 1.8 KB hello 172 -> 152 ns; 8 per round gained nothing more).
 #[inline(always)]
 fn extensions(j: &mut Judging, data: usize, end: usize, at: u32, total: u32) -> Option<()> {
     let c = &raw mut j.fast;
@@ -155,40 +160,48 @@ fn extensions(j: &mut Judging, data: usize, end: usize, at: u32, total: u32) -> 
         (&raw mut (*c).ech).write_volatile(0);
         (&raw mut (*c).ech_before_sni).write_volatile(0);
     }
-    for _ in 0..EXTENSIONS_MAX {
+    for _ in 0..EXTENSIONS_MAX / ROUND_EXTENSIONS {
         // SAFETY: as above.
-        let (at, left) = unsafe {
+        let (mut at, mut left) = unsafe {
             (
                 (&raw const (*c).at).read_volatile(),
                 (&raw const (*c).left).read_volatile(),
             )
         };
-        if left == 0 {
-            return Some(());
-        }
-        let h = bytes::<4>(data, end, at)?;
-        let (kind, len) = (be16([h[0], h[1]]) as u16, be16([h[2], h[3]]));
-        if 4 + len > left {
-            return None;
+        // A few extensions in registers, then back to memory (see above).
+        for _ in 0..ROUND_EXTENSIONS {
+            if left == 0 {
+                return Some(());
+            }
+            let h = bytes::<4>(data, end, at)?;
+            let (kind, len) = (be16([h[0], h[1]]) as u16, be16([h[2], h[3]]));
+            if 4 + len > left {
+                return None;
+            }
+            let body = at + 4;
+            left -= 4 + len;
+            at = body + len;
+            // SAFETY: as above.
+            unsafe {
+                if kind == EXT_SERVER_NAME && len > 0 {
+                    // A second one is the walker's to read (it matches every name it meets).
+                    if (&raw const (*c).sni_len).read_volatile() != 0 {
+                        return None;
+                    }
+                    (&raw mut (*c).sni_at).write_volatile(body);
+                    (&raw mut (*c).sni_len).write_volatile(len);
+                } else if kind == EXT_ECH {
+                    (&raw mut (*c).ech).write_volatile(1);
+                    if (&raw const (*c).sni_len).read_volatile() == 0 {
+                        (&raw mut (*c).ech_before_sni).write_volatile(1);
+                    }
+                }
+            }
         }
         // SAFETY: as above.
         unsafe {
-            (&raw mut (*c).left).write_volatile(left - 4 - len);
-            (&raw mut (*c).at).write_volatile(at + 4 + len);
-            let sni_len = (&raw const (*c).sni_len).read_volatile();
-            if kind == EXT_SERVER_NAME && len > 0 {
-                // A second one is the walker's to read (it matches every name it meets).
-                if sni_len != 0 {
-                    return None;
-                }
-                (&raw mut (*c).sni_at).write_volatile(at + 4);
-                (&raw mut (*c).sni_len).write_volatile(len);
-            } else if kind == EXT_ECH {
-                (&raw mut (*c).ech).write_volatile(1);
-                if sni_len == 0 {
-                    (&raw mut (*c).ech_before_sni).write_volatile(1);
-                }
-            }
+            (&raw mut (*c).left).write_volatile(left);
+            (&raw mut (*c).at).write_volatile(at);
         }
     }
     // More extensions than the loop walks: the walker's.
