@@ -27,14 +27,12 @@ pub mod names {
     pub const RULES: &str = "RULES";
     pub const APPS: &str = "APPS";
     pub const SETTINGS: &str = "SETTINGS";
-    pub const ACTIVE: &str = "ACTIVE";
     pub const EVENTS: &str = "EVENTS";
     pub const NOTES: &str = "NOTES";
     pub const IFACE_COUNTERS: &str = "IFACE_COUNTERS";
     pub const APP_COUNTERS: &str = "APP_COUNTERS";
     pub const VERDICTS: &str = "VERDICTS";
     pub const HELLOS: &str = "HELLOS";
-    pub const PORTS: &str = "PORTS";
     pub const EXEMPT: &str = "EXEMPT";
     pub const SCOPES: &str = "SCOPES";
     pub const WILDCARDS: &str = "WILDCARDS";
@@ -52,7 +50,7 @@ pub mod names {
     /// Connections between their SYN and their hello.
     pub const OPENING: &str = "OPENING";
     /// Every map the daemon reads or writes.
-    pub const MAPS: [&str; 17] = [
+    pub const MAPS: [&str; 16] = [
         COUNTERS,
         RULES,
         APPS,
@@ -63,7 +61,6 @@ pub mod names {
         APP_COUNTERS,
         VERDICTS,
         HELLOS,
-        PORTS,
         QUIC_INITIALS,
         QUIC_FLOWS,
         QUIC_HEARTBEAT,
@@ -163,7 +160,7 @@ pub const VERDICTS_DEFAULT_MAX: u32 = 65536;
 /// few per second per thousand clients, and each lives a round trip.
 pub const HELLOS_DEFAULT_MAX: u32 = 8192;
 
-/// Words of the inspected-ports bitmap (`PORTS`): one bit per TCP port.
+/// Words of the inspected-ports bitmap (`Side::ports`): one bit per TCP port.
 pub const PORT_WORDS: u32 = 65536 / 64;
 
 /// What happens to a flow whose name matched an app's rules.
@@ -305,10 +302,60 @@ pub struct ScopeKey {
 pub const SCOPE_IFACE: u8 = 1;
 pub const SCOPE_VLAN: u8 = 2;
 
-/// Program-wide settings. `SETTINGS` holds two; the single `u32` of `ACTIVE` says which one
-/// is in force, so that userspace switches everything a reload changes — rules, apps,
-/// exemptions, ports, policy — with one aligned 4-byte write. Each side of the double-
-/// buffered tables is named by a base index here. The program only reads them.
+/// What the program reads of the configuration: the one value of `SETTINGS`, read with one
+/// lookup per packet. Two sides, and which one is in force, so that userspace switches
+/// everything a reload changes — rules, apps, exemptions, ports, policy — at once.
+///
+/// Userspace writes the whole value twice: first the side not in force (the one in force
+/// rewritten unchanged), then again with only `active` changed, so that the switch is the
+/// only change a reader can see in the middle of the second copy (0 or 1 differ in one
+/// byte). The program only reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sides {
+    pub side: [Side; 2],
+    /// The side in force: 0 or 1.
+    pub active: u32,
+    pub _pad: u32,
+}
+
+/// One side of [`Sides`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Side {
+    pub settings: Settings,
+    /// Inspected TCP destination ports, one bit each; used when `settings.all_ports` is 0.
+    pub ports: [u64; PORT_WORDS as usize],
+}
+
+impl Sides {
+    /// Both sides zero: no rules, no port inspected, side 0 in force.
+    #[allow(
+        clippy::large_stack_arrays,
+        reason = "16 KiB, built once per loaded filter, in userspace"
+    )]
+    pub const EMPTY: Self = Self {
+        side: [Side::EMPTY; 2],
+        active: 0,
+        _pad: 0,
+    };
+}
+
+impl Side {
+    pub const EMPTY: Self = Self {
+        settings: Settings::EMPTY,
+        ports: [0; PORT_WORDS as usize],
+    };
+
+    /// Whether payload to TCP destination port `port` is inspected.
+    #[inline(always)]
+    pub fn inspects(&self, port: u16) -> bool {
+        self.settings.all_ports != 0 || self.ports[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+}
+
+/// Program-wide settings, one per side of [`Sides`]. Each side of the double-buffered
+/// tables is named by a base index here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Settings {
@@ -321,8 +368,7 @@ pub struct Settings {
     /// First entry of this rule set's app policies in `APPS` (also added to the app id in
     /// `EXEMPT` and `SCOPES` keys).
     pub apps_base: u32,
-    /// First word of the inspected-ports bitmap in `PORTS`.
-    pub ports_base: u32,
+    pub _pad0: u32,
     /// A blocked flow idle this long (nanoseconds) is forgotten.
     pub flow_idle_ns: u64,
     /// 1: a hello the program cannot read completely has its packet dropped; 0: passed.
@@ -331,7 +377,7 @@ pub struct Settings {
     /// 1: an event for every judged hello, allowed ones too. Only `replay` sets it, on maps
     /// of its own: a live filter never logs allowed flows (that would be a browsing history).
     pub trace_all: u8,
-    /// 1: every TCP port is inspected; 0: only the ports set in `PORTS`.
+    /// 1: every TCP port is inspected; 0: only the ports set in the side's `ports`.
     pub all_ports: u8,
     /// A `QUIC_*` mode: what happens to QUIC Initials.
     pub quic_mode: u8,
@@ -344,6 +390,25 @@ pub struct Settings {
     pub _pad: [u8; 2],
     /// UDP destination ports inspected for QUIC; 0 marks an unused entry.
     pub quic_ports: [u16; QUIC_PORTS_MAX],
+}
+
+impl Settings {
+    const EMPTY: Self = Self {
+        hash_seed: 0,
+        rules_base: 0,
+        rules_mask: 0,
+        apps_base: 0,
+        _pad0: 0,
+        flow_idle_ns: 0,
+        uninspectable_drop: 0,
+        trace_all: 0,
+        all_ports: 0,
+        quic_mode: 0,
+        quic_hold: 0,
+        walker_only: 0,
+        _pad: [0; 2],
+        quic_ports: [0; QUIC_PORTS_MAX],
+    };
 }
 
 /// `quic = "inspect"`: Initials are read by the daemon, which writes the verdict.
@@ -607,6 +672,7 @@ mod pod {
     unsafe impl aya::Pod for super::RuleSlot {}
     unsafe impl aya::Pod for super::AppPolicy {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::Sides {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::IfaceCounters {}
     unsafe impl aya::Pod for super::AppCounters {}

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use filter_common::{
     AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, HINT_WORDS, LAYOUT_VERSION,
-    REASON_COUNT, RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings,
+    REASON_COUNT, RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, Sides,
     WILDCARDS_MAX, first_slot, flow_hint_bit,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
     name::WildPattern,
@@ -36,9 +36,9 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// A loaded (and possibly attached) filter. Dropping it detaches and unloads it.
 pub struct Filter {
     ebpf: Ebpf,
-    /// The settings in force, and which of the two `SETTINGS` entries holds them.
+    /// The settings in force, and the value of `SETTINGS` as last written (both sides).
     settings: Settings,
-    active: u32,
+    sides: Box<Sides>,
     /// Slots of one side of the rules table.
     rule_slots: u32,
     /// The slots each side of the rules table holds rules in.
@@ -198,7 +198,11 @@ impl Filter {
         let mut filter = Self {
             ebpf,
             settings,
-            active: 1,
+            // Side 1 in force, empty, so that the first commit fills side 0.
+            sides: Box::new(Sides {
+                active: 1,
+                ..Sides::EMPTY
+            }),
             rule_slots: filter_common::rule_slots(rules_max),
             side_slots: [Vec::new(), Vec::new()],
             switched: None,
@@ -208,8 +212,7 @@ impl Filter {
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
         filter.settings.rules_base = filter.rule_slots;
         filter.settings.apps_base = filter_common::APPS_MAX;
-        filter.settings.ports_base = filter_common::PORT_WORDS;
-        filter.commit(filter.settings)?;
+        filter.commit(filter.settings, None)?;
         // Adopted tables come with their bits; rebuilding checks the mapping works too.
         filter.rebuild_hints()?;
         Ok(filter)
@@ -241,31 +244,38 @@ impl Filter {
         if let Some(set) = set {
             self.write_rules(set, &mut next)?;
         }
-        if let Some(config) = config {
-            self.write_policy(config, &mut next)?;
-        }
-        self.commit(next)?;
+        let ports = config.map(|config| Self::write_policy(config, &mut next));
+        self.commit(next, ports.as_deref())?;
         if set.is_some() {
             self.remove_scopes_of(old_apps_base)?;
         }
         Ok(())
     }
 
-    /// Writes a settings value into the entry not in force, then makes it the one in force.
-    fn commit(&mut self, next: Settings) -> Result<(), Error> {
-        let slot = self.active ^ 1;
-        let mut settings: Array<&mut MapData, Settings> = self.map_mut(names::SETTINGS)?;
-        settings
-            .set(slot, next, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))?;
-        let mut active: Array<&mut MapData, u32> = self.map_mut(names::ACTIVE)?;
-        active
-            .set(0, slot, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::ACTIVE)))?;
-        self.active = slot;
+    /// Writes a settings value (and the inspected ports, or those in force when `None`) into
+    /// the side not in force, then makes it the one in force: two writes of the whole value,
+    /// the second changing only the switch (see `filter_common::Sides`).
+    fn commit(&mut self, next: Settings, ports: Option<&[u64]>) -> Result<(), Error> {
+        let (from, to) = (self.sides.active as usize, (self.sides.active ^ 1) as usize);
+        let ports = match ports {
+            Some(p) => p.to_vec(),
+            None => self.sides.side[from].ports.to_vec(),
+        };
+        self.sides.side[to].ports.copy_from_slice(&ports);
+        self.sides.side[to].settings = next;
+        self.write_sides()?;
+        self.sides.active = to as u32;
+        self.write_sides()?;
         self.settings = next;
         self.switched = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    fn write_sides(&mut self) -> Result<(), Error> {
+        let sides = *self.sides;
+        let mut map: Array<&mut MapData, Sides> = self.map_mut(names::SETTINGS)?;
+        map.set(0, sides, 0)
+            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))
     }
 
     /// Fills the side of the rules, wildcards and apps not in force with `set`.
@@ -498,23 +508,12 @@ impl Filter {
         self.apply(Some(config), None)
     }
 
-    fn write_policy(&mut self, config: &Config, next: &mut Settings) -> Result<(), Error> {
-        let base = if self.settings.ports_base == 0 {
-            filter_common::PORT_WORDS
-        } else {
-            0
-        };
+    /// Sets the policy keys of `next`; returns the inspected-ports bitmap.
+    fn write_policy(config: &Config, next: &mut Settings) -> Vec<u64> {
         let mut words = vec![0u64; filter_common::PORT_WORDS as usize];
         for &p in &config.inspected_ports {
             words[usize::from(p) / 64] |= 1 << (p % 64);
         }
-        let mut ports: Array<&mut MapData, u64> = self.map_mut(names::PORTS)?;
-        for (i, w) in words.iter().enumerate() {
-            ports
-                .set(base + i as u32, *w, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::PORTS)))?;
-        }
-        next.ports_base = base;
         next.all_ports = u8::from(config.inspected_ports.is_empty());
         next.uninspectable_drop = u8::from(config.uninspectable == Uninspectable::Drop);
         next.flow_idle_ns = config.flow_idle_secs.saturating_mul(1_000_000_000);
@@ -525,7 +524,7 @@ impl Filter {
         for (slot, &p) in next.quic_ports.iter_mut().zip(&config.quic_ports) {
             *slot = p;
         }
-        Ok(())
+        words
     }
 
     /// Sends every hello through the walker (`on`) or lets the fast path read the hellos it
@@ -533,7 +532,7 @@ impl Filter {
     pub fn set_walker_only(&mut self, on: bool) -> Result<(), Error> {
         let mut next = self.settings;
         next.walker_only = u8::from(on);
-        self.commit(next)
+        self.commit(next, None)
     }
 
     /// Sets `trace_all`: an event for every judged hello. Only for filters of their own
@@ -541,7 +540,7 @@ impl Filter {
     pub fn set_trace_all(&mut self, on: bool) -> Result<(), Error> {
         let mut next = self.settings;
         next.trace_all = u8::from(on);
-        self.commit(next)
+        self.commit(next, None)
     }
 
     /// Takes every event the program has written since the last call.

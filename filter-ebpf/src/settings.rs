@@ -1,35 +1,29 @@
-//! The settings the daemon writes for the program (one of two sides in force, switched by
-//! one write on reload) and the inspected-ports bitmap they go with. Read-only for the program.
+//! The settings the daemon writes for the program: two sides and which is in force, in the
+//! one value of `SETTINGS` (see `filter_common::Sides`). Read-only for the program.
 
 use aya_ebpf::{bindings::BPF_F_RDONLY_PROG, macros::map, maps::Array};
-use filter_common::{PORT_WORDS, Settings};
+use filter_common::{Settings, Side, Sides};
 
 #[map(name = "SETTINGS")]
-static SETTINGS: Array<Settings> = Array::with_max_entries(2, BPF_F_RDONLY_PROG);
+static SETTINGS: Array<Sides> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
 
-/// Which of the two `SETTINGS` is in force.
-#[map(name = "ACTIVE")]
-static ACTIVE: Array<u32> = Array::with_max_entries(1, BPF_F_RDONLY_PROG);
-
-/// Bitmap of inspected TCP destination ports, used when `all_ports` is off.
-#[map(name = "PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(2 * PORT_WORDS, BPF_F_RDONLY_PROG);
+/// The side in force: one lookup.
+#[inline(always)]
+fn side() -> Option<&'static Side> {
+    let sides = SETTINGS.get(0)?;
+    // SAFETY: an aligned u32 of a map value; volatile: userspace switches it.
+    let active = unsafe { (&raw const sides.active).read_volatile() } & 1;
+    sides.side.get(active as usize)
+}
 
 /// Whether payload to this destination port is inspected.
 #[inline(always)]
 pub fn port_inspected(port: u16) -> bool {
-    match settings() {
-        Some(s) if s.all_ports != 0 => true,
-        // The side of the bitmap the settings name: a reload fills the other one.
-        Some(s) => PORTS
-            .get(s.ports_base + u32::from(port) / 64)
-            .is_some_and(|w| w & (1 << (port % 64)) != 0),
-        None => true,
-    }
+    side().is_none_or(|s| s.inspects(port))
 }
 
-/// The settings userspace wrote; `None` only before the first rule set is installed.
+/// The settings in force (all zero before userspace installs the first rule set).
 #[inline(always)]
 pub fn settings() -> Option<&'static Settings> {
-    SETTINGS.get(*ACTIVE.get(0)? & 1)
+    side().map(|s| &s.settings)
 }
