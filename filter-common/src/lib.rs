@@ -119,20 +119,42 @@ pub unsafe fn zero_words<T: Copy>(dst: *mut T) {
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Bits of one side of `FLOW_HINTS`: a bitmap with a bit set for every flow that has a
-/// blocked verdict, a hello being read or an opening connection (and, by collision, for
-/// some that have none). A TCP segment whose bit is clear has no state: it skips three hash
-/// lookups. 2^20 bits (128 KiB) keep a table of 140k flows under 13 % filled.
+/// blocked verdict, a hello being read or an opening connection, one bit per table (and, by
+/// collision, for some that have none). A TCP segment skips the hash lookup of each table
+/// whose bit is clear. 2^20 bits (128 KiB) keep a table of 140k flows under 13 % filled.
 pub const HINT_BITS_LOG2: u32 = 20;
 /// Words of one side of `FLOW_HINTS`.
 pub const HINT_WORDS: u32 = 1 << (HINT_BITS_LOG2 - 6);
 
-/// The bit of a flow in `FLOW_HINTS`: a multiplicative hash of the key's words. Not seeded:
-/// a chosen collision only sends a flow down the full lookups, never past them.
+/// The per-flow tables a flow's hint bits stand for: each has a bit of its own per flow,
+/// so that a stale bit (its entry gone, the bitmap not yet rebuilt) costs that table's
+/// lookup only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowTable {
+    Verdicts = 0,
+    Hellos = 1,
+    Opening = 2,
+}
+
+impl FlowTable {
+    pub const ALL: [Self; 3] = [Self::Verdicts, Self::Hellos, Self::Opening];
+
+    /// The table's bit in a mask of tables a flow may have entries in.
+    #[inline(always)]
+    pub const fn mask(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A flow key's hash: a multiplicative hash of its five words. Not seeded: a chosen
+/// collision only sends a flow down the full lookups (or shares a cache slot), never past
+/// them.
 #[inline(always)]
-pub fn flow_hint_bit(flow: &FlowKey) -> u32 {
+pub fn flow_hash(flow: &FlowKey) -> u64 {
     let p = core::ptr::from_ref(flow).cast::<u64>();
     let mut h = 0u64;
     let mut i = 0;
@@ -142,7 +164,24 @@ pub fn flow_hint_bit(flow: &FlowKey) -> u32 {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         i += 1;
     }
-    (h >> (64 - HINT_BITS_LOG2)) as u32
+    h
+}
+
+/// The bit in one side of `FLOW_HINTS` of the flow with hash `hash`, for `table`. A flow's
+/// bits for the three tables lie in one 64-bit word (the hash's top bits pick it), so that
+/// one load reads them all; each table's place in the word comes from other bits of the
+/// hash.
+#[inline(always)]
+pub const fn hint_bit(hash: u64, table: FlowTable) -> u32 {
+    let word = (hash >> (64 - (HINT_BITS_LOG2 - 6))) as u32;
+    let at = ((hash >> (32 + 6 * table as u32)) & 63) as u32;
+    word * 64 + at
+}
+
+/// The word of one side of `FLOW_HINTS` that holds the flow's bits (see [`hint_bit`]).
+#[inline(always)]
+pub const fn hint_word(hash: u64) -> u32 {
+    hint_bit(hash, FlowTable::Verdicts) / 64
 }
 
 /// Apps per rule set. The app id is a `u16`, but an array of policies the program reads on
@@ -731,9 +770,11 @@ mod tests {
             ("Event", size_of::<Event>()),
             ("QuicFlow", size_of::<QuicFlow>()),
             ("QuicInitial", size_of::<QuicInitial>()),
+            // Where a flow's bits are in the pinned `FLOW_HINTS`.
+            ("hint bits", hint_bits_of_a_sample_flow()),
         ];
         let expected = [
-            ("version", 4),
+            ("version", 5),
             ("reasons", 40),
             ("notes", 12),
             ("iface slots", 1024),
@@ -747,8 +788,23 @@ mod tests {
             ("Event", 320),
             ("QuicFlow", 64),
             ("QuicInitial", 2104),
+            ("hint bits", 1_029_901_307),
         ];
         assert_eq!(layout, expected);
+    }
+
+    /// The three hint bits of one flow key, folded into one number.
+    fn hint_bits_of_a_sample_flow() -> usize {
+        let flow = FlowKey {
+            sport: 40_000,
+            dport: 443,
+            family: 4,
+            ..FlowKey::default()
+        };
+        let h = flow_hash(&flow);
+        FlowTable::ALL
+            .iter()
+            .fold(0, |acc, &t| acc * 31 + hint_bit(h, t) as usize)
     }
 
     #[test]

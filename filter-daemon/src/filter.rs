@@ -15,10 +15,11 @@ use aya::{
 use std::net::IpAddr;
 
 use filter_common::{
-    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, HINT_WORDS, LAYOUT_VERSION,
-    REASON_COUNT, RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, Settings, Sides,
-    WILDCARDS_MAX, first_slot, flow_hint_bit,
+    AppPolicy, BlockedFlow, Counter, Event, ExemptPrefix, FlowKey, FlowTable, HINT_WORDS,
+    LAYOUT_VERSION, REASON_COUNT, RULE_PROBES_MAX, RuleSlot, SCOPE_IFACE, SCOPE_VLAN, ScopeKey,
+    Settings, Sides, WILDCARDS_MAX, first_slot, flow_hash,
     hello::{HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HelloFlow},
+    hint_bit,
     name::WildPattern,
     names, slot_hash,
 };
@@ -607,7 +608,7 @@ impl Filter {
         let side = side_map.get(&0, 0).unwrap_or(0) & 1;
         let other = side ^ 1;
         let words = HINT_WORDS as usize;
-        let mut keys = Vec::new();
+        let mut bits = Vec::new();
         {
             let hints = self.hints()?;
             for w in &hints.words()[other as usize * words..(other as usize + 1) * words] {
@@ -615,15 +616,23 @@ impl Filter {
             }
         }
         // After the clear: an entry the program adds from now on sets its own bit here.
+        let mut mark = |table, keys: &mut dyn Iterator<Item = FlowKey>| {
+            bits.extend(keys.map(|k| hint_bit(flow_hash(&k), table) as usize));
+        };
         let verdicts: HashMap<&MapData, FlowKey, BlockedFlow> = self.map(names::VERDICTS)?;
-        keys.extend(verdicts.keys().filter_map(Result::ok));
+        mark(
+            FlowTable::Verdicts,
+            &mut verdicts.keys().filter_map(Result::ok),
+        );
         let hellos: HashMap<&MapData, FlowKey, HelloFlow> = self.map(names::HELLOS)?;
-        keys.extend(hellos.keys().filter_map(Result::ok));
+        mark(FlowTable::Hellos, &mut hellos.keys().filter_map(Result::ok));
         let opening: HashMap<&MapData, FlowKey, u32> = self.map(names::OPENING)?;
-        keys.extend(opening.keys().filter_map(Result::ok));
+        mark(
+            FlowTable::Opening,
+            &mut opening.keys().filter_map(Result::ok),
+        );
         let hints = self.hints()?;
-        for k in &keys {
-            let bit = flow_hint_bit(k) as usize;
+        for bit in bits {
             hints.words()[other as usize * words + bit / 64].fetch_or(1 << (bit % 64), SeqCst);
         }
         let mut side_map: Array<&mut MapData, u32> = self.map_mut(names::HINT_SIDE)?;

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use filter_common::{Action, BlockedFlow, FlowKey, Note, Reason, VERDICTS_DEFAULT_MAX};
+use filter_common::{Action, BlockedFlow, FlowKey, FlowTable, Note, Reason, VERDICTS_DEFAULT_MAX};
 
 use crate::{
     counters::{self, Exit},
@@ -75,19 +75,19 @@ fn end_verdict(flow: &FlowKey, note: Note) {
 }
 
 /// The standing verdict of the flow, if it has one that still holds. `hash`: the flow's
-/// `flow_hint_bit`, which places it in the cache. `tcp`: the segment's header, for a TCP
+/// `flow_hash`, which places it in the cache. `tcp`: the segment's header, for a TCP
 /// flow (a SYN ends the verdict, a bare FIN or RST passes); `None` for a UDP (QUIC) flow,
 /// which only the idle timeout ends. `bytes`: the frame's length, counted for the app when
 /// the packet is dropped.
 #[inline(always)]
-pub fn standing_verdict(flow: &FlowKey, hash: u32, tcp: Option<&Tcp>, bytes: u32) -> Option<Exit> {
+pub fn standing_verdict(flow: &FlowKey, hash: u64, tcp: Option<&Tcp>, bytes: u32) -> Option<Exit> {
     // One clock read per packet (a helper call).
     let now = crate::coarse_now();
     // Read before `VERDICTS` is: a removal after that is seen at the next packet.
     let epoch = epoch();
     let syn = tcp.is_some_and(Tcp::syn);
     let teardown = tcp.is_some_and(|t| t.payload_len == 0 && t.fin_or_rst());
-    let slot = CACHE.get_ptr_mut(hash % VERDICT_CACHE_SLOTS);
+    let slot = CACHE.get_ptr_mut((hash >> 32) as u32 % VERDICT_CACHE_SLOTS);
     if let Some(c) = slot
         && !syn
     {
@@ -171,5 +171,5 @@ pub fn block(flow: &FlowKey, app: u16, action: Action, now: u64) {
         counters::note(Note::VerdictTableFull);
         return;
     }
-    crate::hints::mark(flow);
+    crate::hints::mark(flow, FlowTable::Verdicts);
 }

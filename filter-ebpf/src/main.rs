@@ -26,7 +26,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
-use filter_common::{FlowKey, Note, Reason};
+use filter_common::{FlowKey, FlowTable, Note, Reason};
 
 use crate::{
     counters::{Exit, Seen},
@@ -46,7 +46,7 @@ struct Pending {
     now: u64,
     seen: Seen,
     first_fragment: u8,
-    /// 1 when the flow may have state (its hint bit was set, or its SYN was just seen).
+    /// The tables the flow may have entries in (`FlowTable::mask` bits).
     known: u8,
     _pad: [u8; 4],
 }
@@ -185,17 +185,23 @@ fn judge_tcp(
     first_fragment: bool,
     seen: &Seen,
 ) -> Result<Exit, Reason> {
-    // A flow whose bit is clear has no verdict, no hello being read and no opening.
-    let hash = filter_common::flow_hint_bit(flow);
-    let known = hints::maybe(hash);
-    if known && let Some(exit) = flows::standing_verdict(flow, hash, Some(tcp), seen.len) {
+    // The tables the flow may have entries in: a clear bit spares that table's lookup.
+    let hash = filter_common::flow_hash(flow);
+    let known = hints::known(hash);
+    if known & FlowTable::Verdicts.mask() != 0
+        && let Some(exit) = flows::standing_verdict(flow, hash, Some(tcp), seen.len)
+    {
         return Ok(exit);
     }
     if tcp.opens() {
         reassembly::opening(flow, tcp.data_seq(), known);
     }
     // A SYN just made an opening entry (a hello in the SYN must update it).
-    let known = known || tcp.opens();
+    let known = if tcp.opens() {
+        known | FlowTable::Opening.mask()
+    } else {
+        known
+    };
     if tcp.payload_len == 0 {
         return Ok(Exit::of(Reason::TcpNoPayload));
     }
@@ -214,7 +220,7 @@ fn judge_tcp(
         (*p).now = now;
         (*p).seen = *seen;
         (*p).first_fragment = u8::from(first_fragment);
-        (*p).known = u8::from(known);
+        (*p).known = known;
         // On success the judging program ends the packet; returning means it is missing.
         JUDGE.tail_call(ctx, 0);
     }

@@ -59,7 +59,7 @@ pub fn judge_udp(
         return Ok(Exit::of(Reason::QuicNotInspected));
     }
     if let Some(exit) =
-        crate::flows::standing_verdict(flow, filter_common::flow_hint_bit(flow), None, frame_bytes)
+        crate::flows::standing_verdict(flow, filter_common::flow_hash(flow), None, frame_bytes)
     {
         return Ok(exit);
     }

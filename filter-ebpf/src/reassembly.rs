@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use filter_common::{
-    EventAction, FlowKey, HELLOS_DEFAULT_MAX, NO_APP, Note, Reason,
+    EventAction, FlowKey, FlowTable, HELLOS_DEFAULT_MAX, NO_APP, Note, Reason,
     hello::{
         HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
         SCRATCH_LEN, WALK_NAME_SEEN,
@@ -54,13 +54,13 @@ const OPENING_MAX: u32 = 65536;
 
 /// Records a client's SYN: its payload starts at `data_seq`. A hello being read on the
 /// same 5-tuple belonged to an earlier connection (ports are reused) and is forgotten.
-/// `known`: the flow's hint bit was set (without it, no hello is being read).
+/// `known`: the tables the flow may have entries in (`FlowTable::mask` bits).
 #[inline(always)]
-pub fn opening(flow: &FlowKey, data_seq: u32, known: bool) {
+pub fn opening(flow: &FlowKey, data_seq: u32, known: u8) {
     if OPENING.insert(flow, data_seq, 0).is_ok() {
-        crate::hints::mark(flow);
+        crate::hints::mark(flow, FlowTable::Opening);
     }
-    if known && HELLOS.get_ptr(flow).is_some() {
+    if known & FlowTable::Hellos.mask() != 0 && HELLOS.get_ptr(flow).is_some() {
         let _ = HELLOS.remove(flow);
     }
 }
@@ -101,11 +101,12 @@ enum Plan {
 /// has a hello being read (or cannot be read). Anything else is `tcp_not_handshake`, as the
 /// judging program would find. A payload whose first byte cannot be read goes on to the
 /// judging program, which says why.
-/// `known`: the flow's hint bit was set (without it, the flow has no entry to look up).
+/// `known`: the tables the flow may have entries in (`FlowTable::mask` bits).
 #[inline(always)]
-pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize, known: bool) -> bool {
+pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize, known: u8) -> bool {
     tls::first_byte(ctx, payload_offset).is_none_or(|b| b == TLS_CONTENT_HANDSHAKE)
-        || (known && (HELLOS.get_ptr(flow).is_some() || OPENING.get_ptr(flow).is_some()))
+        || (known & FlowTable::Hellos.mask() != 0 && HELLOS.get_ptr(flow).is_some())
+        || (known & FlowTable::Opening.mask() != 0 && OPENING.get_ptr(flow).is_some())
 }
 
 pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
@@ -114,7 +115,9 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         return Exit::of(Reason::HeaderMalformed);
     };
     let starts = first == TLS_CONTENT_HANDSHAKE;
-    if seg.tcp.urgent() && (starts || (seg.known() && HELLOS.get_ptr(flow).is_some())) {
+    if seg.tcp.urgent()
+        && (starts || (seg.may_have(FlowTable::Hellos) && HELLOS.get_ptr(flow).is_some()))
+    {
         verdict::report(
             seg,
             Reason::UninspectableUrgent,
@@ -126,7 +129,11 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
     }
     let mut state = None;
     let mut plan = Plan::Fresh;
-    if let Some(st) = seg.known().then(|| HELLOS.get_ptr_mut(flow)).flatten() {
+    if let Some(st) = seg
+        .may_have(FlowTable::Hellos)
+        .then(|| HELLOS.get_ptr_mut(flow))
+        .flatten()
+    {
         // SAFETY: a map value that stays valid for this program run (RCU).
         let st = unsafe { &mut *st };
         let idle = if st.conflict != 0 {
@@ -153,7 +160,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
         }
     }
     if let Plan::Fresh = plan
-        && seg.known()
+        && seg.may_have(FlowTable::Opening)
         && let Some(next) = OPENING.get_ptr(flow)
     {
         // SAFETY: a map value that stays valid for this program run (RCU).
@@ -200,7 +207,7 @@ pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
             read(seg, state, pos).map_or_else(
                 |exit| exit,
                 |r| {
-                    if r == Reason::HelloBlocked && seg.known() {
+                    if r == Reason::HelloBlocked && seg.may_have(FlowTable::Hellos) {
                         // The flow's verdict replaces what was kept of its hello.
                         let _ = HELLOS.remove(seg.flow);
                     }
@@ -338,7 +345,7 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Result<Reason
         }
         None if reason == Reason::HelloIncomplete => {
             // The reassembly state checks the order of this hello's segments from here.
-            if seg.known() {
+            if seg.may_have(FlowTable::Opening) {
                 let _ = OPENING.remove(seg.flow);
             }
             reason = start_reassembly(seg, end);
@@ -351,7 +358,7 @@ fn read(seg: &Segment, state: Option<&mut HelloFlow>, pos: u32) -> Result<Reason
 /// A hello read whole in one segment: what follows must come after it.
 #[inline(always)]
 fn read_whole(seg: &Segment) {
-    if !seg.known() {
+    if !seg.may_have(FlowTable::Opening) {
         return;
     }
     if let Some(next) = OPENING.get_ptr_mut(seg.flow) {
@@ -423,7 +430,7 @@ fn start_reassembly(seg: &Segment, n: u32) -> Reason {
     if inserted.is_err() {
         return Reason::UninspectableTableFull;
     }
-    crate::hints::mark(seg.flow);
+    crate::hints::mark(seg.flow, FlowTable::Hellos);
     counters::note(Note::ReassemblyStarted);
     Reason::HelloIncomplete
 }

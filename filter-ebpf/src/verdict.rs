@@ -3,7 +3,8 @@
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    Action, EVENT_ECH, EVENT_SNI_LATER_SEGMENT, EventAction, FlowKey, NO_APP, Note, Reason,
+    Action, EVENT_ECH, EVENT_SNI_LATER_SEGMENT, EventAction, FlowKey, FlowTable, NO_APP, Note,
+    Reason,
     hello::{WALK_ECH_SEEN, WALK_NAME_LATER, WALK_NAME_SEEN},
 };
 
@@ -20,19 +21,20 @@ pub struct Segment<'a> {
     pub flow: &'a FlowKey,
     pub tcp: &'a Tcp,
     pub now: u64,
-    /// Non-zero when the flow may have entries in `HELLOS` or `OPENING`; without it, neither
-    /// is looked up. In map memory, read at each use: a flag in a register would split
-    /// every path after it in two for the verifier.
+    /// The tables the flow may have entries in (`FlowTable::mask` bits); a table whose bit
+    /// is clear is not looked up. In map memory, read at each use: flags in a register
+    /// would split every path after them for the verifier.
     pub known: *const u8,
     /// The frame's length, as counted.
     pub frame_len: u32,
 }
 
 impl Segment<'_> {
+    /// Whether the flow may have an entry in `table`.
     #[inline(always)]
-    pub fn known(&self) -> bool {
+    pub fn may_have(&self, table: FlowTable) -> bool {
         // SAFETY: a field of this CPU's `PENDING` value, valid while the packet is judged.
-        unsafe { self.known.read_volatile() != 0 }
+        unsafe { self.known.read_volatile() & table.mask() != 0 }
     }
 }
 

@@ -102,6 +102,26 @@ pub fn app_data(len: usize) -> Vec<u8> {
     v
 }
 
+/// A connection as a gateway sees most of them: its SYN, its hello (whole, allowed), its
+/// first data segment, and the next data segment, which is the one to time.
+pub fn connection_past_hello(sport: u16, name: &str) -> [Vec<u8>; 4] {
+    let payload = hello(name, false);
+    let seg = tcp(sport, 443);
+    let mut syn = seg.clone();
+    syn.seq = seg.seq.wrapping_sub(1);
+    syn.flags = TcpFlags::SYN;
+    let mut data = seg.clone();
+    data.seq = seg.seq.wrapping_add(payload.len() as u32);
+    let mut next = data.clone();
+    next.seq = data.seq.wrapping_add(1448);
+    [
+        syn.frame(&[]),
+        seg.frame(&payload),
+        data.frame(&app_data(1448)),
+        next.frame(&app_data(1448)),
+    ]
+}
+
 /// A payload-less SYN of the flow: ends a standing verdict (cleanup between runs).
 pub fn syn(sport: u16) -> Vec<u8> {
     let mut seg = tcp(sport, 443);

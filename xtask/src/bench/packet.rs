@@ -96,6 +96,7 @@ fn classes() -> Vec<Class> {
     let blocked = frames::split_hello(30000, BANNED, false);
     let allowed_split = frames::split_hello(30001, ALLOWED, false);
     let retrans = frames::split_hello(30002, ALLOWED, false);
+    let [syn, hello, first_data, data] = frames::connection_past_hello(30003, ALLOWED);
     vec![
         Class {
             key: "not_ip",
@@ -131,6 +132,15 @@ fn classes() -> Vec<Class> {
             action: XDP_PASS,
             prime: vec![],
             frame: frames::tcp(30011, 443).frame(&frames::app_data(1448)),
+            target: Some(30.0),
+        },
+        Class {
+            key: "tcp_data_known_flow",
+            label: "TCP data on 443 after the connection's SYN and hello (1448 B)",
+            reason: Reason::TcpNotHandshake,
+            action: XDP_PASS,
+            prime: vec![syn, hello, first_data],
+            frame: data,
             target: Some(30.0),
         },
         Class {
