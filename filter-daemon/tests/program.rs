@@ -1346,16 +1346,7 @@ fn ipv4_options_a_16_kib_hello_and_the_idle_timeout() {
         "{actions:?}"
     );
     // A blocked flow silent longer than flow_idle_secs is forgotten: its data passes again.
-    let s = tcp(IpPair::v4_example());
-    let hello = tls_records(
-        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
-        16384,
-    );
-    let later = TcpSegment {
-        seq: s.seq + hello.len() as u32,
-        ..s.clone()
-    };
-    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+    let (_, later) = blocked_flow(&f);
     assert_eq!(f.run_frame(&later.frame(b"data")).unwrap(), XDP_DROP);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(
@@ -1468,6 +1459,22 @@ fn a_reload_never_shows_a_mix_of_two_rule_sets() {
     assert_eq!(counters(&f)[Reason::HelloMonitored as usize].packets, 0);
 }
 
+/// A new flow whose hello the filter blocks (asserted): the flow's segment, and its next
+/// one after the hello.
+fn blocked_flow(f: &Filter) -> (TcpSegment, TcpSegment) {
+    let s = tcp(IpPair::v4_example());
+    let hello = tls_records(
+        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+        16384,
+    );
+    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+    let later = TcpSegment {
+        seq: s.seq + hello.len() as u32,
+        ..s.clone()
+    };
+    (s, later)
+}
+
 /// Runs the rest of this thread on `cpu` alone.
 fn on_cpu(cpu: usize) {
     // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_SET fills one bit of it.
@@ -1495,19 +1502,10 @@ fn a_verdict_ended_on_one_cpu_is_not_answered_from_anothers_cache() {
     let f = filter(&format!(
         "[filter]\nflow_idle_secs = 1\nuninspectable = \"pass\"\n{RULES}"
     ));
-    let s = tcp(IpPair::v4_example());
-    let hello = tls_records(
-        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
-        16384,
-    );
-    let later = TcpSegment {
-        seq: s.seq + hello.len() as u32,
-        ..s.clone()
-    };
-    let data = later.frame(b"data");
     let before = counters(&f);
     on_cpu(0);
-    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+    let (s, later) = blocked_flow(&f);
+    let data = later.frame(b"data");
     // The first later packet fills CPU 0's cache, the next ones are answered from it.
     for _ in 0..3 {
         assert_eq!(f.run_frame(&data).unwrap(), XDP_DROP);
@@ -1527,12 +1525,7 @@ fn a_verdict_ended_on_one_cpu_is_not_answered_from_anothers_cache() {
         "CPU 0 still answered from its cache after the SYN on CPU 1 ended the verdict"
     );
     // Busy on one CPU, idle on the other: the idle timeout is the flow's, not the cache's.
-    let t = tcp(IpPair::v4_example());
-    let later = TcpSegment {
-        seq: t.seq + hello.len() as u32,
-        ..t.clone()
-    };
-    assert_eq!(f.run_frame(&t.frame(&hello)).unwrap(), XDP_DROP);
+    let (_, later) = blocked_flow(&f);
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_millis(600) {
         assert_eq!(f.run_frame(&later.frame(b"data")).unwrap(), XDP_DROP);
