@@ -37,8 +37,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// A loaded (and possibly attached) filter. Dropping it detaches and unloads it.
 pub struct Filter {
     ebpf: Ebpf,
-    /// The settings in force, and the value of `SETTINGS` as last written (both sides).
-    settings: Settings,
+    /// The value of `SETTINGS` as last written: both sides and the one in force.
     sides: Box<Sides>,
     /// Slots of one side of the rules table.
     rule_slots: u32,
@@ -190,7 +189,7 @@ impl Filter {
         judge_slot
             .set(0, &judge_fd, 0)
             .map_err(|e| Error::Map(format!("{}: {e}", names::JUDGE)))?;
-        let settings = Settings {
+        let mut settings = Settings {
             flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
             quic_ports: [crate::config::QUIC_PORT_DEFAULT, 0, 0, 0],
@@ -198,7 +197,6 @@ impl Filter {
         };
         let mut filter = Self {
             ebpf,
-            settings,
             // Side 1 in force, empty, so that the first commit fills side 0.
             sides: Box::new(Sides {
                 active: 1,
@@ -211,9 +209,9 @@ impl Filter {
             verification,
         };
         // Side 1 of everything starts in force, empty, so the first rule set fills side 0.
-        filter.settings.rules_base = filter.rule_slots;
-        filter.settings.apps_base = filter_common::APPS_MAX;
-        filter.commit(filter.settings, None)?;
+        settings.rules_base = filter.rule_slots;
+        settings.apps_base = filter_common::APPS_MAX;
+        filter.commit(settings, None)?;
         // Adopted tables come with their bits; rebuilding checks the mapping works too.
         filter.rebuild_hints()?;
         Ok(filter)
@@ -240,8 +238,8 @@ impl Filter {
         {
             std::thread::sleep(SIDE_REUSE_GRACE.saturating_sub(elapsed));
         }
-        let mut next = self.settings;
-        let old_apps_base = self.settings.apps_base;
+        let mut next = self.settings();
+        let old_apps_base = next.apps_base;
         if let Some(set) = set {
             self.write_rules(set, &mut next)?;
         }
@@ -257,23 +255,32 @@ impl Filter {
     /// the side not in force, then makes it the one in force: two writes of the whole value,
     /// the second changing only the switch (see `filter_common::Sides`).
     fn commit(&mut self, next: Settings, ports: Option<&[u64]>) -> Result<(), Error> {
-        let (from, to) = (self.sides.active as usize, (self.sides.active ^ 1) as usize);
-        let ports = match ports {
-            Some(p) => p.to_vec(),
-            None => self.sides.side[from].ports.to_vec(),
-        };
-        self.sides.side[to].ports.copy_from_slice(&ports);
-        self.sides.side[to].settings = next;
-        self.write_sides()?;
-        self.sides.active = to as u32;
-        self.write_sides()?;
-        self.settings = next;
+        let (from, to) = (self.sides.active, self.sides.active ^ 1);
+        match ports {
+            Some(p) => self.sides.side[to as usize].ports.copy_from_slice(p),
+            None => self.sides.side[to as usize].ports = self.sides.side[from as usize].ports,
+        }
+        self.sides.side[to as usize].settings = next;
+        self.write_sides(from)?;
+        // Only once the kernel has it: a failed switch leaves the side in force as it was,
+        // and the next commit writes the other one again.
+        self.write_sides(to)?;
+        self.sides.active = to;
         self.switched = Some(std::time::Instant::now());
         Ok(())
     }
 
-    fn write_sides(&mut self) -> Result<(), Error> {
-        let sides = *self.sides;
+    /// The settings in force.
+    fn settings(&self) -> Settings {
+        self.sides.side[self.sides.active as usize].settings
+    }
+
+    /// Writes both sides with `active` as the side in force.
+    fn write_sides(&mut self, active: u32) -> Result<(), Error> {
+        let sides = Sides {
+            active,
+            ..*self.sides
+        };
         let mut map: Array<&mut MapData, Sides> = self.map_mut(names::SETTINGS)?;
         map.set(0, sides, 0)
             .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))
@@ -281,7 +288,7 @@ impl Filter {
 
     /// Fills the side of the rules, wildcards and apps not in force with `set`.
     fn write_rules(&mut self, set: &RuleSet, next: &mut Settings) -> Result<(), Error> {
-        let side = u32::from(self.settings.rules_base == 0);
+        let side = u32::from(self.settings().rules_base == 0);
         let slots = self.rule_slots;
         let (seed, table) = self.build_table(set)?;
         let mut tables = set.tables(seed)?;
@@ -531,7 +538,7 @@ impl Filter {
     /// Sends every hello through the walker (`on`) or lets the fast path read the hellos it
     /// can (the default). For tests and benchmarks that compare the two paths.
     pub fn set_walker_only(&mut self, on: bool) -> Result<(), Error> {
-        let mut next = self.settings;
+        let mut next = self.settings();
         next.walker_only = u8::from(on);
         self.commit(next, None)
     }
@@ -539,7 +546,7 @@ impl Filter {
     /// Sets `trace_all`: an event for every judged hello. Only for filters of their own
     /// (replay), never for the live one.
     pub fn set_trace_all(&mut self, on: bool) -> Result<(), Error> {
-        let mut next = self.settings;
+        let mut next = self.settings();
         next.trace_all = u8::from(on);
         self.commit(next, None)
     }
@@ -567,7 +574,7 @@ impl Filter {
     /// Returns how many of each were removed.
     pub fn sweep(&mut self) -> Result<(usize, usize), Error> {
         let now = monotonic_ns();
-        let idle = self.settings.flow_idle_ns;
+        let idle = self.settings().flow_idle_ns;
         let mut hellos: HashMap<&mut MapData, FlowKey, HelloFlow> = self.map_mut(names::HELLOS)?;
         let stale: Vec<FlowKey> = hellos
             .iter()
