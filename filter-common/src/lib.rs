@@ -9,6 +9,7 @@
 
 pub mod hello;
 pub mod name;
+pub mod wire;
 
 mod reason;
 pub use reason::{Fate, NOTE_COUNT, Note, REASON_COUNT, Reason, reason_from_u32};

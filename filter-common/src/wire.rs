@@ -1,0 +1,39 @@
+//! Numbers the protocols fix, named once for the program, the daemon and the tests: IP
+//! protocol numbers (IANA "Assigned Internet Protocol Numbers"), TLS record and handshake
+//! types (RFC 8446 §5.1, §4), QUIC versions (RFC 9000 §15, RFC 9369 §3.1) and the XDP
+//! actions of the kernel's `enum xdp_action` (include/uapi/linux/bpf.h).
+
+/// IPv6 Hop-by-Hop Options extension header.
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 Routing extension header.
+pub const IPPROTO_ROUTING: u8 = 43;
+/// IPv6 Fragment extension header.
+pub const IPPROTO_FRAGMENT: u8 = 44;
+/// IP Authentication Header.
+pub const IPPROTO_AH: u8 = 51;
+/// IPv6 Destination Options extension header.
+pub const IPPROTO_DSTOPTS: u8 = 60;
+
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+/// IEEE 802.1Q VLAN tag.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+/// IEEE 802.1ad service tag (QinQ).
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+/// TLS record content type of handshake messages.
+pub const TLS_CONTENT_HANDSHAKE: u8 = 22;
+/// TLS handshake type of a ClientHello.
+pub const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+
+/// QUIC version 1 (RFC 9000).
+pub const QUIC_V1: u32 = 1;
+/// QUIC version 2 (RFC 9369).
+pub const QUIC_V2: u32 = 0x6b33_43cf;
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
