@@ -1,31 +1,95 @@
-//! The library's error type. Every variant says what was wrong and where.
+//! The library's error type. Every variant carries what failed (a file, a map, an interface,
+//! a program) and the error underneath, so a message always names both.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A configuration or rule-list problem, already formatted as `file:line: reason`.
-    #[error("{0}")]
-    Config(String),
+    /// A configuration or rule-list problem: `at` is `file:line` (or the file alone).
+    #[error("{at}: {reason}")]
+    Config { at: String, reason: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("loading the XDP program failed: {0}")]
-    Load(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The object or one of its programs could not be loaded; `detail` holds the verifier's
+    /// last lines when the verifier refused it.
+    #[error("loading the XDP program {program} failed: {detail}")]
+    Load {
+        program: &'static str,
+        detail: String,
+    },
     #[error("interface {iface}: {reason}")]
     Attach { iface: String, reason: String },
-    #[error("{0}")]
-    Map(String),
-    #[error("{0}")]
-    State(String),
+    /// A map the program should have is not in it (an object of another build).
+    #[error("map {map} is missing from the program")]
+    MapMissing { map: &'static str },
+    /// A map operation failed: `what` says which (`reading`, `writing key 3`, `opening`...).
+    #[error("map {map}: {what}: {source}")]
+    Map {
+        map: &'static str,
+        what: String,
+        source: aya::maps::MapError,
+    },
+    /// A pinned map or link of an instance could not be used.
+    #[error("pinned {path}: {reason}")]
+    Pinned { path: PathBuf, reason: String },
+    /// Another live daemon runs the instance.
+    #[error(
+        "another daemon (pid {pid}) runs instance {instance:?}: stop it first, or pick another --instance"
+    )]
+    AlreadyRunning { instance: String, pid: u32 },
+    /// The command needs a running daemon of the instance and there is none.
+    #[error("no daemon runs instance {instance:?}: {reason}")]
+    NotRunning { instance: String, reason: String },
+    /// A system call the daemon needs failed: `what` says what it was doing.
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The TLS setup of the syslog sink (its CA file or the client configuration).
+    #[error("TLS {what}: {reason}")]
+    Tls { what: String, reason: String },
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
+    // Legacy string variants, removed once every site carries a typed one.
+    #[error("{0}")]
+    MapText(String),
+    #[error("loading the XDP program failed: {0}")]
+    LoadText(String),
+    #[error("{0}")]
+    State(String),
 }
 
 impl Error {
     pub fn config(at: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
-        Self::Config(format!("{at}: {reason}"))
+        Self::Config {
+            at: at.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A failed map operation: `map` is one of `filter_common::names`.
+    pub fn map(map: &'static str, what: impl Into<String>, source: aya::maps::MapError) -> Self {
+        Self::Map {
+            map,
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A failed system call, said as what the daemon was doing.
+    pub fn system(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::System {
+            what: what.into(),
+            source,
+        }
     }
 }

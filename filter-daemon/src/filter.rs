@@ -113,7 +113,7 @@ impl Filter {
         let mut layout: Array<&mut MapData, u32> = f.map_mut(names::LAYOUT)?;
         layout
             .set(0, LAYOUT_VERSION, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::LAYOUT)))?;
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::LAYOUT)))?;
         Ok(f)
     }
 
@@ -148,19 +148,19 @@ impl Filter {
         }
         let mut ebpf = loader
             .load(OBJECT)
-            .map_err(|e| Error::Load(format!("{e}")))?;
+            .map_err(|e| Error::LoadText(format!("{e}")))?;
         // The judging program first: the header program tail-calls it through JUDGE.
         let mut verification = Vec::new();
         for name in [names::JUDGE_PROGRAM, names::PROGRAM] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?
+                .ok_or_else(|| Error::LoadText(format!("program {name} missing from the object")))?
                 .try_into()
-                .map_err(|e| Error::Load(format!("{e}")))?;
+                .map_err(|e| Error::LoadText(format!("{e}")))?;
             let start = std::time::Instant::now();
             program
                 .load()
-                .map_err(|e| Error::Load(format!("{name}: {}", verifier_message(&e))))?;
+                .map_err(|e| Error::LoadText(format!("{name}: {}", verifier_message(&e))))?;
             verification.push(Verification {
                 program: name,
                 took: start.elapsed(),
@@ -174,21 +174,21 @@ impl Filter {
             let judge: &Xdp = ebpf
                 .program(names::JUDGE_PROGRAM)
                 .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| Error::Load("judging program missing".into()))?;
+                .ok_or_else(|| Error::LoadText("judging program missing".into()))?;
             judge
                 .fd()
-                .map_err(|e| Error::Load(format!("{e}")))?
+                .map_err(|e| Error::LoadText(format!("{e}")))?
                 .try_clone()
-                .map_err(|e| Error::Load(format!("{e}")))?
+                .map_err(|e| Error::LoadText(format!("{e}")))?
         };
         let map = ebpf
             .map_mut(names::JUDGE)
-            .ok_or_else(|| Error::Load("JUDGE map missing".into()))?;
+            .ok_or_else(|| Error::LoadText("JUDGE map missing".into()))?;
         let mut judge_slot: ProgramArray<&mut MapData> = ProgramArray::try_from(map)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::JUDGE)))?;
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::JUDGE)))?;
         judge_slot
             .set(0, &judge_fd, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::JUDGE)))?;
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::JUDGE)))?;
         let mut settings = Settings {
             flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
@@ -283,7 +283,7 @@ impl Filter {
         };
         let mut map: Array<&mut MapData, Sides> = self.map_mut(names::SETTINGS)?;
         map.set(0, sides, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::SETTINGS)))
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::SETTINGS)))
     }
 
     /// Fills the side of the rules, wildcards and apps not in force with `set`.
@@ -302,7 +302,7 @@ impl Filter {
         let mut wild: Array<&mut MapData, WildPattern> = self.map_mut(names::WILDCARDS)?;
         for (i, p) in tables.patterns.iter().enumerate() {
             wild.set(offset + i as u32, *p, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::WILDCARDS)))?;
+                .map_err(|e| Error::MapText(format!("{}: {e}", names::WILDCARDS)))?;
         }
         // Only slots that hold a rule now or held one the last time this side was written
         // need a write: the rest are already empty.
@@ -314,7 +314,7 @@ impl Filter {
         for i in stale.into_iter().filter(|&i| table[i as usize].hash == 0) {
             rules
                 .set(side * slots + i, RuleSlot::default(), 0)
-                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::RULES)))?;
+                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::RULES)))?;
         }
         for &i in &used {
             let mut slot = table[i as usize];
@@ -323,7 +323,7 @@ impl Filter {
             }
             rules
                 .set(side * slots + i, slot, 0)
-                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::RULES)))?;
+                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::RULES)))?;
         }
         self.side_slots[side as usize] = used;
         let apps_base = side * filter_common::APPS_MAX;
@@ -334,7 +334,7 @@ impl Filter {
                 .get(i as usize)
                 .map_or_else(AppPolicy::default, |a| a.policy);
             apps.set(apps_base + i, policy, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::APPS)))?;
+                .map_err(|e| Error::MapText(format!("{}: {e}", names::APPS)))?;
         }
         self.install_scopes(set, apps_base)?;
         next.hash_seed = seed;
@@ -354,7 +354,7 @@ impl Filter {
                 return Ok((seed, table));
             }
         }
-        Err(Error::Map(format!(
+        Err(Error::MapText(format!(
             "{} rules do not fit the rules table of {} slots; raise rules_max",
             set.rule_count(),
             self.rule_slots
@@ -413,13 +413,13 @@ impl Filter {
         for k in &exempt_keys {
             exempt
                 .insert(k, 1, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::EXEMPT)))?;
+                .map_err(|e| Error::MapText(format!("{}: {e}", names::EXEMPT)))?;
         }
         let mut scopes: HashMap<&mut MapData, ScopeKey, u8> = self.map_mut(names::SCOPES)?;
         for k in &scope_keys {
             scopes
                 .insert(k, 1, 0)
-                .map_err(|e| Error::Map(format!("{}: {e}", names::SCOPES)))?;
+                .map_err(|e| Error::MapText(format!("{}: {e}", names::SCOPES)))?;
         }
         Ok(())
     }
@@ -450,8 +450,8 @@ impl Filter {
         let map = self
             .ebpf
             .map_mut(name)
-            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
-        T::try_from(map).map_err(|e| Error::Map(format!("map {name}: {e}")))
+            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|e| Error::MapText(format!("map {name}: {e}")))
     }
 
     /// The kernel's id of a map of this filter, to open a handle of its own elsewhere.
@@ -460,15 +460,15 @@ impl Filter {
         let map = self
             .ebpf
             .map(name)
-            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
+            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
         let (Map::Array(data) | Map::HashMap(data) | Map::LruHashMap(data) | Map::RingBuf(data)) =
             map
         else {
-            return Err(Error::Map(format!("map {name}: no id for its type")));
+            return Err(Error::MapText(format!("map {name}: no id for its type")));
         };
         data.info()
             .map(|i| i.id())
-            .map_err(|e| Error::Map(format!("map {name}: {e}")))
+            .map_err(|e| Error::MapText(format!("map {name}: {e}")))
     }
 
     pub fn program(&self) -> &Xdp {
@@ -505,7 +505,7 @@ impl Filter {
         let result = self
             .program()
             .test_run(opts)
-            .map_err(|e| Error::Load(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+            .map_err(|e| Error::LoadText(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }
@@ -556,9 +556,9 @@ impl Filter {
         let map = self
             .ebpf
             .map_mut(names::EVENTS)
-            .ok_or_else(|| Error::Map("events map missing".into()))?;
-        let mut ring: RingBuf<&mut MapData> =
-            RingBuf::try_from(map).map_err(|e| Error::Map(format!("{}: {e}", names::EVENTS)))?;
+            .ok_or_else(|| Error::MapText("events map missing".into()))?;
+        let mut ring: RingBuf<&mut MapData> = RingBuf::try_from(map)
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::EVENTS)))?;
         let mut events = Vec::new();
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<Event>() {
@@ -645,7 +645,7 @@ impl Filter {
         let mut side_map: Array<&mut MapData, u32> = self.map_mut(names::HINT_SIDE)?;
         side_map
             .set(0, other, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::HINT_SIDE)))
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::HINT_SIDE)))
     }
 
     /// `FLOW_HINTS`, mapped into this process once.
@@ -654,13 +654,13 @@ impl Filter {
             use aya::maps::Map;
             use std::os::fd::{AsFd as _, AsRawFd as _};
             let Some(Map::Array(data)) = self.ebpf.map(names::FLOW_HINTS) else {
-                return Err(Error::Map(format!("map {} missing", names::FLOW_HINTS)));
+                return Err(Error::MapText(format!("map {} missing", names::FLOW_HINTS)));
             };
             self.hints = Some(HintWords::map(data.fd().as_fd().as_raw_fd())?);
         }
         self.hints
             .as_ref()
-            .ok_or_else(|| Error::Map(format!("map {} not mapped", names::FLOW_HINTS)))
+            .ok_or_else(|| Error::MapText(format!("map {} not mapped", names::FLOW_HINTS)))
     }
 
     fn map<'a, T>(&'a self, name: &str) -> Result<T, Error>
@@ -670,8 +670,8 @@ impl Filter {
         let map = self
             .ebpf
             .map(name)
-            .ok_or_else(|| Error::Map(format!("map {name} missing from the object")))?;
-        T::try_from(map).map_err(|e| Error::Map(format!("map {name}: {e}")))
+            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|e| Error::MapText(format!("map {name}: {e}")))
     }
 
     /// Whether the object has a map of this name.
@@ -793,7 +793,7 @@ impl Filter {
         let _ = std::fs::remove_file(&path);
         self.ebpf
             .map(names::JUDGE)
-            .ok_or_else(|| Error::Map(format!("map {} missing", names::JUDGE)))?
+            .ok_or_else(|| Error::MapText(format!("map {} missing", names::JUDGE)))?
             .pin(&path)
             .map_err(|e| {
                 Error::State(format!(
@@ -808,9 +808,9 @@ impl Filter {
         let map = self
             .ebpf
             .map(names::COUNTERS)
-            .ok_or_else(|| Error::Map("counters map missing".into()))?;
+            .ok_or_else(|| Error::MapText("counters map missing".into()))?;
         let array: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::COUNTERS)))?;
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::COUNTERS)))?;
         sum_counters(&array)
     }
 
@@ -819,15 +819,15 @@ impl Filter {
         let map = self
             .ebpf
             .map(names::NOTES)
-            .ok_or_else(|| Error::Map("notes map missing".into()))?;
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(|e| Error::Map(format!("{}: {e}", names::NOTES)))?;
+            .ok_or_else(|| Error::MapText("notes map missing".into()))?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::NOTES)))?;
         (0..filter_common::NOTE_COUNT)
             .map(|i| {
                 array
                     .get(&i, 0)
                     .map(|per_cpu| per_cpu.iter().sum())
-                    .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::NOTES)))
+                    .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::NOTES)))
             })
             .collect()
     }
@@ -841,7 +841,7 @@ pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
         .map(|i| {
             let per_cpu = array
                 .get(&i, 0)
-                .map_err(|e| Error::Map(format!("{}[{i}]: {e}", names::COUNTERS)))?;
+                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::COUNTERS)))?;
             Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                 packets: acc.packets + c.packets,
                 bytes: acc.bytes + c.bytes,
@@ -950,7 +950,7 @@ impl HintWords {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::Map(format!(
+            return Err(Error::MapText(format!(
                 "mapping {}: {}",
                 names::FLOW_HINTS,
                 std::io::Error::last_os_error()
@@ -958,7 +958,7 @@ impl HintWords {
         }
         std::ptr::NonNull::new(p.cast())
             .map(|ptr| Self { ptr })
-            .ok_or_else(|| Error::Map(format!("mapping {}: null", names::FLOW_HINTS)))
+            .ok_or_else(|| Error::MapText(format!("mapping {}: null", names::FLOW_HINTS)))
     }
 
     fn words(&self) -> &[std::sync::atomic::AtomicU64] {
@@ -993,7 +993,7 @@ fn random_seed() -> Result<u64, Error> {
     let mut b = [0u8; 8];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::Load(format!("reading /dev/urandom: {e}")))?;
+        .map_err(|e| Error::LoadText(format!("reading /dev/urandom: {e}")))?;
     Ok(u64::from_ne_bytes(b))
 }
 

@@ -58,7 +58,7 @@ fn read_slot<V: aya::Pod + Default>(
 ) -> Result<V, Error> {
     let per_cpu = array
         .get(&i, 0)
-        .map_err(|e| Error::Map(format!("{name}[{i}]: {e}")))?;
+        .map_err(|e| Error::MapText(format!("{name}[{i}]: {e}")))?;
     Ok(per_cpu.iter().fold(V::default(), add))
 }
 

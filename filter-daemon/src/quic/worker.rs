@@ -44,9 +44,9 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     name: &str,
 ) -> Result<T, Error> {
     let id = filter.map_id(name)?;
-    let data = MapData::from_id(id).map_err(|e| Error::Map(format!("{name}: {e}")))?;
-    let map = Map::from_map_data(data).map_err(|e| Error::Map(format!("{name}: {e}")))?;
-    T::try_from(map).map_err(|e| Error::Map(format!("{name}: {e}")))
+    let data = MapData::from_id(id).map_err(|e| Error::MapText(format!("{name}: {e}")))?;
+    let map = Map::from_map_data(data).map_err(|e| Error::MapText(format!("{name}: {e}")))?;
+    T::try_from(map).map_err(|e| Error::MapText(format!("{name}: {e}")))
 }
 
 impl QuicMaps {
@@ -64,7 +64,7 @@ impl QuicMaps {
         let now = if alive { monotonic_ns() } else { 0 };
         self.heartbeat
             .set(0, now, 0)
-            .map_err(|e| Error::Map(format!("{}: {e}", names::QUIC_HEARTBEAT)))
+            .map_err(|e| Error::MapText(format!("{}: {e}", names::QUIC_HEARTBEAT)))
     }
 }
 
