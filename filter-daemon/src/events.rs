@@ -32,22 +32,26 @@ pub fn endpoint(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// The server name of an event, if one was read. The bytes come from the client: anything
-/// but printable ASCII (a space, a control character, a byte of a non-ASCII name) and `\`
-/// are written `\xNN`, so a name can neither break a log line nor pass for another.
+/// Bytes that came off the network, as text safe to print and log: anything but printable
+/// ASCII (a space, a control character, a byte of a non-ASCII name) and `\` are written
+/// `\xNN`, so a name can neither break a log line nor pass for another. Every name the
+/// daemon and the CLI show from a packet goes through here.
+pub fn escape_name(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'\\' {
+            s.push(char::from(b));
+        } else {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
+/// The server name of an event, escaped, if one was read.
 pub fn sni(e: &Event) -> Option<String> {
     let len = usize::from(e.sni_len).min(e.sni.len());
-    (len > 0).then(|| {
-        let mut s = String::with_capacity(len);
-        for &b in &e.sni[..len] {
-            if b.is_ascii_graphic() && b != b'\\' {
-                s.push(char::from(b));
-            } else {
-                let _ = write!(s, "\\x{b:02x}");
-            }
-        }
-        s
-    })
+    (len > 0).then(|| escape_name(&e.sni[..len]))
 }
 
 /// One log line for an event; `apps` names the app indexes, `client` is the client as the

@@ -27,7 +27,7 @@ use filter_common::{
 use crate::{
     Error,
     config::{Config, Uninspectable, XdpMode},
-    rules::RuleSet,
+    rules::{AppRules, RuleSet},
     state::{Instance, PINNED_MAPS},
 };
 
@@ -332,7 +332,7 @@ impl Filter {
             let policy = set
                 .apps
                 .get(i as usize)
-                .map_or_else(AppPolicy::default, |a| a.policy);
+                .map_or_else(AppPolicy::default, AppRules::policy);
             apps.set(apps_base + i, policy, 0)
                 .map_err(|e| Error::MapText(format!("{}: {e}", names::APPS)))?;
         }

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cmd;
 pub mod config;
 pub mod counters;
+pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod filter;
@@ -14,6 +15,7 @@ pub mod privacy;
 pub mod privileges;
 pub mod quic;
 pub mod rules;
+pub mod shutdown;
 pub mod state;
 pub mod syslog;
 

@@ -75,6 +75,15 @@ pub fn kernel() -> Vec<Check> {
     out
 }
 
+/// Every check a start makes: the machine's, then each interface's.
+pub fn gateway(interfaces: &[String], instance: &Instance) -> Vec<Check> {
+    let mut checks = kernel();
+    for name in interfaces {
+        checks.extend(interface(name, instance));
+    }
+    checks
+}
+
 /// Checks of one interface before the filter of `instance` attaches to it.
 pub fn interface(name: &str, instance: &Instance) -> Vec<Check> {
     let Some(link) = ip_link(name) else {

@@ -510,7 +510,7 @@ impl Matcher {
             return NameMatch::None;
         };
         let scope = filter_common::app_scope(
-            &app.policy,
+            &app.policy(),
             || {
                 app.interfaces
                     .iter()
@@ -524,10 +524,9 @@ impl Matcher {
             AppScope::Outside => return NameMatch::None,
             AppScope::Exempt => return NameMatch::Exempt,
         }
-        match Action::from_u8(app.policy.action) {
-            Some(a @ (Action::Drop | Action::Reject)) => NameMatch::Blocked(rule.app, a),
-            Some(Action::Monitor) => NameMatch::Monitored(rule.app),
-            None => NameMatch::None,
+        match app.action {
+            a @ (Action::Drop | Action::Reject) => NameMatch::Blocked(rule.app, a),
+            Action::Monitor => NameMatch::Monitored(rule.app),
         }
     }
 }

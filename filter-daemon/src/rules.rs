@@ -4,7 +4,7 @@
 use std::{collections::HashMap, fs, path::Path};
 
 use filter_common::{
-    AppPolicy, RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue, WILDCARDS_MAX,
+    Action, AppPolicy, RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue, WILDCARDS_MAX,
     name::{RuleKey, RuleTables, WILD_CHAIN_MAX, WildPattern, rule_key},
 };
 
@@ -50,7 +50,11 @@ pub struct RuleSet {
 #[derive(Debug, Clone)]
 pub struct AppRules {
     pub name: String,
-    pub policy: AppPolicy,
+    pub action: Action,
+    /// Whether the app's rules are in use; a disabled app's names pass.
+    pub enabled: bool,
+    /// `APP_*` bits: which scope and exemption checks the app's matches need.
+    pub flags: u8,
     pub rules: Vec<Rule>,
     /// Client networks the rules do not apply to.
     pub exempt_sources: Vec<ipnet::IpNet>,
@@ -234,6 +238,18 @@ fn app_rules(config: &Config, app: &App) -> Result<Vec<Rule>, Error> {
     Ok(rules)
 }
 
+impl AppRules {
+    /// The app's entry in the program's `APPS` map.
+    pub fn policy(&self) -> AppPolicy {
+        AppPolicy {
+            action: self.action as u8,
+            enabled: u8::from(self.enabled),
+            flags: self.flags,
+            _pad: [0; 5],
+        }
+    }
+}
+
 impl RuleSet {
     /// Reads every app's rules and checks them against each other.
     pub fn compile(config: &Config) -> Result<Self, Error> {
@@ -264,15 +280,11 @@ impl RuleSet {
             if !app.vlans.is_empty() {
                 flags |= filter_common::APP_SCOPED_VLANS;
             }
-            let policy = AppPolicy {
-                action: filter_common::Action::from(app.action) as u8,
-                enabled: u8::from(app.enabled),
-                flags,
-                _pad: [0; 5],
-            };
             set.apps.push(AppRules {
                 name: app.name.clone(),
-                policy,
+                action: Action::from(app.action),
+                enabled: app.enabled,
+                flags,
                 rules: kept,
                 exempt_sources: app.exempt_sources.clone(),
                 interfaces: app.interfaces.clone(),

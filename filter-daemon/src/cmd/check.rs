@@ -9,18 +9,19 @@ pub fn check(instance: &Instance, config_path: &Path, host: &str) -> Result<bool
     let config = Config::load(config_path)?;
     let set = RuleSet::compile(&config)?;
     let matched = if let Some((app, rule)) = set.lookup(host) {
-        let action = filter_common::Action::from_u8(app.policy.action)
-            .map_or("?", filter_common::Action::name);
-        let enabled = if app.policy.enabled == 0 {
-            " (app disabled: passes)"
-        } else {
+        let enabled = if app.enabled {
             ""
+        } else {
+            " (app disabled: passes)"
         };
         println!(
-            "{host}: app {} action {action}{enabled}, rule {} ({})",
-            app.name, rule.name, rule.origin
+            "{host}: app {} action {}{enabled}, rule {} ({})",
+            app.name,
+            app.action.name(),
+            rule.name,
+            rule.origin
         );
-        app.policy.enabled != 0
+        app.enabled
     } else {
         println!("{host}: no rule matches; passes");
         false

@@ -34,18 +34,12 @@ pub fn check_config(path: &Path) -> Result<(), Error> {
         }
     );
     for app in &set.apps {
-        let action = filter_common::Action::from_u8(app.policy.action)
-            .map_or("?", filter_common::Action::name);
         println!(
             "  app {:<16} {:<8} {:>8} rules{}",
             app.name,
-            action,
+            app.action.name(),
             app.rules.len(),
-            if app.policy.enabled == 0 {
-                "  (disabled)"
-            } else {
-                ""
-            }
+            if app.enabled { "" } else { "  (disabled)" }
         );
     }
     Ok(())

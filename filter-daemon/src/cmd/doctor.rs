@@ -10,11 +10,8 @@ use crate::{
 
 /// Returns whether nothing failed.
 pub fn doctor(instance: &Instance, interfaces: &[String]) -> Result<bool, Error> {
-    let mut checks = preflight::kernel();
+    let mut checks = preflight::gateway(interfaces, instance);
     checks.extend(verifier());
-    for name in interfaces {
-        checks.extend(preflight::interface(name, instance));
-    }
     preflight::print(&checks);
     Ok(!checks.iter().any(|c| c.level == Level::Fail))
 }

@@ -5,7 +5,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     io::{self, Write as _},
-    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -16,6 +15,7 @@ use crate::{
     Error,
     capture::{self, Capture, Record, Skip},
     config::Config,
+    events,
     filter::Filter,
     quic::{
         Matcher,
@@ -124,8 +124,8 @@ pub fn replay_capture(config: &Config, set: &RuleSet, capture: Capture) -> Resul
     quic.beat(true)?;
     let matcher = Matcher::new(set)?;
     let policy = Policy {
-        uninspectable_drop: config.uninspectable == crate::config::Uninspectable::Drop,
         trace_all: true,
+        ..Policy::of(config)
     };
     let mut flows = Flows::default();
     let mut stats = ReplayStats::default();
@@ -213,10 +213,10 @@ impl Flows {
             return;
         }
         let flow = &event.flow;
-        let client = endpoint(flow.family, &flow.saddr, flow.sport);
-        let server = endpoint(flow.family, &flow.daddr, flow.dport);
-        let transport = crate::events::transport(flow.proto);
-        let sni = server_name(event);
+        let client = events::endpoint(events::addr(flow, true), flow.sport);
+        let server = events::endpoint(events::addr(flow, false), flow.dport);
+        let transport = events::transport(flow.proto);
+        let sni = events::sni(event);
         let action = EventAction::from_u8(event.action);
         let severity = action.map_or(0, severity);
         let action = action.map_or("unknown", EventAction::name);
@@ -279,34 +279,6 @@ fn severity(action: EventAction) -> u8 {
         EventAction::Monitor => 2,
         EventAction::Pass => 1,
     }
-}
-
-/// `ip:port`, IPv6 as `[addr]:port`.
-fn endpoint(family: u8, addr: &[u8; 16], port: u16) -> String {
-    let ip = if family == 4 {
-        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
-    } else {
-        IpAddr::from(*addr)
-    };
-    SocketAddr::new(ip, port).to_string()
-}
-
-/// The event's name as text. Names come off the network: anything but printable ASCII
-/// (and the backslash) is shown as `\xNN`, so a name can neither forge output nor hide.
-fn server_name(event: &Event) -> Option<String> {
-    let len = usize::from(event.sni_len).min(event.sni.len());
-    if len == 0 {
-        return None;
-    }
-    let mut text = String::with_capacity(len);
-    for &b in &event.sni[..len] {
-        if b.is_ascii_graphic() && b != b'\\' {
-            text.push(char::from(b));
-        } else {
-            let _ = write!(text, "\\x{b:02x}");
-        }
-    }
-    Some(text)
 }
 
 fn write_json(out: &mut impl io::Write, flows: &[FlowVerdict]) -> io::Result<()> {
@@ -504,13 +476,21 @@ mod tests {
         let mut addr = [0u8; 16];
         addr[..2].copy_from_slice(&[0x20, 0x01]);
         addr[15] = 1;
-        assert_eq!(endpoint(6, &addr, 443), "[2001::1]:443");
+        let flow = filter_common::FlowKey {
+            family: 6,
+            saddr: addr,
+            ..Default::default()
+        };
+        assert_eq!(
+            events::endpoint(events::addr(&flow, true), 443),
+            "[2001::1]:443"
+        );
     }
 
     #[test]
     fn names_off_the_wire_are_escaped() {
         let e = event(1, EventAction::Pass, NO_APP, "a\nb\\c");
-        assert_eq!(server_name(&e).as_deref(), Some("a\\x0ab\\x5cc"));
+        assert_eq!(events::sni(&e).as_deref(), Some("a\\x0ab\\x5cc"));
     }
 
     #[test]

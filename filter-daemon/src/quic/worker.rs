@@ -5,11 +5,7 @@
 
 use std::{
     os::fd::AsRawFd as _,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -21,7 +17,13 @@ use filter_common::{
 };
 
 use super::{Client, Datagram, Matcher, Outcome, Reassembly, ReassemblyStats, Verdict};
-use crate::{Error, events, filter::Filter, filter::monotonic_ns};
+use crate::{
+    Error,
+    config::{Config, Uninspectable},
+    events,
+    filter::{Filter, monotonic_ns},
+    shutdown::Shutdown,
+};
 
 /// How often the heartbeat is written: well inside the program's staleness bound (3 s).
 const BEAT_EVERY: Duration = Duration::from_millis(500);
@@ -124,6 +126,16 @@ pub struct Policy {
     pub uninspectable_drop: bool,
     /// An event for every judged flow (replay only).
     pub trace_all: bool,
+}
+
+impl Policy {
+    /// The policy a configuration asks for (events only for blocked or unreadable flows).
+    pub fn of(config: &Config) -> Self {
+        Self {
+            uninspectable_drop: config.uninspectable == Uninspectable::Drop,
+            trace_all: false,
+        }
+    }
 }
 
 impl Judge {
@@ -286,36 +298,43 @@ pub struct Shared {
     pub matcher: Mutex<Arc<Matcher>>,
     pub policy: Mutex<Policy>,
     pub stats: Mutex<QuicStats>,
-    stop: AtomicBool,
 }
 
-/// The running worker: stopped (and its heartbeat cleared) on drop.
+/// The running worker. Its thread ends when `shutdown` is requested (and its heartbeat is
+/// then cleared); dropping the worker requests it and waits for the thread.
 pub struct Worker {
     shared: Arc<Shared>,
+    shutdown: Shutdown,
     thread: Option<thread::JoinHandle<()>>,
     /// Events of judged flows, for the daemon's log.
     pub events: mpsc::Receiver<Event>,
 }
 
 impl Worker {
-    /// Starts judging the Initials of `filter` with `matcher`.
-    pub fn start(filter: &Filter, matcher: Matcher, policy: Policy) -> Result<Self, Error> {
+    /// Starts judging the Initials of `filter` with `matcher` until `shutdown`.
+    pub fn start(
+        filter: &Filter,
+        matcher: Matcher,
+        policy: Policy,
+        shutdown: Shutdown,
+    ) -> Result<Self, Error> {
         let mut judge = Judge::new(filter)?;
         judge.beat(true)?;
         let shared = Arc::new(Shared {
             matcher: Mutex::new(Arc::new(matcher)),
             policy: Mutex::new(policy),
             stats: Mutex::new(QuicStats::default()),
-            stop: AtomicBool::new(false),
         });
         let (tx, events) = mpsc::channel();
         let s = shared.clone();
+        let stop = shutdown.clone();
         let thread = thread::Builder::new()
             .name("quic".into())
-            .spawn(move || run(&mut judge, &s, &tx))
-            .map_err(|e| Error::State(format!("starting the QUIC worker: {e}")))?;
+            .spawn(move || run(&mut judge, &s, &stop, &tx))
+            .map_err(|e| Error::system("starting the QUIC worker", e))?;
         Ok(Self {
             shared,
+            shutdown,
             thread: Some(thread),
             events,
         })
@@ -333,16 +352,16 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shutdown.request();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn run(judge: &mut Judge, shared: &Shared, tx: &mpsc::Sender<Event>) {
+fn run(judge: &mut Judge, shared: &Shared, shutdown: &Shutdown, tx: &mpsc::Sender<Event>) {
     let mut last_beat = Instant::now();
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shutdown.is_requested() {
         let mut fds = libc::pollfd {
             fd: judge.ring_fd(),
             events: libc::POLLIN,

@@ -21,6 +21,7 @@ use sni_filter::{
         craft::{crypto_frame, seal_client_initial},
         worker::{Judge, Policy, Worker},
     },
+    shutdown::Shutdown,
 };
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, UdpDatagram};
 
@@ -229,7 +230,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
     let set = sni_filter::rules::RuleSet::compile(&config)?;
     let mut filter = Filter::load_for(&config).context("loading the filter (run as root)")?;
     filter.install(&set)?;
-    let mut worker = Worker::start(&filter, Matcher::new(&set)?, policy())?;
+    let mut worker = Worker::start(&filter, Matcher::new(&set)?, policy(), Shutdown::new())?;
     let mut table = Table::new(
         "QUIC in the daemon: Initial arrival to verdict in the table (the worker thread)",
         &["load", "Initials judged", "p50", "p99", "worker CPU", "RSS"],
@@ -258,7 +259,7 @@ pub fn daemon_side(load: &Load, dir: &Path, report: &mut Report) -> Result<()> {
     // A flood: junk Initials on new flows as fast as one CPU sends them, with a genuine
     // (banned) Initial every 1000. A worker of its own, so that its figures are the flood's.
     drop(worker);
-    worker = Worker::start(&filter, Matcher::new(&set)?, policy())?;
+    worker = Worker::start(&filter, Matcher::new(&set)?, policy(), Shutdown::new())?;
     let before = counters(&filter)?;
     let start = Instant::now();
     let (mut junk_sent, mut genuine) = (0u64, 0u64);

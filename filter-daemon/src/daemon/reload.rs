@@ -1,0 +1,110 @@
+//! Reloading on SIGHUP: the configuration is read and compiled, a new syslog sink and the
+//! QUIC worker's rules are made, and only then does anything change — rules, apps,
+//! exemptions, scopes, ports and policy together. A configuration that fails anywhere is
+//! refused with its reason, and the running rules stay in force.
+
+use std::sync::Arc;
+
+use crate::{
+    Error,
+    config::{Config, Logging},
+    events,
+    privacy::ClientAnonymizer,
+    quic::{Matcher, worker::Policy},
+    rules::RuleSet,
+    syslog::{MsgId, Record, Severity, sink::Sink},
+};
+
+use super::{
+    SINK_CLOSE_GRACE, lifecycle,
+    serve::{Daemon, Output},
+    start::{app_infos, sink_for, state},
+};
+
+impl Daemon<'_> {
+    /// Re-reads the configuration; an invalid one is refused and the running rules stay.
+    pub(super) fn reload(&mut self) -> Result<(), Error> {
+        let r = &mut self.running;
+        let loaded = Config::load(&self.opts.config)
+            .and_then(|c| RuleSet::compile(&c).map(|s| (c, s)))
+            .and_then(|(c, s)| {
+                // A new sink and the QUIC worker's rules are made before anything changes,
+                // so a failure of either refuses the reload.
+                let sink = if c.logging == r.config.logging {
+                    None
+                } else {
+                    Some(sink_for(&c.logging, &c)?)
+                };
+                let matcher = Matcher::new(&s)?;
+                Ok((c, s, sink, matcher))
+            });
+        let (config, set, sink, matcher) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.out.logger.emit(
+                    lifecycle(
+                        "reload_refused",
+                        Severity::Error,
+                        format!("reload refused, the running rules stay in force: {e}"),
+                    )
+                    .param("error", &e),
+                );
+                return Ok(());
+            }
+        };
+        r.filter.apply_config(&config, &set)?;
+        let shared = r.quic.shared();
+        if let (Ok(mut m), Ok(mut p)) = (shared.matcher.lock(), shared.policy.lock()) {
+            *m = Arc::new(matcher);
+            *p = Policy::of(&config);
+        }
+        if let Some(sink) = sink {
+            self.out
+                .apply_logging(&r.config.logging, &config.logging, sink);
+        }
+        if config.metrics_listen != r.config.metrics_listen {
+            self.out.logger.emit(Record::new(
+                MsgId::Config,
+                Severity::Warning,
+                "warning: [metrics] listen changes take effect at the next start",
+            ));
+        }
+        self.out.logger.emit(
+            lifecycle(
+                "reloaded",
+                Severity::Notice,
+                format!(
+                    "reloaded {}: {} rules in {} apps",
+                    config.path.display(),
+                    set.rule_count(),
+                    set.apps.len()
+                ),
+            )
+            .param("rules", set.rule_count())
+            .param("apps", set.apps.len()),
+        );
+        self.out.metrics.set_apps(app_infos(&set));
+        r.config = config;
+        r.set = set;
+        self.instance.write_state(&state(r))
+    }
+}
+
+impl Output {
+    /// Takes the settings of a reloaded `[logging]` section: a new sink (the old one sends
+    /// what it holds in the background), and the privacy and rate limit if they changed.
+    fn apply_logging(&mut self, old: &Logging, new: &Logging, sink: Option<Sink>) {
+        let stats = sink.as_ref().map(|s| s.stats().clone());
+        if let Some(previous) = self.logger.replace(new.stderr, sink) {
+            tokio::spawn(previous.close(SINK_CLOSE_GRACE));
+        }
+        self.metrics.set_sink(stats);
+        if old.client_privacy != new.client_privacy {
+            self.clients = ClientAnonymizer::new(new.client_privacy);
+        }
+        if old.events_per_second != new.events_per_second {
+            self.limit = events::RateLimit::new(new.events_per_second);
+            self.events_per_second = new.events_per_second;
+        }
+    }
+}
