@@ -57,6 +57,9 @@ pub enum Error {
     /// The TLS setup of the syslog sink (its CA file or the client configuration).
     #[error("TLS {what}: {reason}")]
     Tls { what: String, reason: String },
+    /// Dropping capabilities failed at `what`.
+    #[error("dropping capabilities: {what}: {reason}")]
+    Privileges { what: String, reason: String },
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
     // Legacy string variants, removed once every site carries a typed one.

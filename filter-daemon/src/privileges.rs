@@ -20,8 +20,9 @@ pub const KEPT: [Capability; 1] = [Capability::CAP_BPF];
 /// inheritable and ambient sets, and sets `no_new_privs`, so that nothing this process
 /// runs can gain one back. Returns the names of the capabilities kept.
 pub fn drop_to_kept() -> Result<Vec<String>, Error> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        Error::State(format!("dropping capabilities: {what}: {e}"))
+    let fail = |what: &str, e: &dyn std::fmt::Display| Error::Privileges {
+        what: what.into(),
+        reason: e.to_string(),
     };
     let keep: CapsHashSet = KEPT.into_iter().collect();
     // The bounding set first: lowering it needs CAP_SETPCAP, which goes with the rest.
