@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use crate::shell;
 use report::Report;
 
-pub use crate::bench_args::Args;
+use crate::bench_args::Args;
 
 /// The sizes of one mode.
 #[derive(Clone, Copy)]

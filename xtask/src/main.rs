@@ -5,7 +5,10 @@
 #[cfg(feature = "bench")]
 mod bench;
 mod bench_args;
+mod bench_launch;
 mod demo;
+#[cfg(test)]
+mod layout;
 mod matrix;
 mod setup;
 mod shell;
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Matrix(args) => matrix::run(&args),
-        Task::Bench(args) => bench_args::run(&args),
+        Task::Bench(args) => bench_launch::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -102,7 +102,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             Stage::Matrix => crate::matrix::run(&crate::matrix::Args::default()).map(|_| ()),
             Stage::BenchQuick => {
                 remove_stale_labs();
-                crate::bench_args::quick_check()
+                crate::bench_launch::quick_check()
             }
         };
         let ok = outcome.is_ok();
