@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData};
 use filter_common::{LAYOUT_VERSION, names};
 use serde::{Deserialize, Serialize};
 
@@ -233,12 +233,6 @@ impl Instance {
         let path = self.pin(name);
         MapData::from_pin(&path)
             .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))
-    }
-
-    /// A pinned per-CPU array, opened as [`Instance::open_pinned`] does.
-    pub fn open_per_cpu<V: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
-        PerCpuArray::try_from(Map::PerCpuArray(self.open_pinned(name)?))
-            .map_err(|e| Error::State(format!("{}: {e}", self.pin(name).display())))
     }
 
     /// Readies the pinned maps for a daemon that starts and will adopt them: kept when

@@ -7,14 +7,14 @@ mod tables;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, ProgramArray},
+    maps::{Array, MapData, ProgramArray},
     programs::{
         Xdp, XdpMode as AyaXdpMode,
         links::{FdLink, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
 };
-use filter_common::{Counter, LAYOUT_VERSION, REASON_COUNT, Settings, Sides, names};
+use filter_common::{LAYOUT_VERSION, Settings, Sides, names};
 
 use flows::HintWords;
 pub use flows::monotonic_ns;
@@ -22,6 +22,7 @@ pub use flows::monotonic_ns;
 use crate::{
     Error,
     config::{Config, XdpMode},
+    counters::CounterMaps,
     state::{Instance, PINNED_MAPS},
 };
 
@@ -74,8 +75,7 @@ pub enum Attached {
     Adopted,
 }
 
-/// Counters summed over every CPU, indexed by `Reason`.
-pub type Counters = Vec<Counter>;
+pub use crate::counters::Counters;
 
 impl Filter {
     /// Loads the program with the table sizes and policy of a configuration.
@@ -416,51 +416,15 @@ impl Filter {
             })
     }
 
+    /// The counters by reason, summed over every CPU.
     pub fn counters(&self) -> Result<Counters, Error> {
-        let map = self
-            .ebpf
-            .map(names::COUNTERS)
-            .ok_or_else(|| Error::MapText("counters map missing".into()))?;
-        let array: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::COUNTERS)))?;
-        sum_counters(&array)
+        CounterMaps::of(&self.ebpf)?.reasons()
     }
 
     /// The notes (`Note`), summed over every CPU, indexed by note.
     pub fn notes(&self) -> Result<Vec<u64>, Error> {
-        let map = self
-            .ebpf
-            .map(names::NOTES)
-            .ok_or_else(|| Error::MapText("notes map missing".into()))?;
-        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::NOTES)))?;
-        (0..filter_common::NOTE_COUNT)
-            .map(|i| {
-                array
-                    .get(&i, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::NOTES)))
-            })
-            .collect()
+        CounterMaps::of(&self.ebpf)?.notes()
     }
-}
-
-/// Sums a per-CPU counters array.
-pub fn sum_counters<T: std::borrow::Borrow<MapData>>(
-    array: &PerCpuArray<T, Counter>,
-) -> Result<Counters, Error> {
-    (0..REASON_COUNT)
-        .map(|i| {
-            let per_cpu = array
-                .get(&i, 0)
-                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::COUNTERS)))?;
-            Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-                dropped: acc.dropped + c.dropped,
-            }))
-        })
-        .collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
