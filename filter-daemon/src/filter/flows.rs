@@ -14,12 +14,7 @@ use crate::Error;
 impl Filter {
     /// Takes every event the program has written since the last call.
     pub fn drain_events(&mut self) -> Result<Vec<Event>, Error> {
-        let map = self
-            .ebpf
-            .map_mut(names::EVENTS)
-            .ok_or_else(|| Error::MapText("events map missing".into()))?;
-        let mut ring: RingBuf<&mut MapData> = RingBuf::try_from(map)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::EVENTS)))?;
+        let mut ring: RingBuf<&mut MapData> = self.map_mut(names::EVENTS)?;
         let mut events = Vec::new();
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<Event>() {
@@ -106,22 +101,24 @@ impl Filter {
         let mut side_map: Array<&mut MapData, u32> = self.map_mut(names::HINT_SIDE)?;
         side_map
             .set(0, other, 0)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::HINT_SIDE)))
+            .map_err(|e| Error::map(names::HINT_SIDE, "switching sides", e))
     }
 
     /// `FLOW_HINTS`, mapped into this process once.
     fn hints(&mut self) -> Result<&HintWords, Error> {
-        if self.hints.is_none() {
+        let hints = if let Some(hints) = self.hints.take() {
+            hints
+        } else {
             use aya::maps::Map;
             use std::os::fd::{AsFd as _, AsRawFd as _};
             let Some(Map::Array(data)) = self.ebpf.map(names::FLOW_HINTS) else {
-                return Err(Error::MapText(format!("map {} missing", names::FLOW_HINTS)));
+                return Err(Error::MapMissing {
+                    map: names::FLOW_HINTS,
+                });
             };
-            self.hints = Some(HintWords::map(data.fd().as_fd().as_raw_fd())?);
-        }
-        self.hints
-            .as_ref()
-            .ok_or_else(|| Error::MapText(format!("map {} not mapped", names::FLOW_HINTS)))
+            HintWords::map(data.fd().as_fd().as_raw_fd())?
+        };
+        Ok(self.hints.insert(hints))
     }
 }
 
@@ -147,16 +144,13 @@ impl HintWords {
                 0,
             )
         };
+        let failed = |e| Error::system(format!("mapping {} into memory", names::FLOW_HINTS), e);
         if p == libc::MAP_FAILED {
-            return Err(Error::MapText(format!(
-                "mapping {}: {}",
-                names::FLOW_HINTS,
-                std::io::Error::last_os_error()
-            )));
+            return Err(failed(std::io::Error::last_os_error()));
         }
         std::ptr::NonNull::new(p.cast())
             .map(|ptr| Self { ptr })
-            .ok_or_else(|| Error::MapText(format!("mapping {}: null", names::FLOW_HINTS)))
+            .ok_or_else(|| failed(std::io::Error::other("mapped at address 0")))
     }
 
     fn words(&self) -> &[std::sync::atomic::AtomicU64] {

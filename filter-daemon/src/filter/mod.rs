@@ -104,7 +104,7 @@ impl Filter {
         let mut layout: Array<&mut MapData, u32> = f.map_mut(names::LAYOUT)?;
         layout
             .set(0, LAYOUT_VERSION, 0)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::LAYOUT)))?;
+            .map_err(|e| Error::map(names::LAYOUT, "writing the layout version", e))?;
         Ok(f)
     }
 
@@ -137,21 +137,24 @@ impl Filter {
                 loader.map_pin_path(name, instance.pin(name));
             }
         }
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| Error::LoadText(format!("{e}")))?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load {
+            program: names::PROGRAM,
+            detail: format!("the object: {}", error_chain(&e)),
+        })?;
         // The judging program first: the header program tail-calls it through JUDGE.
         let mut verification = Vec::new();
         for name in [names::JUDGE_PROGRAM, names::PROGRAM] {
+            let failed = |detail: String| Error::Load {
+                program: name,
+                detail,
+            };
             let program: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or_else(|| Error::LoadText(format!("program {name} missing from the object")))?
+                .ok_or_else(|| failed("missing from the object".into()))?
                 .try_into()
-                .map_err(|e| Error::LoadText(format!("{e}")))?;
+                .map_err(|e: aya::programs::ProgramError| failed(e.to_string()))?;
             let start = std::time::Instant::now();
-            program
-                .load()
-                .map_err(|e| Error::LoadText(format!("{name}: {}", verifier_message(&e))))?;
+            program.load().map_err(|e| failed(verifier_message(&e)))?;
             verification.push(Verification {
                 program: name,
                 took: start.elapsed(),
@@ -162,24 +165,28 @@ impl Filter {
             });
         }
         let judge_fd = {
+            let failed = |detail: String| Error::Load {
+                program: names::JUDGE_PROGRAM,
+                detail,
+            };
             let judge: &Xdp = ebpf
                 .program(names::JUDGE_PROGRAM)
                 .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| Error::LoadText("judging program missing".into()))?;
+                .ok_or_else(|| failed("missing from the object".into()))?;
             judge
                 .fd()
-                .map_err(|e| Error::LoadText(format!("{e}")))?
+                .map_err(|e| failed(format!("its descriptor: {e}")))?
                 .try_clone()
-                .map_err(|e| Error::LoadText(format!("{e}")))?
+                .map_err(|e| failed(format!("its descriptor: {e}")))?
         };
         let map = ebpf
             .map_mut(names::JUDGE)
-            .ok_or_else(|| Error::LoadText("JUDGE map missing".into()))?;
-        let mut judge_slot: ProgramArray<&mut MapData> = ProgramArray::try_from(map)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::JUDGE)))?;
+            .ok_or(Error::MapMissing { map: names::JUDGE })?;
+        let mut judge_slot: ProgramArray<&mut MapData> =
+            ProgramArray::try_from(map).map_err(|e| Error::map(names::JUDGE, "opening", e))?;
         judge_slot
             .set(0, &judge_fd, 0)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::JUDGE)))?;
+            .map_err(|e| Error::map(names::JUDGE, "setting the judging program", e))?;
         let mut settings = Settings {
             flow_idle_ns: crate::config::FLOW_IDLE_DEFAULT_SECS * 1_000_000_000,
             all_ports: 1,
@@ -208,32 +215,45 @@ impl Filter {
         Ok(filter)
     }
 
-    fn map_mut<'a, T>(&'a mut self, name: &str) -> Result<T, Error>
+    fn map_mut<'a, T>(&'a mut self, map: &'static str) -> Result<T, Error>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
-        T::try_from(map).map_err(|e| Error::MapText(format!("map {name}: {e}")))
+        let data = self.ebpf.map_mut(map).ok_or(Error::MapMissing { map })?;
+        T::try_from(data).map_err(|e| Error::map(map, "opening", e))
+    }
+
+    fn map<'a, T>(&'a self, map: &'static str) -> Result<T, Error>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let data = self.ebpf.map(map).ok_or(Error::MapMissing { map })?;
+        T::try_from(data).map_err(|e| Error::map(map, "opening", e))
     }
 
     /// The kernel's id of a map of this filter, to open a handle of its own elsewhere.
+    /// `name` is one of `filter_common::names::MAPS`.
     pub fn map_id(&self, name: &str) -> Result<u32, Error> {
-        use aya::maps::Map;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
+        use aya::maps::{Map, MapError};
+        // The errors carry the name as the constant of `names`.
+        let map = names::MAPS
+            .into_iter()
+            .find(|m| *m == name)
+            .ok_or(Error::MapMissing {
+                map: "(not in names::MAPS)",
+            })?;
         let (Map::Array(data) | Map::HashMap(data) | Map::LruHashMap(data) | Map::RingBuf(data)) =
-            map
+            self.ebpf.map(map).ok_or(Error::MapMissing { map })?
         else {
-            return Err(Error::MapText(format!("map {name}: no id for its type")));
+            let e = std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "only arrays, hash maps and rings are handled",
+            );
+            return Err(Error::map(map, "reading its id", MapError::IoError(e)));
         };
         data.info()
             .map(|i| i.id())
-            .map_err(|e| Error::MapText(format!("map {name}: {e}")))
+            .map_err(|e| Error::map(map, "reading its id", e))
     }
 
     pub fn program(&self) -> &Xdp {
@@ -267,23 +287,15 @@ impl Filter {
             data_out: Some(&mut out),
             ..TestRunOptions::new()
         };
-        let result = self
-            .program()
-            .test_run(opts)
-            .map_err(|e| Error::LoadText(format!("BPF_PROG_TEST_RUN: {}", error_chain(&e))))?;
+        // A refused run is a failed system call (or aya's complaint about its arguments).
+        let result = self.program().test_run(opts).map_err(|e| {
+            Error::system(
+                "running a frame through the program (BPF_PROG_TEST_RUN)",
+                std::io::Error::other(error_chain(&e)),
+            )
+        })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
-    }
-
-    fn map<'a, T>(&'a self, name: &str) -> Result<T, Error>
-    where
-        T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or_else(|| Error::MapText(format!("map {name} missing from the object")))?;
-        T::try_from(map).map_err(|e| Error::MapText(format!("map {name}: {e}")))
     }
 
     /// Whether the object has a map of this name.
@@ -405,14 +417,11 @@ impl Filter {
         let _ = std::fs::remove_file(&path);
         self.ebpf
             .map(names::JUDGE)
-            .ok_or_else(|| Error::MapText(format!("map {} missing", names::JUDGE)))?
+            .ok_or(Error::MapMissing { map: names::JUDGE })?
             .pin(&path)
-            .map_err(|e| {
-                Error::State(format!(
-                    "pinning {} at {}: {e}",
-                    names::JUDGE,
-                    path.display()
-                ))
+            .map_err(|e| Error::Pinned {
+                reason: format!("pinning {}: {}", names::JUDGE, error_chain(&e)),
+                path,
             })
     }
 

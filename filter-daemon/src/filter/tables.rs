@@ -86,8 +86,13 @@ impl Filter {
             ..*self.sides
         };
         let mut map: Array<&mut MapData, Sides> = self.map_mut(names::SETTINGS)?;
-        map.set(0, sides, 0)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::SETTINGS)))
+        map.set(0, sides, 0).map_err(|e| {
+            Error::map(
+                names::SETTINGS,
+                format!("writing with side {active} in force"),
+                e,
+            )
+        })
     }
 
     /// Fills the side of the rules, wildcards and apps not in force with `set`.
@@ -105,8 +110,9 @@ impl Filter {
         }
         let mut wild: Array<&mut MapData, WildPattern> = self.map_mut(names::WILDCARDS)?;
         for (i, p) in tables.patterns.iter().enumerate() {
-            wild.set(offset + i as u32, *p, 0)
-                .map_err(|e| Error::MapText(format!("{}: {e}", names::WILDCARDS)))?;
+            let at = offset + i as u32;
+            wild.set(at, *p, 0)
+                .map_err(|e| Error::map(names::WILDCARDS, format!("writing slot {at}"), e))?;
         }
         // Only slots that hold a rule now or held one the last time this side was written
         // need a write: the rest are already empty.
@@ -115,19 +121,20 @@ impl Filter {
             .collect();
         let stale = std::mem::take(&mut self.side_slots[side as usize]);
         let mut rules: Array<&mut MapData, RuleSlot> = self.map_mut(names::RULES)?;
+        let rule_failed = |at: u32, e| Error::map(names::RULES, format!("writing slot {at}"), e);
         for i in stale.into_iter().filter(|&i| table[i as usize].hash == 0) {
+            let at = side * slots + i;
             rules
-                .set(side * slots + i, RuleSlot::default(), 0)
-                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::RULES)))?;
+                .set(at, RuleSlot::default(), 0)
+                .map_err(|e| rule_failed(at, e))?;
         }
         for &i in &used {
             let mut slot = table[i as usize];
             if slot.value.wild != 0 {
                 slot.value.wild += offset as u16;
             }
-            rules
-                .set(side * slots + i, slot, 0)
-                .map_err(|e| Error::MapText(format!("{}[{i}]: {e}", names::RULES)))?;
+            let at = side * slots + i;
+            rules.set(at, slot, 0).map_err(|e| rule_failed(at, e))?;
         }
         self.side_slots[side as usize] = used;
         let apps_base = side * filter_common::APPS_MAX;
@@ -137,8 +144,9 @@ impl Filter {
                 .apps
                 .get(i as usize)
                 .map_or_else(AppPolicy::default, |a| a.policy);
-            apps.set(apps_base + i, policy, 0)
-                .map_err(|e| Error::MapText(format!("{}: {e}", names::APPS)))?;
+            let at = apps_base + i;
+            apps.set(at, policy, 0)
+                .map_err(|e| Error::map(names::APPS, format!("writing slot {at}"), e))?;
         }
         self.install_scopes(set, apps_base)?;
         next.hash_seed = seed;
@@ -158,11 +166,14 @@ impl Filter {
                 return Ok((seed, table));
             }
         }
-        Err(Error::MapText(format!(
-            "{} rules do not fit the rules table of {} slots; raise rules_max",
-            set.rule_count(),
-            self.rule_slots
-        )))
+        Err(Error::config(
+            "rules_max",
+            format!(
+                "{} rules do not fit the rules table of {} slots; raise rules_max",
+                set.rule_count(),
+                self.rule_slots
+            ),
+        ))
     }
 
     /// Source exemptions and interface/VLAN scopes of every app: the new entries first,
@@ -217,13 +228,13 @@ impl Filter {
         for k in &exempt_keys {
             exempt
                 .insert(k, 1, 0)
-                .map_err(|e| Error::MapText(format!("{}: {e}", names::EXEMPT)))?;
+                .map_err(|e| Error::map(names::EXEMPT, "inserting an exemption", e))?;
         }
         let mut scopes: HashMap<&mut MapData, ScopeKey, u8> = self.map_mut(names::SCOPES)?;
         for k in &scope_keys {
             scopes
                 .insert(k, 1, 0)
-                .map_err(|e| Error::MapText(format!("{}: {e}", names::SCOPES)))?;
+                .map_err(|e| Error::map(names::SCOPES, "inserting a scope", e))?;
         }
         Ok(())
     }
@@ -330,7 +341,10 @@ fn random_seed() -> Result<u64, Error> {
     let mut b = [0u8; 8];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::LoadText(format!("reading /dev/urandom: {e}")))?;
+        .map_err(|source| Error::Read {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
     Ok(u64::from_ne_bytes(b))
 }
 
