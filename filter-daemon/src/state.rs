@@ -4,9 +4,10 @@
 //! Under `/sys/fs/bpf/NAME/` (root only):
 //! - `link-IFACE`: the XDP link of each interface. While it is pinned the program stays
 //!   attached, daemon or not; removing it detaches.
-//! - the maps that outlive a daemon ([`PINNED_MAPS`]): counters, blocked flows, hellos
-//!   being read, events, and `LAYOUT`, the layout version they were made with. A daemon
-//!   that starts adopts them, so counters go on and blocked flows stay blocked.
+//! - the maps that outlive a daemon ([`PINNED_MAPS`]): the counters (by reason, note,
+//!   interface and app), blocked flows, hellos being read and the hint bits of both, events,
+//!   and `LAYOUT`, the layout version they were made with. A daemon that starts adopts them,
+//!   so counters go on and blocked flows stay blocked.
 //! - `JUDGE`: the tail-call table of the loaded program, pinned so that it stays filled
 //!   when no daemon holds it (an emptied table would let hellos pass unread).
 //!
@@ -320,10 +321,9 @@ fn ensure_bpffs() -> Result<(), Error> {
     Ok(())
 }
 
-/// Whether a process with this pid is alive.
-/// Whether a daemon with this pid runs: a live process (not a zombie waiting to be reaped)
-/// of this program's name, not another that got the pid since.
-pub fn pid_alive(pid: u32) -> bool {
+/// Whether an sni-filter daemon runs with this pid: a live process (not a zombie waiting to
+/// be reaped) of this program's name, not another that got the pid since.
+pub fn daemon_alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) else {
         return false;
     };

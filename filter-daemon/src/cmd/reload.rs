@@ -3,7 +3,7 @@
 
 use crate::{
     Error,
-    state::{Instance, pid_alive},
+    state::{Instance, daemon_alive as pid_alive},
 };
 
 pub fn reload(instance: &Instance) -> Result<(), Error> {

@@ -23,7 +23,7 @@ use crate::{
         worker::{Policy, Worker},
     },
     rules::RuleSet,
-    state::{AppSummary, Attachment, Instance, RunState, pid_alive},
+    state::{AppSummary, Attachment, Instance, RunState, daemon_alive as pid_alive},
     syslog::{
         Logger, MsgId, Origin, Record, Severity,
         sink::{Destination, LocalPaths, QUEUE_CAPACITY, Sink, SinkConfig},

@@ -7,7 +7,7 @@ use filter_common::{BlockedFlow, FlowKey, Note, hello::HelloFlow, names};
 use crate::{
     Error,
     counters::{self, AppInfo, CounterMaps},
-    state::{Instance, pid_alive},
+    state::{Instance, daemon_alive},
 };
 
 pub fn status(instance: &Instance) -> Result<bool, Error> {
@@ -89,7 +89,7 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
 
 /// The first line: whether the filter is attached, and whether its daemon runs.
 fn print_header(instance: &Instance, state: &crate::state::RunState) -> bool {
-    let alive = pid_alive(state.pid);
+    let alive = daemon_alive(state.pid);
     let links: Vec<String> = instance
         .pinned_links()
         .into_iter()

@@ -5,14 +5,14 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Error,
-    state::{Instance, pid_alive},
+    state::{Instance, daemon_alive},
 };
 
 /// How long a running daemon gets to stop on SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
 pub fn unload(instance: &Instance) -> Result<(), Error> {
-    if let Some(state) = instance.read_state().filter(|s| pid_alive(s.pid)) {
+    if let Some(state) = instance.read_state().filter(|s| daemon_alive(s.pid)) {
         let pid = state.pid;
         // SAFETY: a signal to a process id read from the state file and checked to be ours.
         let rc = unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGTERM) };
@@ -23,7 +23,7 @@ pub fn unload(instance: &Instance) -> Result<(), Error> {
             ));
         }
         let deadline = Instant::now() + STOP_WAIT;
-        while pid_alive(pid) {
+        while daemon_alive(pid) {
             if Instant::now() > deadline {
                 return Err(Error::system(
                     format!(
