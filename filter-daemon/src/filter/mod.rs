@@ -16,6 +16,8 @@ use aya::{
 };
 use filter_common::{LAYOUT_VERSION, Settings, Sides, names};
 
+/// Where the counters' type has always been found.
+pub use crate::counters::Counters;
 use flows::HintWords;
 pub use flows::monotonic_ns;
 
@@ -74,8 +76,6 @@ pub enum Attached {
     /// The link an earlier daemon pinned, its program replaced by this one.
     Adopted,
 }
-
-pub use crate::counters::Counters;
 
 impl Filter {
     /// Loads the program with the table sizes and policy of a configuration.
