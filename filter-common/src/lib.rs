@@ -50,8 +50,13 @@ pub mod names {
     pub const HINT_SIDE: &str = "HINT_SIDE";
     /// Connections between their SYN and their hello.
     pub const OPENING: &str = "OPENING";
-    /// Every map the daemon reads or writes.
-    pub const MAPS: [&str; 16] = [
+    /// Every map the daemon reads or writes (a test checks each is in the object).
+    pub const MAPS: [&str; 21] = [
+        JUDGE,
+        LAYOUT,
+        EXEMPT,
+        SCOPES,
+        WILDCARDS,
         COUNTERS,
         RULES,
         APPS,

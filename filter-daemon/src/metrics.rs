@@ -1,5 +1,5 @@
-//! The daemon's counters read from the pinned maps (the ones `status` reads): logged as
-//! summaries every interval, and served as Prometheus text on an optional `/metrics`.
+//! What the daemon reports of its counters (read by `counters` from the pinned maps):
+//! summaries logged every interval, and Prometheus text served on an optional `/metrics`.
 
 use std::{
     fmt::Write as _,
@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, PerCpuArray};
-use filter_common::{AppCounters, Counter, NOTE_COUNT, Note, REASON_COUNT, Reason, names};
+use aya::maps::MapData;
+use filter_common::{AppCounters, Counter, Note, Reason};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
@@ -20,87 +20,19 @@ use tokio::{
 };
 
 use crate::{
-    Error, counters,
+    Error,
+    counters::{self, CounterMaps},
     state::Instance,
     syslog::{MsgId, Record, Severity, sink::SinkStats},
 };
 
-/// An app as summaries and `/metrics` name it; its index is its slot in `APP_COUNTERS`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppInfo {
-    pub name: String,
-    pub action: String,
-}
-
-/// The counters at one moment.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// By reason, in [`Reason::ALL`] order.
-    pub reasons: Vec<Counter>,
-    pub apps: Vec<(AppInfo, AppCounters)>,
-    /// By note, in [`Note::ALL`] order.
-    pub notes: Vec<u64>,
-}
-
-/// The pinned per-CPU arrays the counters live in.
-struct CounterMaps {
-    reasons: PerCpuArray<MapData, Counter>,
-    apps: PerCpuArray<MapData, AppCounters>,
-    notes: PerCpuArray<MapData, u64>,
-}
-
-/// Slot `i` of a per-CPU array, summed over the CPUs with `add`.
-fn read_slot<V: aya::Pod + Default>(
-    array: &PerCpuArray<MapData, V>,
-    name: &str,
-    i: u32,
-    add: impl Fn(V, &V) -> V,
-) -> Result<V, Error> {
-    let per_cpu = array
-        .get(&i, 0)
-        .map_err(|e| Error::MapText(format!("{name}[{i}]: {e}")))?;
-    Ok(per_cpu.iter().fold(V::default(), add))
-}
-
-impl CounterMaps {
-    fn snapshot(&self, apps: &[AppInfo]) -> Result<Snapshot, Error> {
-        let reasons = (0..REASON_COUNT)
-            .map(|i| {
-                read_slot(&self.reasons, names::COUNTERS, i, |a, c| Counter {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                    dropped: a.dropped + c.dropped,
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let apps = apps
-            .iter()
-            .zip(0..filter_common::APPS_MAX)
-            .map(|(app, i)| {
-                let c = read_slot(&self.apps, names::APP_COUNTERS, i, |a, c| AppCounters {
-                    flows: a.flows + c.flows,
-                    packets_dropped: a.packets_dropped + c.packets_dropped,
-                    bytes_dropped: a.bytes_dropped + c.bytes_dropped,
-                    resets: a.resets + c.resets,
-                })?;
-                Ok((app.clone(), c))
-            })
-            .collect::<Result<_, Error>>()?;
-        let notes = (0..NOTE_COUNT)
-            .map(|i| read_slot(&self.notes, names::NOTES, i, |a, c| a + c))
-            .collect::<Result<_, _>>()?;
-        Ok(Snapshot {
-            reasons,
-            apps,
-            notes,
-        })
-    }
-}
+/// The counters' types, kept reachable here where the daemon has always found them.
+pub use crate::counters::{AppInfo, Snapshot};
 
 /// What the daemon counts and exposes: the program's counters, read when asked, and the
 /// daemon's own (events, syslog sink). Shared by the daemon loop and the `/metrics` server.
 pub struct DaemonMetrics {
-    maps: Mutex<CounterMaps>,
+    maps: Mutex<CounterMaps<MapData>>,
     apps: Mutex<Vec<AppInfo>>,
     sink: Mutex<Option<Arc<SinkStats>>>,
     /// Syslog records dropped by sinks replaced on reload, so totals never go back.
@@ -118,11 +50,7 @@ impl DaemonMetrics {
     /// Opens the running filter's pinned counter maps.
     pub fn open(instance: &Instance, apps: Vec<AppInfo>) -> Result<Self, Error> {
         Ok(Self {
-            maps: Mutex::new(CounterMaps {
-                reasons: instance.open_per_cpu(names::COUNTERS)?,
-                apps: instance.open_per_cpu(names::APP_COUNTERS)?,
-                notes: instance.open_per_cpu(names::NOTES)?,
-            }),
+            maps: Mutex::new(CounterMaps::pinned(instance)?),
             apps: Mutex::new(apps),
             sink: Mutex::new(None),
             sink_dropped_before: AtomicU64::new(0),
@@ -155,61 +83,68 @@ impl DaemonMetrics {
 
     pub fn snapshot(&self) -> Result<Snapshot, Error> {
         let apps = lock(&self.apps).clone();
-        lock(&self.maps).snapshot(&apps)
+        lock(&self.maps).snapshot(&apps, &[])
     }
 
     /// Prometheus text exposition (format 0.0.4) of every counter.
     pub fn render(&self) -> Result<String, Error> {
         let snap = self.snapshot()?;
         let mut out = String::with_capacity(8192);
-        let reasons = || Reason::ALL.iter().zip(&snap.reasons);
-        family(
-            &mut out,
-            "sni_filter_packets_total",
-            "Packets the XDP program judged, by reason.",
-            reasons().map(|(r, c)| (labels(&[("reason", r.name())]), c.packets)),
-        );
-        family(
-            &mut out,
-            "sni_filter_bytes_total",
-            "Bytes of the packets the XDP program judged, by reason.",
-            reasons().map(|(r, c)| (labels(&[("reason", r.name())]), c.bytes)),
-        );
-        family(
-            &mut out,
-            "sni_filter_dropped_packets_total",
-            "Of the packets judged, those dropped, by reason.",
-            reasons().map(|(r, c)| (labels(&[("reason", r.name())]), c.dropped)),
-        );
-        let apps = || {
-            snap.apps
-                .iter()
-                .map(|(a, c)| (labels(&[("app", &a.name), ("action", &a.action)]), c))
-        };
-        family(
-            &mut out,
-            "sni_filter_app_flows_total",
-            "Flows whose ClientHello matched the app's rules.",
-            apps().map(|(l, c)| (l, c.flows)),
-        );
-        family(
-            &mut out,
-            "sni_filter_app_dropped_packets_total",
-            "Packets of the app's flows dropped.",
-            apps().map(|(l, c)| (l, c.packets_dropped)),
-        );
-        family(
-            &mut out,
-            "sni_filter_app_dropped_bytes_total",
-            "Bytes of the app's flows dropped.",
-            apps().map(|(l, c)| (l, c.bytes_dropped)),
-        );
-        family(
-            &mut out,
-            "sni_filter_app_resets_total",
-            "TCP resets sent to clients of the app (action reject).",
-            apps().map(|(l, c)| (l, c.resets)),
-        );
+        let by_reason: [Family<Counter>; 3] = [
+            (
+                "sni_filter_packets_total",
+                "Packets the XDP program judged, by reason.",
+                |c| c.packets,
+            ),
+            (
+                "sni_filter_bytes_total",
+                "Bytes of the packets the XDP program judged, by reason.",
+                |c| c.bytes,
+            ),
+            (
+                "sni_filter_dropped_packets_total",
+                "Of the packets judged, those dropped, by reason.",
+                |c| c.dropped,
+            ),
+        ];
+        for (name, help, value) in by_reason {
+            let samples = Reason::ALL.iter().zip(&snap.reasons);
+            family(
+                &mut out,
+                name,
+                help,
+                samples.map(|(r, c)| (labels(&[("reason", r.name())]), value(c))),
+            );
+        }
+        let by_app: [Family<AppCounters>; 4] = [
+            (
+                "sni_filter_app_flows_total",
+                "Flows whose ClientHello matched the app's rules.",
+                |c| c.flows,
+            ),
+            (
+                "sni_filter_app_dropped_packets_total",
+                "Packets of the app's flows dropped.",
+                |c| c.packets_dropped,
+            ),
+            (
+                "sni_filter_app_dropped_bytes_total",
+                "Bytes of the app's flows dropped.",
+                |c| c.bytes_dropped,
+            ),
+            (
+                "sni_filter_app_resets_total",
+                "TCP resets sent to clients of the app (action reject).",
+                |c| c.resets,
+            ),
+        ];
+        for (name, help, value) in by_app {
+            let samples = snap.apps.iter().map(|(a, c)| {
+                let l = labels(&[("app", &a.name), ("action", &a.action)]);
+                (l, value(c))
+            });
+            family(&mut out, name, help, samples);
+        }
         family(
             &mut out,
             "sni_filter_notes_total",
@@ -271,6 +206,9 @@ impl DaemonMetrics {
     }
 }
 
+/// A counter family of `/metrics`: its name, its help and the field of `C` it samples.
+type Family<C> = (&'static str, &'static str, fn(&C) -> u64);
+
 /// `{a="x",b="y"}` with values escaped as the exposition format wants (`\`, `"`, newline).
 fn labels(pairs: &[(&str, &str)]) -> String {
     let mut out = String::from("{");
@@ -324,13 +262,7 @@ pub fn summary(
         let _ = write!(text, " (syslog: {sink_delta} messages not sent)");
     }
     let zero = Counter::default();
-    let sum = |s: &Snapshot| {
-        s.reasons.iter().fold(zero, |a, c| Counter {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-            dropped: a.dropped + c.dropped,
-        })
-    };
+    let sum = |s: &Snapshot| s.reasons.iter().fold(zero, counters::add_counter);
     let (b, n) = (sum(prev), sum(now));
     let mut r = Record::new(MsgId::Summary, Severity::Info, text)
         .param("interval_secs", interval.as_secs_f64().round())
@@ -432,8 +364,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     let std = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| Error::State(format!("metrics: cannot listen on {addr}: {e}")))?;
-    TcpListener::from_std(std).map_err(|e| Error::State(format!("metrics: {e}")))
+        .map_err(|e| Error::system(format!("metrics: cannot listen on {addr}"), e))?;
+    TcpListener::from_std(std)
+        .map_err(|e| Error::system(format!("metrics: listening on {addr}"), e))
 }
 
 /// Serves `GET /metrics` until the task is dropped.
@@ -549,6 +482,7 @@ mod tests {
                 ),
             ],
             notes,
+            ifaces: Vec::new(),
         }
     }
 

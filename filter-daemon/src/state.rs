@@ -4,9 +4,10 @@
 //! Under `/sys/fs/bpf/NAME/` (root only):
 //! - `link-IFACE`: the XDP link of each interface. While it is pinned the program stays
 //!   attached, daemon or not; removing it detaches.
-//! - the maps that outlive a daemon ([`PINNED_MAPS`]): counters, blocked flows, hellos
-//!   being read, events, and `LAYOUT`, the layout version they were made with. A daemon
-//!   that starts adopts them, so counters go on and blocked flows stay blocked.
+//! - the maps that outlive a daemon ([`PINNED_MAPS`]): the counters (by reason, note,
+//!   interface and app), blocked flows, hellos being read and the hint bits of both, events,
+//!   and `LAYOUT`, the layout version they were made with. A daemon that starts adopts them,
+//!   so counters go on and blocked flows stay blocked.
 //! - `JUDGE`: the tail-call table of the loaded program, pinned so that it stays filled
 //!   when no daemon holds it (an emptied table would let hellos pass unread).
 //!
@@ -17,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Array, Map, MapData};
 use filter_common::{LAYOUT_VERSION, names};
 use serde::{Deserialize, Serialize};
 
@@ -83,9 +84,10 @@ impl Instance {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(Error::State(format!(
-                "instance name {name:?} may only use letters, digits, '-' and '_'"
-            )));
+            return Err(Error::config(
+                format!("instance name {name:?}"),
+                "may only use letters, digits, '-' and '_'",
+            ));
         }
         Ok(Self {
             name: name.to_owned(),
@@ -139,7 +141,7 @@ impl Instance {
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir)
-                .map_err(|e| Error::State(format!("creating {}: {e}", dir.display())))?;
+                .map_err(|e| Error::system(format!("creating {}", dir.display()), e))?;
         }
         Ok(())
     }
@@ -151,10 +153,11 @@ impl Instance {
     pub fn write_state(&self, state: &RunState) -> Result<(), Error> {
         let path = self.state_file();
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(state).map_err(|e| Error::State(e.to_string()))?;
-        fs::write(&tmp, json)
+        serde_json::to_vec_pretty(state)
+            .map_err(std::io::Error::from)
+            .and_then(|json| fs::write(&tmp, json))
             .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| Error::State(format!("writing {}: {e}", path.display())))
+            .map_err(|source| Error::Write { path, source })
     }
 
     pub fn read_state(&self) -> Option<RunState> {
@@ -195,50 +198,43 @@ impl Instance {
         if !path.exists() {
             return Ok(None);
         }
-        let data = MapData::from_pin(&path)
-            .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))?;
-        let array: Array<MapData, u32> = Array::try_from(Map::Array(data))
-            .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
-        array
-            .get(&0, 0)
-            .map(Some)
-            .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+        let failed =
+            |what: &str, e| Error::map(names::LAYOUT, format!("{what} {}", path.display()), e);
+        let data = MapData::from_pin(&path).map_err(|e| failed("opening", e))?;
+        let array: Array<MapData, u32> =
+            Array::try_from(Map::Array(data)).map_err(|e| failed("opening", e))?;
+        array.get(&0, 0).map(Some).map_err(|e| failed("reading", e))
     }
 
     /// Opens a pinned map for the CLI, once the pinned layout is known to be this
     /// version's: a map of another layout would be misread.
-    pub fn open_pinned(&self, name: &str) -> Result<MapData, Error> {
+    pub fn open_pinned(&self, name: &'static str) -> Result<MapData, Error> {
+        let refused = |reason: String| Error::Pinned {
+            path: self.pin_dir(),
+            reason,
+        };
         match self.pinned_layout()? {
             Some(LAYOUT_VERSION) => {}
             Some(other) => {
-                return Err(Error::State(format!(
-                    "the filter pinned under {} uses map layout {other}; this sni-filter reads layout {LAYOUT_VERSION}: use the sni-filter that loaded it, or restart the daemon with this one (it takes over without a gap)",
-                    self.pin_dir().display()
+                return Err(refused(format!(
+                    "the filter pinned here uses map layout {other}; this sni-filter reads layout {LAYOUT_VERSION}: use the sni-filter that loaded it, or restart the daemon with this one (it takes over without a gap)"
                 )));
             }
             None if self.pin(names::COUNTERS).exists() => {
-                return Err(Error::State(format!(
-                    "the maps pinned under {} carry no layout version (an older sni-filter made them): restart the daemon with this version",
-                    self.pin_dir().display()
-                )));
+                return Err(refused(
+                    "the maps pinned here carry no layout version (an older sni-filter made them): restart the daemon with this version".into(),
+                ));
             }
             None => {
-                return Err(Error::State(format!(
-                    "no filter is loaded for instance {:?}: nothing pinned under {}",
-                    self.name,
-                    self.pin_dir().display()
+                return Err(refused(format!(
+                    "no filter is loaded for instance {:?}: nothing is pinned here",
+                    self.name
                 )));
             }
         }
         let path = self.pin(name);
         MapData::from_pin(&path)
-            .map_err(|e| Error::State(format!("reading {}: {e}", path.display())))
-    }
-
-    /// A pinned per-CPU array, opened as [`Instance::open_pinned`] does.
-    pub fn open_per_cpu<V: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<MapData, V>, Error> {
-        PerCpuArray::try_from(Map::PerCpuArray(self.open_pinned(name)?))
-            .map_err(|e| Error::State(format!("{}: {e}", self.pin(name).display())))
+            .map_err(|e| Error::map(name, format!("opening {}", path.display()), e))
     }
 
     /// Readies the pinned maps for a daemon that starts and will adopt them: kept when
@@ -250,7 +246,7 @@ impl Instance {
         let remove = |name: &str| {
             let path = self.pin(name);
             fs::remove_file(&path)
-                .map_err(|e| Error::State(format!("removing {}: {e}", path.display())))
+                .map_err(|e| Error::system(format!("removing {}", path.display()), e))
         };
         let pinned: Vec<&str> = PINNED_MAPS
             .into_iter()
@@ -317,18 +313,17 @@ fn ensure_bpffs() -> Result<(), Error> {
         )
     };
     if rc != 0 {
-        return Err(Error::State(format!(
-            "bpffs is not mounted at {BPFFS} and mounting it failed: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(Error::system(
+            format!("bpffs is not mounted at {BPFFS} and mounting it failed"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
 
-/// Whether a process with this pid is alive.
-/// Whether a daemon with this pid runs: a live process (not a zombie waiting to be reaped)
-/// of this program's name, not another that got the pid since.
-pub fn pid_alive(pid: u32) -> bool {
+/// Whether an sni-filter daemon runs with this pid: a live process (not a zombie waiting to
+/// be reaped) of this program's name, not another that got the pid since.
+pub fn daemon_alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) else {
         return false;
     };

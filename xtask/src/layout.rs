@@ -248,7 +248,11 @@ fn circles(src: &Path) -> Vec<String> {
         .filter_map(|(parent, edges)| {
             circle(edges).map(|c| {
                 c.iter()
-                    .map(|m| [parent.as_slice(), std::slice::from_ref(m)].concat().join("::"))
+                    .map(|m| {
+                        [parent.as_slice(), std::slice::from_ref(m)]
+                            .concat()
+                            .join("::")
+                    })
                     .collect::<Vec<_>>()
                     .join(" -> ")
             })

@@ -15,7 +15,7 @@ pub fn flows(instance: &Instance, flush: bool) -> Result<(), Error> {
     let path = instance.pin(names::VERDICTS);
     let data = instance.open_pinned(names::VERDICTS)?;
     let mut map: HashMap<MapData, FlowKey, BlockedFlow> = HashMap::try_from(Map::HashMap(data))
-        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::map(names::VERDICTS, format!("opening {}", path.display()), e))?;
     let apps: Vec<String> = instance
         .read_state()
         .map(|s| s.apps.into_iter().map(|a| a.name).collect())

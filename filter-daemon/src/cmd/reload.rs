@@ -4,7 +4,7 @@
 
 use crate::{
     Error,
-    state::{Instance, pid_alive},
+    state::{Instance, daemon_alive},
 };
 
 pub fn reload(instance: &Instance) -> Result<(), Error> {
@@ -15,7 +15,7 @@ pub fn reload(instance: &Instance) -> Result<(), Error> {
     let state = instance
         .read_state()
         .ok_or_else(|| not_running(format!("no {}", instance.state_file().display())))?;
-    if !pid_alive(state.pid) {
+    if !daemon_alive(state.pid) {
         return Err(not_running(format!(
             "its last daemon (pid {}) has ended: stale state",
             state.pid

@@ -11,8 +11,8 @@ use filter_common::{Counter, Note, Reason};
 use serde_json::{Value, json};
 
 use crate::{
-    Error, counters,
-    metrics::{AppInfo, DaemonMetrics, Snapshot},
+    Error,
+    counters::{self, AppInfo, CounterMaps, Snapshot},
     state::Instance,
     syslog::rfc3339,
 };
@@ -38,18 +38,19 @@ pub fn stats(instance: &Instance, opts: &StatsOptions) -> Result<(), Error> {
                 .collect()
         })
         .unwrap_or_default();
-    let metrics = DaemonMetrics::open(instance, apps)?;
+    let maps = CounterMaps::pinned(instance)?;
+    let snapshot = || maps.snapshot(&apps, &[]);
     let Some(every) = opts.watch else {
-        let now = metrics.snapshot()?;
+        let now = snapshot()?;
         print(&render(&now, None, opts.json));
         return Ok(());
     };
-    let mut last = metrics.snapshot()?;
+    let mut last = snapshot()?;
     let mut last_at = Instant::now();
     let mut samples = 0;
     while opts.count.is_none_or(|n| samples < n) {
         std::thread::sleep(every);
-        let now = metrics.snapshot()?;
+        let now = snapshot()?;
         let at = Instant::now();
         print(&render(&now, Some((&last, at - last_at)), opts.json));
         last = now;

@@ -1,16 +1,13 @@
 //! `sni-filter status`: the running filter's attachments, rule set and counters, read from
 //! its state file and pinned maps, as aligned columns with human units.
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use filter_common::{
-    AppCounters, BlockedFlow, Counter, FlowKey, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
-    hello::HelloFlow, names,
-};
+use aya::maps::{HashMap, Map, MapData};
+use filter_common::{BlockedFlow, FlowKey, Note, hello::HelloFlow, names};
 
 use crate::{
-    Error, counters,
-    filter::sum_counters,
-    state::{Instance, pid_alive},
+    Error,
+    counters::{self, AppInfo, CounterMaps},
+    state::{Instance, daemon_alive},
 };
 
 pub fn status(instance: &Instance) -> Result<bool, Error> {
@@ -29,37 +26,35 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
         state.config_fingerprint
     );
 
-    let ifaces: Vec<IfaceCounters> =
-        read_per_cpu(instance, names::IFACE_COUNTERS, IFACE_SLOTS, sum_iface)?;
+    let apps: Vec<AppInfo> = state
+        .apps
+        .iter()
+        .map(|a| AppInfo {
+            name: a.name.clone(),
+            action: a.action.clone(),
+        })
+        .collect();
+    let ifindexes: Vec<u32> = state.interfaces.iter().map(|a| a.ifindex).collect();
+    let snap = CounterMaps::pinned(instance)?.snapshot(&apps, &ifindexes)?;
     println!();
     println!(
         "{:<16} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
         "interface", "mode", "ipv4", "ipv6", "other", "vlan", "dropped"
     );
-    for a in &state.interfaces {
-        let c = ifaces
-            .get((a.ifindex % IFACE_SLOTS) as usize)
-            .copied()
-            .unwrap_or_default();
+    for (a, (_, c)) in state.interfaces.iter().zip(&snap.ifaces) {
         println!(
             "{:<16} {:<8} {:>12} {:>12} {:>12} {:>12} {:>12}",
             a.interface, a.mode, c.ipv4, c.ipv6, c.other, c.vlan_tagged, c.dropped
         );
     }
 
-    let apps: Vec<AppCounters> = read_per_cpu(
-        instance,
-        names::APP_COUNTERS,
-        filter_common::APPS_MAX,
-        sum_app,
-    )?;
     println!();
     println!(
         "{:<16} {:<8} {:>8} {:>8} {:>10} {:>12} {:>12} {:>8}",
         "app", "action", "enabled", "rules", "flows", "dropped", "bytes", "resets"
     );
     for (i, a) in state.apps.iter().enumerate() {
-        let c = apps.get(i).copied().unwrap_or_default();
+        let c = snap.apps.get(i).map(|(_, c)| *c).unwrap_or_default();
         println!(
             "{:<16} {:<8} {:>8} {:>8} {:>10} {:>12} {:>12} {:>8}",
             a.name,
@@ -78,13 +73,10 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
     println!("{:<18} {flows:>8} of {flows_max}", "blocked flows");
     println!("{:<18} {hellos:>8} of {hellos_max}", "hellos being read");
     println!();
-    print!("{}", counters::table(&read_reasons(instance)?, false));
-    let notes: Vec<u64> = read_per_cpu(instance, names::NOTES, NOTE_COUNT, |v: &[u64]| {
-        v.iter().sum()
-    })?;
+    print!("{}", counters::table(&snap.reasons, false));
     let seen: Vec<String> = Note::ALL
         .iter()
-        .zip(&notes)
+        .zip(&snap.notes)
         .filter(|(_, n)| **n > 0)
         .map(|(note, n)| format!("{}={n}", note.name()))
         .collect();
@@ -97,7 +89,7 @@ pub fn status(instance: &Instance) -> Result<bool, Error> {
 
 /// The first line: whether the filter is attached, and whether its daemon runs.
 fn print_header(instance: &Instance, state: &crate::state::RunState) -> bool {
-    let alive = pid_alive(state.pid);
+    let alive = daemon_alive(state.pid);
     let links: Vec<String> = instance
         .pinned_links()
         .into_iter()
@@ -127,55 +119,11 @@ fn print_header(instance: &Instance, state: &crate::state::RunState) -> bool {
 }
 
 /// Entries in a pinned hash map keyed by flow, and its bound.
-fn occupancy<V: aya::Pod>(instance: &Instance, name: &str) -> Result<(usize, u32), Error> {
+fn occupancy<V: aya::Pod>(instance: &Instance, name: &'static str) -> Result<(usize, u32), Error> {
     let path = instance.pin(name);
     let data = instance.open_pinned(name)?;
     let max = data.info().map_or(0, |i| i.max_entries());
     let map: HashMap<MapData, FlowKey, V> = HashMap::try_from(Map::HashMap(data))
-        .map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::map(name, format!("opening {}", path.display()), e))?;
     Ok((map.keys().filter_map(Result::ok).count(), max))
-}
-
-/// The counters by reason of the running filter.
-pub fn read_reasons(instance: &Instance) -> Result<Vec<Counter>, Error> {
-    let array: PerCpuArray<MapData, Counter> = instance.open_per_cpu(names::COUNTERS)?;
-    sum_counters(&array)
-}
-
-/// Reads every slot of a pinned per-CPU array, summing the CPUs with `sum`.
-fn read_per_cpu<V: aya::Pod, T>(
-    instance: &Instance,
-    name: &str,
-    slots: u32,
-    sum: impl Fn(&[V]) -> T,
-) -> Result<Vec<T>, Error> {
-    let array: PerCpuArray<MapData, V> = instance.open_per_cpu(name)?;
-    (0..slots)
-        .map(|i| {
-            let v = array
-                .get(&i, 0)
-                .map_err(|e| Error::State(format!("{name}[{i}]: {e}")))?;
-            Ok(sum(&v))
-        })
-        .collect()
-}
-
-fn sum_iface(v: &[IfaceCounters]) -> IfaceCounters {
-    v.iter()
-        .fold(IfaceCounters::default(), |a, c| IfaceCounters {
-            ipv4: a.ipv4 + c.ipv4,
-            ipv6: a.ipv6 + c.ipv6,
-            other: a.other + c.other,
-            vlan_tagged: a.vlan_tagged + c.vlan_tagged,
-            dropped: a.dropped + c.dropped,
-        })
-}
-
-fn sum_app(v: &[AppCounters]) -> AppCounters {
-    v.iter().fold(AppCounters::default(), |a, c| AppCounters {
-        flows: a.flows + c.flows,
-        packets_dropped: a.packets_dropped + c.packets_dropped,
-        bytes_dropped: a.bytes_dropped + c.bytes_dropped,
-        resets: a.resets + c.resets,
-    })
 }

@@ -5,30 +5,33 @@ use std::time::{Duration, Instant};
 
 use crate::{
     Error,
-    state::{Instance, pid_alive},
+    state::{Instance, daemon_alive},
 };
 
 /// How long a running daemon gets to stop on SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
 pub fn unload(instance: &Instance) -> Result<(), Error> {
-    if let Some(state) = instance.read_state().filter(|s| pid_alive(s.pid)) {
+    if let Some(state) = instance.read_state().filter(|s| daemon_alive(s.pid)) {
         let pid = state.pid;
         // SAFETY: a signal to a process id read from the state file and checked to be ours.
         let rc = unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGTERM) };
         if rc != 0 {
-            return Err(Error::State(format!(
-                "cannot stop the daemon (pid {pid}): {}; nothing was removed",
-                std::io::Error::last_os_error()
-            )));
+            return Err(Error::system(
+                format!("cannot stop the daemon (pid {pid}), so nothing was removed"),
+                std::io::Error::last_os_error(),
+            ));
         }
         let deadline = Instant::now() + STOP_WAIT;
-        while pid_alive(pid) {
+        while daemon_alive(pid) {
             if Instant::now() > deadline {
-                return Err(Error::State(format!(
-                    "the daemon (pid {pid}) did not stop within {}s of SIGTERM; nothing was removed",
-                    STOP_WAIT.as_secs()
-                )));
+                return Err(Error::system(
+                    format!(
+                        "the daemon (pid {pid}) did not stop within {}s of SIGTERM, so nothing was removed",
+                        STOP_WAIT.as_secs()
+                    ),
+                    std::io::ErrorKind::TimedOut.into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -61,11 +64,13 @@ pub fn unload(instance: &Instance) -> Result<(), Error> {
         }
     );
     if instance.exists() {
-        return Err(Error::State(format!(
-            "{} or {} could not be removed entirely",
-            instance.pin_dir().display(),
-            instance.state_file().display()
-        )));
+        return Err(Error::Pinned {
+            path: instance.pin_dir(),
+            reason: format!(
+                "this folder or {} could not be removed entirely",
+                instance.state_file().display()
+            ),
+        });
     }
     Ok(())
 }

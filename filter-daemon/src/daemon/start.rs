@@ -12,7 +12,7 @@ use crate::{
     },
     rules::RuleSet,
     shutdown::Shutdown,
-    state::{AppSummary, Attachment, Instance, RunState, pid_alive},
+    state::{AppSummary, Attachment, Instance, RunState, daemon_alive},
     syslog::{
         Logger, Origin, Severity,
         sink::{Destination, LocalPaths, QUEUE_CAPACITY, Sink, SinkConfig},
@@ -96,7 +96,7 @@ pub(super) fn start(
 
     if let Some(other) = instance
         .read_state()
-        .filter(|s| s.pid != std::process::id() && pid_alive(s.pid))
+        .filter(|s| s.pid != std::process::id() && daemon_alive(s.pid))
     {
         return Err(Error::AlreadyRunning {
             instance: instance.name.clone(),

@@ -43,12 +43,12 @@ pub struct QuicMaps {
 
 fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     filter: &Filter,
-    name: &str,
+    name: &'static str,
 ) -> Result<T, Error> {
     let id = filter.map_id(name)?;
-    let data = MapData::from_id(id).map_err(|e| Error::MapText(format!("{name}: {e}")))?;
-    let map = Map::from_map_data(data).map_err(|e| Error::MapText(format!("{name}: {e}")))?;
-    T::try_from(map).map_err(|e| Error::MapText(format!("{name}: {e}")))
+    let data = MapData::from_id(id).map_err(|e| Error::map(name, "opening by id", e))?;
+    let map = Map::from_map_data(data).map_err(|e| Error::map(name, "opening by id", e))?;
+    T::try_from(map).map_err(|e| Error::map(name, "opening by id", e))
 }
 
 impl QuicMaps {
@@ -66,7 +66,7 @@ impl QuicMaps {
         let now = if alive { monotonic_ns() } else { 0 };
         self.heartbeat
             .set(0, now, 0)
-            .map_err(|e| Error::MapText(format!("{}: {e}", names::QUIC_HEARTBEAT)))
+            .map_err(|e| Error::map(names::QUIC_HEARTBEAT, "writing the heartbeat", e))
     }
 }
 
