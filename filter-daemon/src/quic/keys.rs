@@ -5,6 +5,13 @@
 use filter_common::wire::{QUIC_V1 as V1, QUIC_V2 as V2};
 use ring::{aead, hkdf};
 
+/// Who sent a packet: the keys differ (RFC 9001 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    Client,
+    Server,
+}
+
 /// RFC 9001 §5.2.
 const SALT_V1: [u8; 20] = [
     0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
@@ -21,13 +28,6 @@ const CID_MAX: usize = 20;
 /// Header protection samples 16 bytes, starting 4 bytes after the packet number's start.
 const SAMPLE_LEN: usize = 16;
 const TAG_LEN: usize = 16;
-
-/// Who sent a packet: the keys differ (RFC 9001 §5.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sender {
-    Client,
-    Server,
-}
 
 /// The Initial keys of one direction.
 pub struct InitialKeys {
