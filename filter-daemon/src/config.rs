@@ -16,7 +16,7 @@ use toml::Spanned;
 
 pub use checks::line_of;
 use checks::{
-    checked_number, parse_app, parse_inspected_ports, parse_quic_ports, valid_interface_name,
+    check_interfaces, checked_number, parse_app, parse_inspected_ports, parse_quic_ports,
 };
 pub use logging::{APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging};
 use logging::{parse_logging, parse_metrics};
@@ -86,17 +86,7 @@ impl Config {
         let at = |offset: usize| format!("{}:{}", path.display(), line_of(text, offset));
 
         let f = raw.filter;
-        for iface in &f.interfaces {
-            if !valid_interface_name(iface.get_ref()) {
-                return Err(Error::config(
-                    at(iface.span().start),
-                    format!(
-                        "interface name {:?} is not a valid Linux interface name",
-                        iface.get_ref()
-                    ),
-                ));
-            }
-        }
+        check_interfaces(&f.interfaces, &at)?;
         let number = checked_number(&at);
         let u32_max = u64::from(u32::MAX / 2);
         // Each number key: its value, name, default and range, checked in this order.

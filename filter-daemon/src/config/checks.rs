@@ -18,8 +18,27 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     bytecount(&text.as_bytes()[..offset.min(text.len())]) + 1
 }
 
-pub(super) fn valid_interface_name(name: &str) -> bool {
+fn valid_interface_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ', '\0'])
+}
+
+/// The `[filter]` interfaces: each a name Linux accepts.
+pub(super) fn check_interfaces(
+    interfaces: &[Spanned<String>],
+    at: &impl Fn(usize) -> String,
+) -> Result<(), Error> {
+    for iface in interfaces {
+        if !valid_interface_name(iface.get_ref()) {
+            return Err(Error::config(
+                at(iface.span().start),
+                format!(
+                    "interface name {:?} is not a valid Linux interface name",
+                    iface.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn parse_app(
