@@ -16,7 +16,7 @@ use toml::Spanned;
 
 pub use checks::line_of;
 use checks::{
-    check_interfaces, checked_number, parse_app, parse_inspected_ports, parse_quic_ports,
+    check_interfaces, checked_numbers, parse_app, parse_inspected_ports, parse_quic_ports,
 };
 pub use logging::{APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging};
 use logging::{parse_logging, parse_metrics};
@@ -87,52 +87,48 @@ impl Config {
 
         let f = raw.filter;
         check_interfaces(&f.interfaces, &at)?;
-        let number = checked_number(&at);
         let u32_max = u64::from(u32::MAX / 2);
-        // Each number key: its value, name, default and range, checked in this order.
-        let keys = [
-            (
-                &f.summary_interval_secs,
-                "summary_interval_secs",
-                SUMMARY_INTERVAL_DEFAULT,
-                (1, 86_400),
-            ),
-            (
-                &f.rules_max,
-                "rules_max",
-                filter_common::RULES_DEFAULT_MAX.into(),
-                (1, u32_max),
-            ),
-            (
-                &f.flow_idle_secs,
-                "flow_idle_secs",
-                FLOW_IDLE_DEFAULT_SECS,
-                (1, 86_400),
-            ),
-            (
-                &f.verdicts_max,
-                "verdicts_max",
-                filter_common::VERDICTS_DEFAULT_MAX.into(),
-                (16, u32_max),
-            ),
-            (
-                &f.hellos_max,
-                "hellos_max",
-                filter_common::HELLOS_DEFAULT_MAX.into(),
-                (16, u32_max),
-            ),
-        ];
-        let mut numbers = [0; 5];
-        for (n, (value, name, default, range)) in numbers.iter_mut().zip(keys) {
-            *n = number(value, name, default, range)?;
-        }
         let [
             summary_interval_secs,
             rules_max,
             flow_idle_secs,
             verdicts_max,
             hellos_max,
-        ] = numbers;
+        ] = checked_numbers(
+            [
+                (
+                    &f.summary_interval_secs,
+                    "summary_interval_secs",
+                    SUMMARY_INTERVAL_DEFAULT,
+                    (1, 86_400),
+                ),
+                (
+                    &f.rules_max,
+                    "rules_max",
+                    filter_common::RULES_DEFAULT_MAX.into(),
+                    (1, u32_max),
+                ),
+                (
+                    &f.flow_idle_secs,
+                    "flow_idle_secs",
+                    FLOW_IDLE_DEFAULT_SECS,
+                    (1, 86_400),
+                ),
+                (
+                    &f.verdicts_max,
+                    "verdicts_max",
+                    filter_common::VERDICTS_DEFAULT_MAX.into(),
+                    (16, u32_max),
+                ),
+                (
+                    &f.hellos_max,
+                    "hellos_max",
+                    filter_common::HELLOS_DEFAULT_MAX.into(),
+                    (16, u32_max),
+                ),
+            ],
+            &at,
+        )?;
         let inspected_ports = parse_inspected_ports(&f.inspected_ports, &at)?;
         let quic_ports = parse_quic_ports(f.quic_ports.as_ref(), &at)?;
 

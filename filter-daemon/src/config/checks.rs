@@ -126,25 +126,34 @@ pub(super) fn parse_app(
     })
 }
 
-/// A number key as read, with its place in the file.
-pub(super) type NumberKey = Option<Spanned<u64>>;
+/// A number key as read, with its place in the file, its name, its default and its range.
+pub(super) type NumberKey<'a> = (&'a Option<Spanned<u64>>, &'static str, u64, (u64, u64));
 
-/// A number key's value (or `default` when absent), checked against its range; errors name
-/// the key's line.
-pub(super) fn checked_number(
+/// The values of number keys (each key's default when absent), checked against their
+/// ranges in order; the first refusal names its key's line.
+pub(super) fn checked_numbers<const N: usize>(
+    keys: [NumberKey; N],
     at: &impl Fn(usize) -> String,
-) -> impl Fn(&NumberKey, &str, u64, (u64, u64)) -> Result<u64, Error> + '_ {
-    move |v, name, default, range| {
-        let Some(v) = v else { return Ok(default) };
-        let n = *v.get_ref();
-        if n < range.0 || n > range.1 {
-            return Err(Error::config(
-                at(v.span().start),
-                format!("{name} = {n} is outside {}..={}", range.0, range.1),
-            ));
-        }
-        Ok(n)
+) -> Result<[u64; N], Error> {
+    let mut values = [0; N];
+    for (value, (key, name, default, range)) in values.iter_mut().zip(keys) {
+        *value = match key {
+            None => default,
+            Some(v) if (range.0..=range.1).contains(v.get_ref()) => *v.get_ref(),
+            Some(v) => {
+                return Err(Error::config(
+                    at(v.span().start),
+                    format!(
+                        "{name} = {} is outside {}..={}",
+                        v.get_ref(),
+                        range.0,
+                        range.1
+                    ),
+                ));
+            }
+        };
     }
+    Ok(values)
 }
 
 pub(super) fn parse_inspected_ports(

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    checks::{checked_number, line_of},
+    checks::{checked_numbers, line_of},
     raw::{RawLogging, RawMetrics},
 };
 use crate::{
@@ -115,32 +115,38 @@ pub(super) fn parse_logging(
         }
         l.app_name.clone_from(name);
     }
-    let number = checked_number(at);
-    let v4_prefix = number(
-        &raw.privacy_v4_prefix,
-        "privacy_v4_prefix",
-        privacy::V4_PREFIX_DEFAULT.into(),
-        (0, 32),
-    )? as u8;
-    let v6_prefix = number(
-        &raw.privacy_v6_prefix,
-        "privacy_v6_prefix",
-        privacy::V6_PREFIX_DEFAULT.into(),
-        (0, 128),
-    )? as u8;
-    // Up to a year: longer keys make hashed addresses a lasting identifier.
-    let rotation_hours = number(
-        &raw.hash_key_rotation_hours,
-        "hash_key_rotation_hours",
-        privacy::HASH_KEY_ROTATION_DEFAULT_HOURS,
-        (1, 8760),
+    // Key rotation up to a year: longer keys make hashed addresses a lasting identifier.
+    let [v4_prefix, v6_prefix, rotation_hours, events_per_second] = checked_numbers(
+        [
+            (
+                &raw.privacy_v4_prefix,
+                "privacy_v4_prefix",
+                privacy::V4_PREFIX_DEFAULT.into(),
+                (0, 32),
+            ),
+            (
+                &raw.privacy_v6_prefix,
+                "privacy_v6_prefix",
+                privacy::V6_PREFIX_DEFAULT.into(),
+                (0, 128),
+            ),
+            (
+                &raw.hash_key_rotation_hours,
+                "hash_key_rotation_hours",
+                privacy::HASH_KEY_ROTATION_DEFAULT_HOURS,
+                (1, 8760),
+            ),
+            (
+                &raw.events_per_second,
+                "events_per_second",
+                EVENTS_PER_SECOND_DEFAULT,
+                (1, 100_000),
+            ),
+        ],
+        at,
     )?;
-    l.events_per_second = number(
-        &raw.events_per_second,
-        "events_per_second",
-        EVENTS_PER_SECOND_DEFAULT,
-        (1, 100_000),
-    )? as u32;
+    let (v4_prefix, v6_prefix) = (v4_prefix as u8, v6_prefix as u8);
+    l.events_per_second = events_per_second as u32;
     l.client_privacy = match raw
         .client_privacy
         .as_ref()
@@ -238,41 +244,30 @@ mod tests {
 
     #[test]
     fn logging_errors_name_file_and_line() {
-        for (text, line, needle) in [
-            ("[logging]\ndestnation = \"local\"\n", 2, "destnation"),
-            (
-                "[logging]\n\ndestination = \"syslog.example.org\"\n",
-                3,
-                "destination",
-            ),
-            (
-                "[logging]\ndestination = \"udp://x:99999\"\n",
-                2,
-                "udp://x:99999",
-            ),
-            ("[logging]\nfacility = \"local9\"\n", 2, "local9"),
-            ("[logging]\napp_name = \"two words\"\n", 2, "app_name"),
-            (
-                "[logging]\nclient_privacy = \"anonymous\"\n",
-                2,
-                "anonymous",
-            ),
-            (
-                "[logging]\nprivacy_v6_prefix = 129\n",
-                2,
-                "privacy_v6_prefix = 129",
-            ),
-            (
-                "[logging]\nhash_key_rotation_hours = 0\n",
-                2,
-                "hash_key_rotation_hours",
-            ),
-            ("[logging]\nevents_per_second = 0\n", 2, "events_per_second"),
-            ("[metrics]\nlisten = \"localhost\"\n", 2, "localhost"),
-            ("[metrics]\nport = 9464\n", 2, "port"),
-        ] {
-            let e = refused_at(text, line);
-            assert!(e.contains(needle), "{text:?}: {e}");
+        // Each key alone on line 2 of its section, with what the refusal must quote.
+        let logging: &[(&str, &str)] = &[
+            ("destnation = \"local\"", "destnation"),
+            ("destination = \"udp://x:99999\"", "udp://x:99999"),
+            ("facility = \"local9\"", "local9"),
+            ("app_name = \"two words\"", "app_name"),
+            ("client_privacy = \"anonymous\"", "anonymous"),
+            ("privacy_v6_prefix = 129", "privacy_v6_prefix = 129"),
+            ("hash_key_rotation_hours = 0", "hash_key_rotation_hours"),
+            ("events_per_second = 0", "events_per_second"),
+        ];
+        let metrics: &[(&str, &str)] = &[
+            ("listen = \"localhost\"", "localhost"),
+            ("port = 9464", "port"),
+        ];
+        for (section, keys) in [("logging", logging), ("metrics", metrics)] {
+            for (key, needle) in keys {
+                let text = format!("[{section}]\n{key}\n");
+                let e = refused_at(&text, 2);
+                assert!(e.contains(needle), "{text:?}: {e}");
+            }
         }
+        // A blank line before the key: the line named is still the key's.
+        let e = refused_at("[logging]\n\ndestination = \"syslog.example.org\"\n", 3);
+        assert!(e.contains("destination"), "{e}");
     }
 }
