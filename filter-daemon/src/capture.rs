@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use filter_common::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -40,10 +41,6 @@ pub mod linktype {
 }
 
 const ETH_HLEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
 /// Length of the Linux cooked header v1; its protocol (an Ethernet type) is the last 2 bytes.
 const SLL_HLEN: usize = 16;
 /// Length of the Linux cooked header v2; its protocol (an Ethernet type) is the first 2 bytes.
@@ -464,6 +461,13 @@ mod tests {
         assert_eq!(linktype_name(65000), "65000");
     }
 
+    /// Every record of the capture at `path`, which is then removed.
+    fn read_and_remove(path: &Path) -> Vec<Record> {
+        let records = Capture::open(path).unwrap().collect();
+        std::fs::remove_file(path).unwrap();
+        records
+    }
+
     #[test]
     fn pcapng_packets_carry_the_link_type_of_their_interface() {
         use pcap_file::pcapng::{
@@ -492,8 +496,7 @@ mod tests {
             w.write_pcapng_block(packet(0, V6)).unwrap();
             w.write_pcapng_block(packet(0, V4)).unwrap();
         }
-        let records: Vec<Record> = Capture::open(&path).unwrap().collect();
-        std::fs::remove_file(&path).unwrap();
+        let records = read_and_remove(&path);
         assert_eq!(records.len(), 3, "{records:?}");
         assert!(
             matches!(&records[0], Record::Packet { linktype: linktype::LINUX_SLL2, data } if data == V4),
@@ -536,8 +539,7 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let records: Vec<Record> = Capture::open(&path).unwrap().collect();
-        std::fs::remove_file(&path).unwrap();
+        let records = read_and_remove(&path);
         assert_eq!(records.len(), 2, "{records:?}");
         assert!(
             matches!(&records[0], Record::Packet { linktype: linktype::RAW, data } if data == V4),

@@ -62,13 +62,6 @@ pub enum Error {
     Privileges { what: String, reason: String },
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
-    // Legacy string variants, removed once every site carries a typed one.
-    #[error("{0}")]
-    MapText(String),
-    #[error("loading the XDP program failed: {0}")]
-    LoadText(String),
-    #[error("{0}")]
-    State(String),
 }
 
 impl Error {

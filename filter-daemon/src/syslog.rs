@@ -356,13 +356,13 @@ pub fn rfc5424(origin: &Origin, r: &Record) -> String {
 /// The record as the local syslog daemon reads `/dev/log` (RFC 3164, as glibc's `syslog()`
 /// writes it): `<PRI>Mmm dd hh:mm:ss APP[PID]: MSGID TEXT`, in local time.
 pub fn rfc3164(origin: &Origin, r: &Record) -> String {
+    let pri = origin.pri(r.severity);
+    let time = local_bsd_time(r.time);
+    let app = header_field(&origin.app_name, APP_NAME_MAX);
+    let msgid = r.msgid.name();
     format!(
-        "<{}>{} {}[{}]: {}: {}",
-        origin.pri(r.severity),
-        local_bsd_time(r.time),
-        header_field(&origin.app_name, APP_NAME_MAX),
+        "<{pri}>{time} {app}[{}]: {msgid}: {}",
         origin.procid,
-        r.msgid.name(),
         one_line(&r.text)
     )
 }

@@ -1,10 +1,15 @@
 //! The RFC test vectors (RFC 9001 Appendix A, RFC 9369 Appendix A), and client Initials
 //! sealed by rustls's own QUIC implementation, opened and judged here.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
+
+use filter_common::{FlowKey, Reason};
 
 use super::{craft::crypto_frame, *};
-use crate::config::Config;
+use crate::{config::Config, rules::RuleSet};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();

@@ -1,0 +1,273 @@
+//! The `[logging]` and `[metrics]` sections: where records go, how much of a client they
+//! show, and where `/metrics` listens.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::{
+    checks::{checked_numbers, line_of},
+    raw::{RawLogging, RawMetrics},
+};
+use crate::{
+    Error,
+    privacy::{self, ClientPrivacy},
+    syslog::{self, Facility, sink::Destination},
+};
+
+/// The `[logging]` section: where records go and how much of a client they show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    pub destination: Destination,
+    /// CA certificates for `tls://`, resolved relative to the configuration file, with the
+    /// line of the configuration that names them.
+    pub ca_file: Option<(PathBuf, usize)>,
+    pub facility: Facility,
+    pub app_name: String,
+    pub client_privacy: ClientPrivacy,
+    /// Flow events logged per second at most; the rest are counted.
+    pub events_per_second: u32,
+    /// Whether records also go to stderr.
+    pub stderr: bool,
+}
+
+/// Default APP-NAME and journal `SYSLOG_IDENTIFIER`.
+pub const APP_NAME_DEFAULT: &str = "sni-filter";
+/// Default bound of flow events logged per second.
+pub const EVENTS_PER_SECOND_DEFAULT: u64 = 100;
+
+impl Default for Logging {
+    fn default() -> Self {
+        Self {
+            destination: Destination::Local,
+            ca_file: None,
+            facility: Facility::DAEMON,
+            app_name: APP_NAME_DEFAULT.into(),
+            client_privacy: ClientPrivacy::default(),
+            events_per_second: EVENTS_PER_SECOND_DEFAULT as u32,
+            stderr: true,
+        }
+    }
+}
+
+/// The `[metrics]` section: where `/metrics` listens, if anywhere.
+pub(super) fn parse_metrics(
+    raw: &RawMetrics,
+    at: &impl Fn(usize) -> String,
+) -> Result<Option<SocketAddr>, Error> {
+    let Some(l) = &raw.listen else {
+        return Ok(None);
+    };
+    l.get_ref().trim().parse().map(Some).map_err(|_| {
+        Error::config(
+            at(l.span().start),
+            format!(
+                "metrics listen {:?} is not ADDRESS:PORT (e.g. \"127.0.0.1:9464\")",
+                l.get_ref()
+            ),
+        )
+    })
+}
+
+/// The `[logging]` section, checked key by key.
+pub(super) fn parse_logging(
+    raw: &RawLogging,
+    text: &str,
+    at: &impl Fn(usize) -> String,
+    base: &Path,
+) -> Result<Logging, Error> {
+    let mut l = Logging::default();
+    if let Some(d) = &raw.destination {
+        l.destination = Destination::parse(d.get_ref().trim())
+            .map_err(|e| Error::config(at(d.span().start), e))?;
+    }
+    if let Some(f) = &raw.ca_file {
+        l.ca_file = Some((base.join(f.get_ref()), line_of(text, f.span().start)));
+    }
+    if let Some(f) = &raw.facility {
+        l.facility = Facility::from_name(f.get_ref()).ok_or_else(|| {
+            Error::config(
+                at(f.span().start),
+                format!(
+                    "facility {:?} is not one of {}",
+                    f.get_ref(),
+                    Facility::names()
+                ),
+            )
+        })?;
+    }
+    if let Some(a) = &raw.app_name {
+        let name = a.get_ref();
+        // RFC 5424 §6.2.5: 1 to 48 printable US-ASCII characters.
+        if name.is_empty()
+            || name.len() > syslog::APP_NAME_MAX
+            || !name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Error::config(
+                at(a.span().start),
+                format!(
+                    "app_name {name:?} must be 1 to {} printable ASCII characters without spaces",
+                    syslog::APP_NAME_MAX
+                ),
+            ));
+        }
+        l.app_name.clone_from(name);
+    }
+    // Key rotation up to a year: longer keys make hashed addresses a lasting identifier.
+    let [v4_prefix, v6_prefix, rotation_hours, events_per_second] = checked_numbers(
+        [
+            (
+                &raw.privacy_v4_prefix,
+                "privacy_v4_prefix",
+                privacy::V4_PREFIX_DEFAULT.into(),
+                (0, 32),
+            ),
+            (
+                &raw.privacy_v6_prefix,
+                "privacy_v6_prefix",
+                privacy::V6_PREFIX_DEFAULT.into(),
+                (0, 128),
+            ),
+            (
+                &raw.hash_key_rotation_hours,
+                "hash_key_rotation_hours",
+                privacy::HASH_KEY_ROTATION_DEFAULT_HOURS,
+                (1, 8760),
+            ),
+            (
+                &raw.events_per_second,
+                "events_per_second",
+                EVENTS_PER_SECOND_DEFAULT,
+                (1, 100_000),
+            ),
+        ],
+        at,
+    )?;
+    let (v4_prefix, v6_prefix) = (v4_prefix as u8, v6_prefix as u8);
+    l.events_per_second = events_per_second as u32;
+    l.client_privacy = match raw
+        .client_privacy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p))
+    {
+        None | Some(("truncated", _)) => ClientPrivacy::Truncated {
+            v4_prefix,
+            v6_prefix,
+        },
+        Some(("full", _)) => ClientPrivacy::Full,
+        Some(("hashed", _)) => ClientPrivacy::Hashed {
+            rotation: Duration::from_hours(rotation_hours),
+        },
+        Some(("none", _)) => ClientPrivacy::None,
+        Some((other, p)) => {
+            return Err(Error::config(
+                at(p.span().start),
+                format!(
+                    "client_privacy {other:?} is not \"full\", \"truncated\", \"hashed\" or \"none\""
+                ),
+            ));
+        }
+    };
+    if let Some(s) = raw.stderr {
+        l.stderr = s;
+    }
+    Ok(l)
+}
+
+// The [logging] and [metrics] sections: their defaults, every key, and refusals by line.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{parse, refused_at};
+
+    #[test]
+    fn logging_and_metrics_default_to_local_truncated_and_off() {
+        let c = parse("").unwrap();
+        assert_eq!(c.logging, Logging::default());
+        assert_eq!(c.logging.destination, Destination::Local);
+        assert_eq!(
+            c.logging.client_privacy,
+            ClientPrivacy::Truncated {
+                v4_prefix: 24,
+                v6_prefix: 48
+            }
+        );
+        assert_eq!(c.logging.events_per_second, 100);
+        assert!(c.logging.stderr);
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(parse("[metrics]\n").unwrap().metrics_listen, None);
+    }
+
+    #[test]
+    fn logging_keys_parse() {
+        let c = parse(
+            "[logging]\ndestination = \"tls://logs.example.org\"\nca_file = \"ca.pem\"\n\
+             facility = \"local3\"\napp_name = \"gw-filter\"\nclient_privacy = \"hashed\"\n\
+             hash_key_rotation_hours = 6\nevents_per_second = 20\nstderr = false\n\
+             [metrics]\nlisten = \"[::1]:9464\"\n",
+        )
+        .unwrap();
+        let l = &c.logging;
+        assert_eq!(
+            l.destination,
+            Destination::Tls {
+                host: "logs.example.org".into(),
+                port: 6514
+            }
+        );
+        assert_eq!(
+            l.ca_file,
+            Some((PathBuf::from("/etc/sni-filter/ca.pem"), 3))
+        );
+        assert_eq!(l.facility.name(), "local3");
+        assert_eq!(l.app_name, "gw-filter");
+        assert_eq!(
+            l.client_privacy,
+            ClientPrivacy::Hashed {
+                rotation: Duration::from_hours(6)
+            }
+        );
+        assert_eq!(l.events_per_second, 20);
+        assert!(!l.stderr);
+        assert_eq!(c.metrics_listen, Some("[::1]:9464".parse().unwrap()));
+        let c = parse("[logging]\nprivacy_v4_prefix = 16\nprivacy_v6_prefix = 56\n").unwrap();
+        assert_eq!(
+            c.logging.client_privacy,
+            ClientPrivacy::Truncated {
+                v4_prefix: 16,
+                v6_prefix: 56
+            }
+        );
+    }
+
+    #[test]
+    fn logging_errors_name_file_and_line() {
+        // Each key alone on line 2 of its section, with what the refusal must quote.
+        let logging: &[(&str, &str)] = &[
+            ("destnation = \"local\"", "destnation"),
+            ("destination = \"udp://x:99999\"", "udp://x:99999"),
+            ("facility = \"local9\"", "local9"),
+            ("app_name = \"two words\"", "app_name"),
+            ("client_privacy = \"anonymous\"", "anonymous"),
+            ("privacy_v6_prefix = 129", "privacy_v6_prefix = 129"),
+            ("hash_key_rotation_hours = 0", "hash_key_rotation_hours"),
+            ("events_per_second = 0", "events_per_second"),
+        ];
+        let metrics: &[(&str, &str)] = &[
+            ("listen = \"localhost\"", "localhost"),
+            ("port = 9464", "port"),
+        ];
+        for (section, keys) in [("logging", logging), ("metrics", metrics)] {
+            for (key, needle) in keys {
+                let text = format!("[{section}]\n{key}\n");
+                let e = refused_at(&text, 2);
+                assert!(e.contains(needle), "{text:?}: {e}");
+            }
+        }
+        // A blank line before the key: the line named is still the key's.
+        let e = refused_at("[logging]\n\ndestination = \"syslog.example.org\"\n", 3);
+        assert!(e.contains("destination"), "{e}");
+    }
+}
