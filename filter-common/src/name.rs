@@ -1,7 +1,7 @@
 //! Host names as the filter compares them: ASCII-lowercased, trailing dot ignored, hashed
 //! suffix by suffix from the right so that one map lookup per label finds a rule.
 
-use crate::{RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue};
+use crate::rules::{RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue};
 
 /// Longest server name read: a DNS name is at most 255 octets (RFC 1035 §2.3.4), and TLS
 /// stacks refuse longer SNI host names (OpenSSL: `TLSEXT_MAXLEN_host_name`).
@@ -339,7 +339,7 @@ fn compared_len(name: &[u8; NAME_BUF], len: usize) -> usize {
     // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
     // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
     // index that may be -1.
-    if len > 0 && name[(len - 1 + crate::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
+    if len > 0 && name[(len - 1 + crate::words::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
         len - 1
     } else {
         len
@@ -391,7 +391,7 @@ impl Suffixes {
         // The last byte's index, opaque to LLVM so that it keeps the mask below: without
         // it, it reads `name[len + i - 1]` at an offset of -1, which the 6.1 verifier
         // (knowing `len != 0`, not `len >= 1`) refuses.
-        let last = len - 1 + crate::opaque_zero::<usize>();
+        let last = len - 1 + crate::words::opaque_zero::<usize>();
         for done in 0..ONE_PASS_NAME_MAX {
             if done >= len {
                 break;

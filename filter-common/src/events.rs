@@ -1,0 +1,65 @@
+//! Records of the `EVENTS` ring buffer: what the program did with a flow, and why.
+
+use crate::{flows::FlowKey, name};
+
+/// What the program did with a flow, as events report it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventAction {
+    Pass = 0,
+    Drop = 1,
+    Reject = 2,
+    Monitor = 3,
+}
+
+impl EventAction {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Pass),
+            1 => Some(Self::Drop),
+            2 => Some(Self::Reject),
+            3 => Some(Self::Monitor),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop => "drop",
+            Self::Reject => "reject",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+/// No app matched.
+pub const NO_APP: u16 = u16::MAX;
+
+/// The event's name was read from a TCP segment after the first one of the hello.
+pub const EVENT_SNI_LATER_SEGMENT: u8 = 1;
+/// The hello carried an `encrypted_client_hello` extension.
+pub const EVENT_ECH: u8 = 2;
+
+/// One record of the `EVENTS` ring buffer: a blocked, monitored or uninspectable flow (or,
+/// with `trace_all`, any judged hello).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the verdict was made.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    /// Index of the matching app, or [`NO_APP`].
+    pub app: u16,
+    /// An [`EventAction`].
+    pub action: u8,
+    /// A [`Reason`](crate::Reason) as `u8`.
+    pub reason: u8,
+    pub flow: FlowKey,
+    /// Length of the first server name in `sni` (0: none read).
+    pub sni_len: u16,
+    /// `EVENT_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    pub sni: [u8; name::NAME_BUF],
+}
