@@ -24,6 +24,7 @@ use filter_common::{
         WALK_NAME_SEEN,
     },
     reason_from_u32,
+    wire::TLS_CONTENT_HANDSHAKE,
 };
 
 pub use self::tables::{may_be_hello, opening};
@@ -33,8 +34,7 @@ use self::{
 };
 use crate::{
     counters::{self, Exit},
-    fast,
-    tls::{self, TLS_CONTENT_HANDSHAKE},
+    fast, tls,
     verdict::{self, Segment},
 };
 

@@ -6,9 +6,11 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap},
     programs::XdpContext,
 };
-use filter_common::{FlowKey, FlowTable, HELLOS_DEFAULT_MAX, hello::HelloFlow};
+use filter_common::{
+    FlowKey, FlowTable, HELLOS_DEFAULT_MAX, hello::HelloFlow, wire::TLS_CONTENT_HANDSHAKE,
+};
 
-use crate::tls::{self, TLS_CONTENT_HANDSHAKE};
+use crate::tls;
 
 /// Written by the program only; userspace reads it for `status` and removes stale entries.
 /// Preallocated: a table that allocates on insert keeps only a few free entries of this
