@@ -5,34 +5,15 @@
 /// every match stays small: 255 apps is far beyond any city's list of banned applications.
 pub const APPS_MAX: u32 = 256;
 
-/// What happens to a flow whose name matched an app's rules.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Count and log only.
-    Monitor = 0,
-    /// Drop silently.
-    Drop = 1,
-    /// Drop, and answer the client with a TCP RST.
-    Reject = 2,
-}
-
-impl Action {
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::Monitor),
-            1 => Some(Self::Drop),
-            2 => Some(Self::Reject),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Monitor => "monitor",
-            Self::Drop => "drop",
-            Self::Reject => "reject",
-        }
+u8_enum! {
+    /// What happens to a flow whose name matched an app's rules.
+    pub enum Action {
+        /// Count and log only.
+        Monitor = 0 => "monitor",
+        /// Drop silently.
+        Drop = 1 => "drop",
+        /// Drop, and answer the client with a TCP RST.
+        Reject = 2 => "reject",
     }
 }
 

@@ -2,34 +2,13 @@
 
 use crate::{flows::FlowKey, name};
 
-/// What the program did with a flow, as events report it.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventAction {
-    Pass = 0,
-    Drop = 1,
-    Reject = 2,
-    Monitor = 3,
-}
-
-impl EventAction {
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::Pass),
-            1 => Some(Self::Drop),
-            2 => Some(Self::Reject),
-            3 => Some(Self::Monitor),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Pass => "pass",
-            Self::Drop => "drop",
-            Self::Reject => "reject",
-            Self::Monitor => "monitor",
-        }
+u8_enum! {
+    /// What the program did with a flow, as events report it.
+    pub enum EventAction {
+        Pass = 0 => "pass",
+        Drop = 1 => "drop",
+        Reject = 2 => "reject",
+        Monitor = 3 => "monitor",
     }
 }
 

@@ -7,6 +7,40 @@
 // `_pad` fields are public so both sides can build values; they are always zero.
 #![allow(clippy::pub_underscore_fields)]
 
+/// A `u8` enum that crosses the program/userspace boundary as its number, with the
+/// conversion back (`from_u8`) and the name the CLI prints (`name`), each variant written
+/// once with its number and its name.
+macro_rules! u8_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $value:literal => $name:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $enum {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl $enum {
+            pub const fn from_u8(v: u8) -> Option<Self> {
+                match v {
+                    $($value => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
 pub mod hello;
 pub mod name;
 pub mod names;
