@@ -30,6 +30,17 @@ pub struct AppPolicy {
     pub _pad: [u8; 5],
 }
 
+/// The app has source exemptions in `EXEMPT`.
+pub const APP_HAS_EXEMPTIONS: u8 = 1;
+/// The app applies only on the interfaces listed in `SCOPES`.
+pub const APP_SCOPED_IFACES: u8 = 2;
+/// The app applies only on the VLAN IDs listed in `SCOPES`.
+pub const APP_SCOPED_VLANS: u8 = 4;
+/// `ScopeKey::kind` of a key whose `value` is an interface index (`APP_SCOPED_IFACES`).
+pub const SCOPE_IFACE: u8 = 1;
+/// `ScopeKey::kind` of a key whose `value` is a VLAN ID (`APP_SCOPED_VLANS`).
+pub const SCOPE_VLAN: u8 = 2;
+
 /// Whether a matched app's rules apply to a client, decided in one order for the program
 /// and the daemon's QUIC judge: the app in use, the client's interface and VLAN in the app's
 /// scope, the client not exempted. Each side answers the scope and exemption questions from
@@ -63,13 +74,6 @@ pub enum AppScope {
     Exempt,
 }
 
-/// The app has source exemptions in `EXEMPT`.
-pub const APP_HAS_EXEMPTIONS: u8 = 1;
-/// The app applies only on the interfaces listed in `SCOPES`.
-pub const APP_SCOPED_IFACES: u8 = 2;
-/// The app applies only on the VLAN IDs listed in `SCOPES`.
-pub const APP_SCOPED_VLANS: u8 = 4;
-
 /// The data of an `EXEMPT` LPM-trie key: the prefix covers the app, the family, a zero
 /// byte and then the address bits of the exempted network.
 #[repr(C)]
@@ -92,12 +96,11 @@ impl ExemptPrefix {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct ScopeKey {
+    /// The app id, plus the side's `apps_base` as in `EXEMPT` keys.
     pub app: u16,
-    /// `SCOPE_IFACE` or `SCOPE_VLAN`.
+    /// `SCOPE_IFACE` or `SCOPE_VLAN`: what `value` is.
     pub kind: u8,
     pub _pad: u8,
+    /// An interface index or a VLAN ID.
     pub value: u32,
 }
-
-pub const SCOPE_IFACE: u8 = 1;
-pub const SCOPE_VLAN: u8 = 2;

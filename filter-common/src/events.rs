@@ -15,11 +15,6 @@ u8_enum! {
 /// No app matched.
 pub const NO_APP: u16 = u16::MAX;
 
-/// The event's name was read from a TCP segment after the first one of the hello.
-pub const EVENT_SNI_LATER_SEGMENT: u8 = 1;
-/// The hello carried an `encrypted_client_hello` extension.
-pub const EVENT_ECH: u8 = 2;
-
 /// One record of the `EVENTS` ring buffer: a blocked, monitored or uninspectable flow (or,
 /// with `trace_all`, any judged hello).
 #[repr(C)]
@@ -42,3 +37,8 @@ pub struct Event {
     pub _pad: [u8; 5],
     pub sni: [u8; name::NAME_BUF],
 }
+
+/// The event's name was read from a TCP segment after the first one of the hello.
+pub const EVENT_SNI_LATER_SEGMENT: u8 = 1;
+/// The hello carried an `encrypted_client_hello` extension.
+pub const EVENT_ECH: u8 = 2;

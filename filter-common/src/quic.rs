@@ -3,20 +3,6 @@
 
 use crate::flows::FlowKey;
 
-/// Smallest UDP payload of a datagram carrying a client's Initial (RFC 9000 §14.1).
-pub const QUIC_INITIAL_DATAGRAM_MIN: usize = 1200;
-
-/// Bytes of a datagram copied to the daemon: above what clients send (1200 to 1472 bytes
-/// on Ethernet paths); a longer Initial datagram is uninspectable.
-pub const QUIC_COPY_MAX: usize = 2048;
-
-/// Initials of one flow handed to the daemon before its verdict: a ClientHello spans one
-/// to a few Initials (Chromium's post-quantum hello two), each retransmitted a few times.
-pub const QUIC_INITIALS_PER_FLOW: u32 = 16;
-
-/// The daemon's heartbeat older than this (nanoseconds) means no daemon judges QUIC.
-pub const QUIC_HEARTBEAT_STALE_NS: u64 = 3_000_000_000;
-
 /// A client Initial handed to the daemon through `QUIC_INITIALS`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -31,6 +17,20 @@ pub struct QuicInitial {
     pub flow: FlowKey,
     pub data: [u8; QUIC_COPY_MAX],
 }
+
+/// Smallest UDP payload of a datagram carrying a client's Initial (RFC 9000 §14.1).
+pub const QUIC_INITIAL_DATAGRAM_MIN: usize = 1200;
+
+/// Bytes of a datagram copied to the daemon: above what clients send (1200 to 1472 bytes
+/// on Ethernet paths); a longer Initial datagram is uninspectable.
+pub const QUIC_COPY_MAX: usize = 2048;
+
+/// Initials of one flow handed to the daemon before its verdict: a ClientHello spans one
+/// to a few Initials (Chromium's post-quantum hello two), each retransmitted a few times.
+pub const QUIC_INITIALS_PER_FLOW: u32 = 16;
+
+/// The daemon's heartbeat older than this (nanoseconds) means no daemon judges QUIC.
+pub const QUIC_HEARTBEAT_STALE_NS: u64 = 3_000_000_000;
 
 /// Bytes of a connection ID as `QuicFlow` holds it: its length, the ID (at most 20 bytes in
 /// QUIC versions 1 and 2, RFC 9000 §17.2), zeroes to the end.

@@ -3,24 +3,6 @@
 
 use super::walk::HelloWalk;
 
-/// Stream bytes of a hello kept to compare retransmissions and overlaps with: Chrome's
-/// post-quantum hello is ~1.8 KB; an overlap beyond this is uninspectable.
-pub const HELLO_KEEP: usize = 4096;
-
-/// TCP segments one hello may span before it is uninspectable (real ones take 1-2; the
-/// evasion tools split into more).
-pub const HELLO_SEGMENTS_MAX: u16 = 32;
-
-/// A hello whose next segment has not come for this long is forgotten. Servers wait about
-/// as long for a handshake (nginx `ssl_handshake_timeout` 60 s), so a slower hello gains
-/// nothing: its later segments are no longer a handshake the server accepts.
-pub const HELLO_IDLE_NS: u64 = 60_000_000_000;
-
-/// A flow that sent conflicting bytes is remembered longer than TCP's largest
-/// retransmission interval (`TCP_RTO_MAX`, 120 s), so that a retransmission of the
-/// conflicting bytes is never taken for plain data once the state is gone.
-pub const HELLO_CONFLICT_IDLE_NS: u64 = 180_000_000_000;
-
 /// A hello being reassembled across segments, in the `HELLOS` table.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -52,3 +34,21 @@ pub struct HelloFlow {
     /// stays inside the value for the verifier.
     pub kept: [u8; 2 * HELLO_KEEP],
 }
+
+/// Stream bytes of a hello kept to compare retransmissions and overlaps with: Chrome's
+/// post-quantum hello is ~1.8 KB; an overlap beyond this is uninspectable.
+pub const HELLO_KEEP: usize = 4096;
+
+/// TCP segments one hello may span before it is uninspectable (real ones take 1-2; the
+/// evasion tools split into more).
+pub const HELLO_SEGMENTS_MAX: u16 = 32;
+
+/// A hello whose next segment has not come for this long is forgotten. Servers wait about
+/// as long for a handshake (nginx `ssl_handshake_timeout` 60 s), so a slower hello gains
+/// nothing: its later segments are no longer a handshake the server accepts.
+pub const HELLO_IDLE_NS: u64 = 60_000_000_000;
+
+/// A flow that sent conflicting bytes is remembered longer than TCP's largest
+/// retransmission interval (`TCP_RTO_MAX`, 120 s), so that a retransmission of the
+/// conflicting bytes is never taken for plain data once the state is gone.
+pub const HELLO_CONFLICT_IDLE_NS: u64 = 180_000_000_000;
