@@ -1,7 +1,7 @@
 //! Host names as the filter compares them: ASCII-lowercased, trailing dot ignored, hashed
 //! suffix by suffix from the right so that one map lookup per label finds a rule.
 
-use crate::{RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue};
+use crate::rules::{RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue};
 
 /// Longest server name read: a DNS name is at most 255 octets (RFC 1035 §2.3.4), and TLS
 /// stacks refuse longer SNI host names (OpenSSL: `TLSEXT_MAXLEN_host_name`).
@@ -339,7 +339,7 @@ fn compared_len(name: &[u8; NAME_BUF], len: usize) -> usize {
     // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
     // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
     // index that may be -1.
-    if len > 0 && name[(len - 1 + crate::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
+    if len > 0 && name[(len - 1 + crate::words::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
         len - 1
     } else {
         len
@@ -391,7 +391,7 @@ impl Suffixes {
         // The last byte's index, opaque to LLVM so that it keeps the mask below: without
         // it, it reads `name[len + i - 1]` at an offset of -1, which the 6.1 verifier
         // (knowing `len != 0`, not `len >= 1`) refuses.
-        let last = len - 1 + crate::opaque_zero::<usize>();
+        let last = len - 1 + crate::words::opaque_zero::<usize>();
         for done in 0..ONE_PASS_NAME_MAX {
             if done >= len {
                 break;
@@ -482,6 +482,8 @@ mod tests {
     use std::vec::Vec;
 
     struct Tables {
+        /// The seed the rule keys were hashed with.
+        seed: u64,
         rules: HashMap<RuleKey, RuleValue>,
         patterns: Vec<WildPattern>,
     }
@@ -510,16 +512,47 @@ mod tests {
             .map(|(n, app, flags)| (rule_key(seed, n.as_bytes()), value(*app, *flags)))
             .collect();
         Tables {
+            seed,
             rules,
             patterns: Vec::new(),
         }
     }
 
     fn judge(t: &Tables, seed: u64, host: &str) -> Option<u16> {
+        match_name(&name_buf(host), host.len(), seed, t).map(|v| v.app)
+    }
+
+    /// `host` in a name buffer as the walker leaves it.
+    fn name_buf(host: &str) -> [u8; NAME_BUF] {
         let mut buf = [0u8; NAME_BUF];
-        let b: Vec<u8> = host.bytes().collect();
-        buf[..b.len()].copy_from_slice(&b);
-        match_name(&buf, b.len(), seed, t).map(|v| v.app)
+        buf[..host.len()].copy_from_slice(host.as_bytes());
+        buf
+    }
+
+    impl Tables {
+        /// Makes `parent` the parent of the wildcard patterns from the first on (no rule
+        /// of its own).
+        fn wild_parent(&mut self, parent: &[u8]) {
+            let value = RuleValue {
+                wild: 1,
+                ..value(0, RULE_WILD_PARENT)
+            };
+            self.rules.insert(rule_key(self.seed, parent), value);
+        }
+
+        /// Judges each of `hosts` and checks that it matched a rule of `app`.
+        fn expect_app(&self, app: u16, hosts: &[&str]) {
+            for host in hosts {
+                assert_eq!(judge(self, self.seed, host), Some(app), "{host}");
+            }
+        }
+
+        /// Judges each of `hosts` and checks that it matched no rule.
+        fn expect_none(&self, hosts: &[&str]) {
+            for host in hosts {
+                assert_eq!(judge(self, self.seed, host), None, "{host}");
+            }
+        }
     }
 
     fn pattern(prefix: &str, suffix: &str, app: u16, next: u16) -> WildPattern {
@@ -540,51 +573,45 @@ mod tests {
         let seed = 5;
         let mut t = table(seed, &[]);
         // Two patterns under ibyteimg.com, chained; the parent is no rule itself.
-        t.rules.insert(
-            rule_key(seed, b"ibyteimg.com"),
-            RuleValue {
-                app: 0,
-                flags: RULE_WILD_PARENT,
-                wild: 1,
-                _pad: 0,
-            },
-        );
+        t.wild_parent(b"ibyteimg.com");
         t.patterns.push(pattern("p16-tiktok-", "", 7, 2));
         t.patterns.push(pattern("p", "-sign", 8, 0));
-        assert_eq!(judge(&t, seed, "p16-tiktok-va.ibyteimg.com"), Some(7));
-        assert_eq!(judge(&t, seed, "P16-TikTok-SG.ibyteimg.com"), Some(7));
-        assert_eq!(judge(&t, seed, "a.p16-tiktok-va.ibyteimg.com"), Some(7));
-        assert_eq!(judge(&t, seed, "p77-sign.ibyteimg.com"), Some(8));
-        assert_eq!(judge(&t, seed, "p16-tiktok.ibyteimg.com"), None);
-        assert_eq!(judge(&t, seed, "ibyteimg.com"), None);
-        assert_eq!(judge(&t, seed, "x.ibyteimg.com"), None);
-        assert_eq!(judge(&t, seed, "p16-tiktok-va.other.com"), None);
+        t.expect_app(
+            7,
+            &[
+                "p16-tiktok-va.ibyteimg.com",
+                "P16-TikTok-SG.ibyteimg.com",
+                "a.p16-tiktok-va.ibyteimg.com",
+            ],
+        );
+        t.expect_app(8, &["p77-sign.ibyteimg.com"]);
+        t.expect_none(&[
+            "p16-tiktok.ibyteimg.com",
+            "ibyteimg.com",
+            "x.ibyteimg.com",
+            "p16-tiktok-va.other.com",
+        ]);
         // The literal parts may not overlap: "-sign" is too short for "p" + "-sign".
         assert_eq!(judge(&t, seed, "-sign.ibyteimg.com"), None);
     }
 
     #[test]
     fn suffix_rules_match_at_label_boundaries_only() {
-        let seed = 0x1234_5678;
-        let t = table(seed, &[("tiktok.com", 1, RULE_SUFFIX)]);
-        assert_eq!(judge(&t, seed, "tiktok.com"), Some(1));
-        assert_eq!(judge(&t, seed, "www.tiktok.com"), Some(1));
-        assert_eq!(judge(&t, seed, "a.b.c.tiktok.com"), Some(1));
-        assert_eq!(judge(&t, seed, "nottiktok.com"), None);
-        assert_eq!(judge(&t, seed, "tiktok.com.example.net"), None);
-        assert_eq!(judge(&t, seed, "tiktok.co"), None);
-        assert_eq!(judge(&t, seed, "com"), None);
+        let t = table(0x1234_5678, &[("tiktok.com", 1, RULE_SUFFIX)]);
+        t.expect_app(1, &["tiktok.com", "www.tiktok.com", "a.b.c.tiktok.com"]);
+        t.expect_none(&[
+            "nottiktok.com",
+            "tiktok.com.example.net",
+            "tiktok.co",
+            "com",
+        ]);
     }
 
     #[test]
     fn case_and_trailing_dot_do_not_matter() {
-        let seed = 7;
-        let t = table(seed, &[("tiktok.com", 1, RULE_SUFFIX)]);
-        assert_eq!(judge(&t, seed, "WWW.TikTok.COM"), Some(1));
-        assert_eq!(judge(&t, seed, "www.tiktok.com."), Some(1));
-        assert_eq!(judge(&t, seed, "."), None);
-        assert_eq!(judge(&t, seed, ".tiktok.com"), Some(1));
-        assert_eq!(judge(&t, seed, ""), None);
+        let t = table(7, &[("tiktok.com", 1, RULE_SUFFIX)]);
+        t.expect_app(1, &["WWW.TikTok.COM", "www.tiktok.com.", ".tiktok.com"]);
+        t.expect_none(&[".", ""]);
     }
 
     #[test]
@@ -598,10 +625,10 @@ mod tests {
                 ("ads.tiktok.com", 3, RULE_SUFFIX),
             ],
         );
-        assert_eq!(judge(&t, seed, "example.org"), Some(2));
-        assert_eq!(judge(&t, seed, "www.example.org"), None);
-        assert_eq!(judge(&t, seed, "x.ads.tiktok.com"), Some(3));
-        assert_eq!(judge(&t, seed, "x.tiktok.com"), Some(1));
+        t.expect_app(2, &["example.org"]);
+        t.expect_none(&["www.example.org"]);
+        t.expect_app(3, &["x.ads.tiktok.com"]);
+        t.expect_app(1, &["x.tiktok.com"]);
     }
 
     #[test]
@@ -613,8 +640,7 @@ mod tests {
         let many = std::format!("{}tiktok.com", "a.".repeat(122));
         assert_eq!(judge(&t, seed, &many), Some(1));
         for host in [long.as_str(), many.as_str()] {
-            let mut buf = [0u8; NAME_BUF];
-            buf[..host.len()].copy_from_slice(host.as_bytes());
+            let buf = name_buf(host);
             let mut m = NameMatch::new(&buf, host.len(), seed);
             let steps = (1..=MATCH_STEPS_MAX).find(|_| m.step(&buf, &t));
             assert!(
@@ -630,15 +656,7 @@ mod tests {
         // byte, under a 63-byte label below a 255-byte name: the most rounds a match takes.
         let seed = 11;
         let mut t = table(seed, &[]);
-        t.rules.insert(
-            rule_key(seed, b"c.example"),
-            RuleValue {
-                app: 0,
-                flags: RULE_WILD_PARENT,
-                wild: 1,
-                _pad: 0,
-            },
-        );
+        t.wild_parent(b"c.example");
         let label = "a".repeat(63);
         for k in 0..WILD_CHAIN_MAX as u16 {
             let suffix = std::format!("{}{}", "a".repeat(30), if k == 3 { "a" } else { "b" });
@@ -651,8 +669,7 @@ mod tests {
         }
         let host = std::format!("{}.{label}.c.example", "b.".repeat(87));
         assert!(host.len() <= NAME_MAX, "{}", host.len());
-        let mut buf = [0u8; NAME_BUF];
-        buf[..host.len()].copy_from_slice(host.as_bytes());
+        let buf = name_buf(&host);
         let mut m = NameMatch::new(&buf, host.len(), seed);
         let rounds = (1..=MATCH_ROUNDS_MAX).find(|_| m.advance(&buf, &t));
         assert!(
@@ -715,8 +732,7 @@ mod tests {
             }
             for _ in 0..8 {
                 let host = name(&mut next);
-                let mut buf = [0u8; NAME_BUF];
-                buf[..host.len()].copy_from_slice(host.as_bytes());
+                let buf = name_buf(&host);
                 let mut s = Suffixes::default();
                 assert!(s.hash(&buf, host.len(), seed), "{host}: at most 6 labels");
                 let rounds = match_name(&buf, host.len(), seed, &t);

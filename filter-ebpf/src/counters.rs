@@ -2,7 +2,6 @@
 //! exit that bumps them. No atomics: each CPU owns its slot and userspace sums them.
 
 use aya_ebpf::{
-    bindings::xdp_action,
     macros::map,
     maps::{Array, PerCpuArray},
     programs::XdpContext,
@@ -10,6 +9,7 @@ use aya_ebpf::{
 use filter_common::{
     APPS_MAX, AppCounters, Counter, Fate, IFACE_SLOTS, IfaceCounters, NOTE_COUNT, Note,
     REASON_COUNT, Reason,
+    wire::{XDP_DROP, XDP_PASS, XDP_TX},
 };
 
 /// The layout version of the pinned maps, written by the daemon; the program never reads it.
@@ -148,10 +148,10 @@ pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
         }
     }
     if exit.transmit {
-        xdp_action::XDP_TX
+        XDP_TX
     } else if drop {
-        xdp_action::XDP_DROP
+        XDP_DROP
     } else {
-        xdp_action::XDP_PASS
+        XDP_PASS
     }
 }

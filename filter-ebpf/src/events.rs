@@ -2,7 +2,9 @@
 //! per allowed flow and never per packet. The daemon formats and rate-limits them.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::RingBuf, programs::XdpContext};
-use filter_common::{Event, EventAction, FlowKey, Reason, name::NAME_BUF};
+use filter_common::{Event, EventAction, FlowKey, Note, Reason, name::NAME_BUF};
+
+use crate::counters;
 
 /// Room for about 3000 events between two reads by the daemon.
 const EVENTS_BYTES: u32 = 1 << 20;
@@ -10,8 +12,8 @@ const EVENTS_BYTES: u32 = 1 << 20;
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
-/// Emits one event; a full buffer loses it (the daemon counts what it reads, and the
-/// counters stay exact either way).
+/// Emits one event; a full buffer loses it, counted under `event_lost` so that operators see
+/// what the log is missing (the verdict counters stay exact either way).
 #[inline(always)]
 // Inlined into its callers: a struct of these fields would only move them once more.
 #[allow(clippy::too_many_arguments)]
@@ -26,6 +28,7 @@ pub fn emit(
     flags: u8,
 ) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        counters::note(Note::EventLost);
         return;
     };
     let e = entry.as_mut_ptr();

@@ -16,18 +16,12 @@ use filter_common::{
         walk_reason,
     },
     name::{NAME_BUF, NAME_MAX},
+    wire::{
+        EXT_ECH, EXT_SERVER_NAME, HANDSHAKE_CLIENT_HELLO, SNI_HOST_NAME, TLS_CONTENT_HANDSHAKE,
+    },
 };
 
-use crate::{
-    judging::{self, Judging},
-    tls::TLS_CONTENT_HANDSHAKE,
-};
-
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-const EXT_SERVER_NAME: u16 = 0;
-/// `encrypted_client_hello` (draft-ietf-tls-esni, code point 0xfe0d).
-const EXT_ECH: u16 = 0xfe0d;
-const SNI_HOST_NAME: u8 = 0;
+use crate::judging::{self, Judging};
 
 /// Record header (5), handshake header (4), `legacy_version` (2), `random` (32) and the
 /// session id's length (1): the fixed start of every hello.

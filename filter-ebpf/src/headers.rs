@@ -2,19 +2,14 @@
 //! cursor: each `parse_*` checks bounds, advances the cursor and says what comes next.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
-use filter_common::{FlowKey, Note, Reason};
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
+use filter_common::{
+    FlowKey, Note, Reason,
+    wire::{
+        ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+        IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST,
+        TCP_SYN, TCP_URG,
+    },
+};
 
 /// Bound of header offsets that went through map memory: far above Ethernet, two tags, IPv6,
 /// six extension headers and TCP with options in any real packet.
@@ -31,15 +26,9 @@ const IPV6_EXT_MAX_CHAIN: usize = 6;
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 const IPV4_HLEN_MIN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const TCP_HLEN_MIN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const TCP_HLEN_MIN: usize = 20;
 const UDP_HLEN: usize = 8;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
 
 /// Offset of the next unparsed byte from the start of the frame.
 pub struct Cursor {
@@ -202,7 +191,7 @@ pub fn parse_ethernet(ctx: &XdpContext, cur: &mut Cursor) -> Result<Ethernet, Re
     let mut tags = 0;
     let mut vlan = 0;
     for _ in 0..VLAN_MAX_DEPTH {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+        if proto != ETHERTYPE_VLAN && proto != ETHERTYPE_QINQ {
             break;
         }
         let tag = bytes_at::<VLAN_HLEN>(ctx, cur.off)?;

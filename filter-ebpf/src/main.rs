@@ -26,7 +26,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
-use filter_common::{FlowKey, FlowTable, Note, Reason};
+use filter_common::{
+    FlowKey, FlowTable, Note, Reason,
+    wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, XDP_DROP, XDP_PASS},
+};
 
 use crate::{
     counters::{Exit, Seen},
@@ -104,11 +107,11 @@ fn try_sni_filter(ctx: &XdpContext, seen: &mut Seen) -> Result<Exit, Reason> {
     }
     let ip_offset = cur.off;
     let l4 = match eth.proto {
-        headers::ETH_P_IP => {
+        ETHERTYPE_IPV4 => {
             seen.family = 4;
             headers::parse_ipv4(ctx, &mut cur, flow)?
         }
-        headers::ETH_P_IPV6 => {
+        ETHERTYPE_IPV6 => {
             seen.family = 6;
             headers::parse_ipv6(ctx, &mut cur, flow)?
         }
@@ -242,11 +245,11 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 /// The floor benchmarks measure against: an XDP program that passes everything.
 #[xdp(frags)]
 pub fn bench_pass(_ctx: XdpContext) -> u32 {
-    aya_ebpf::bindings::xdp_action::XDP_PASS
+    XDP_PASS
 }
 
 /// The ceiling of dropping on veth, for the end-to-end benchmark: drops everything.
 #[xdp(frags)]
 pub fn bench_drop(_ctx: XdpContext) -> u32 {
-    aya_ebpf::bindings::xdp_action::XDP_DROP
+    XDP_DROP
 }

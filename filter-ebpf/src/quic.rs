@@ -12,13 +12,10 @@ use filter_common::{
     FlowKey, QUIC_ALLOW, QUIC_BLOCK, QUIC_CID_MAX, QUIC_CID_SLOT, QUIC_COPY_MAX, QUIC_FIRST_CID_NS,
     QUIC_FLOW_ALLOWED, QUIC_FLOW_PENDING, QUIC_FLOWS_MAX, QUIC_HEARTBEAT_STALE_NS,
     QUIC_INITIAL_DATAGRAM_MIN, QUIC_INITIALS_PER_FLOW, QuicFlow, QuicInitial, Reason, Settings,
+    wire::{QUIC_V1, QUIC_V2},
 };
 
 use crate::counters::Exit;
-
-/// QUIC version 1 (RFC 9000) and version 2 (RFC 9369).
-const QUIC_V1: u32 = 1;
-const QUIC_V2: u32 = 0x6b33_43cf;
 
 /// Room for about 2000 Initials between two reads by the daemon.
 const QUIC_INITIALS_BYTES: u32 = 1 << 22;

@@ -4,86 +4,45 @@
 //! are compared with what was read: different bytes at a position already read are
 //! uninspectable, so a fake hello can never open the way for the real one.
 
+//!
+//! `tables` holds the per-flow tables and the checks made before judging, `overlap` the
+//! comparison of resent bytes with the kept ones.
+
+mod overlap;
+mod tables;
+
 use core::intrinsics::{AtomicOrdering, atomic_xchg};
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::generated::{bpf_loop, bpf_xdp_load_bytes},
-    macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    bindings::BPF_NOEXIST, helpers::generated::bpf_xdp_load_bytes, macros::map, maps::PerCpuArray,
     programs::XdpContext,
 };
 use filter_common::{
-    EventAction, FlowKey, FlowTable, HELLOS_DEFAULT_MAX, NO_APP, Note, Reason,
+    EventAction, FlowTable, NO_APP, Note, Reason,
     hello::{
         HELLO_CONFLICT_IDLE_NS, HELLO_IDLE_NS, HELLO_KEEP, HELLO_SEGMENTS_MAX, HelloFlow,
-        SCRATCH_LEN, WALK_NAME_SEEN,
+        WALK_NAME_SEEN,
     },
     reason_from_u32,
+    wire::TLS_CONTENT_HANDSHAKE,
 };
 
+pub use self::tables::{may_be_hello, opening};
+use self::{
+    overlap::same_bytes,
+    tables::{HELLOS, OPENING},
+};
 use crate::{
     counters::{self, Exit},
-    fast,
-    tls::{self, TLS_CONTENT_HANDSHAKE},
+    fast, tls,
     verdict::{self, Segment},
 };
 
 const KEEP_MASK: u32 = HELLO_KEEP as u32 - 1;
 
-/// Bytes compared per `bpf_loop` round when checking an overlap.
-const COMPARE_ROUND: u32 = 64;
-
-/// Written by the program only; userspace reads it for `status` and removes stale entries.
-/// Preallocated: a table that allocates on insert keeps only a few free entries of this
-/// size per CPU, refilled later, so a burst of split hellos (every Chrome connection
-/// starts one) could find none and become uninspectable while the table is far from full.
-#[map(name = "HELLOS")]
-static HELLOS: HashMap<FlowKey, HelloFlow> = HashMap::with_max_entries(HELLOS_DEFAULT_MAX, 0);
-
-/// Connections opened (a SYN seen) whose first payload byte has not come yet, with the
-/// sequence number it will have. Data that arrives before that byte is out of order: a
-/// client that sends a hello's segments in reverse would otherwise get its later segments
-/// past unread (no hello starts them) and the first one read as an unfinished hello.
-/// LRU: a SYN flood evicts entries, which only forgoes the check for those connections.
-#[map(name = "OPENING")]
-static OPENING: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(OPENING_MAX, 0);
-
-/// Connections between their SYN and their first payload tracked at once.
-const OPENING_MAX: u32 = 65536;
-
-/// Records a client's SYN: its payload starts at `data_seq`. A hello being read on the
-/// same 5-tuple belonged to an earlier connection (ports are reused) and is forgotten.
-/// `known`: the tables the flow may have entries in (`FlowTable::mask` bits).
-#[inline(always)]
-pub fn opening(flow: &FlowKey, data_seq: u32, known: u8) {
-    if OPENING.insert(flow, data_seq, 0).is_ok() {
-        crate::hints::mark(flow, FlowTable::Opening);
-    }
-    if known & FlowTable::Hellos.mask() != 0 && HELLOS.get_ptr(flow).is_some() {
-        let _ = HELLOS.remove(flow);
-    }
-}
-
 /// Where a new entry is built before it is inserted (it is too large for the stack).
 #[map(name = "NEW_HELLO")]
 static NEW_HELLO: PerCpuArray<HelloFlow> = PerCpuArray::with_max_entries(1, 0);
-
-/// State of an overlap comparison between `bpf_loop` rounds.
-#[map(name = "COMPARE")]
-static COMPARE: PerCpuArray<Compare> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-struct Compare {
-    /// Offset in `kept` and in scratch, bytes to compare, and whether all matched so far.
-    kept_off: u32,
-    scratch_off: u32,
-    len: u32,
-    done: u32,
-    same: u32,
-    _pad: u32,
-    flow: FlowKey,
-}
 
 /// What to do with a segment, decided before any walking so that the walk (and the
 /// verdict after it) has one call site: each call site of a BPF function is verified anew.
@@ -95,18 +54,6 @@ enum Plan {
     ReadOn {
         pos: u32,
     },
-}
-
-/// Whether a payload may concern a hello: it starts a TLS handshake record, or its flow
-/// has a hello being read (or cannot be read). Anything else is `tcp_not_handshake`, as the
-/// judging program would find. A payload whose first byte cannot be read goes on to the
-/// judging program, which says why.
-/// `known`: the tables the flow may have entries in (`FlowTable::mask` bits).
-#[inline(always)]
-pub fn may_be_hello(ctx: &XdpContext, flow: &FlowKey, payload_offset: usize, known: u8) -> bool {
-    tls::first_byte(ctx, payload_offset).is_none_or(|b| b == TLS_CONTENT_HANDSHAKE)
-        || (known & FlowTable::Hellos.mask() != 0 && HELLOS.get_ptr(flow).is_some())
-        || (known & FlowTable::Opening.mask() != 0 && OPENING.get_ptr(flow).is_some())
 }
 
 pub fn judge_segment(seg: &Segment, first_fragment: bool) -> Exit {
@@ -481,129 +428,6 @@ fn keep_bytes(
             n,
         );
     }
-}
-
-/// Whether scratch `[0, len)` equals `kept[off, off + len)` of the flow's state: by 8-byte
-/// words where `off` is a multiple of 8 (a resent first segment, and every later one after
-/// segments of a multiple of 8 bytes, as 1448-byte ones are), else byte by byte.
-fn same_bytes(flow: &FlowKey, off: u32, len: u32) -> bool {
-    if off.is_multiple_of(8) {
-        return same_words(flow, off, len);
-    }
-    same_bytes_in_rounds(flow, off, len)
-}
-
-/// `same_bytes` for an aligned `off`: one plain loop of word comparisons, then the last
-/// bytes one by one. `off + len` is at most `HELLO_KEEP` (the caller's check). A function
-/// of its own: inlined, its locals would sit in the judging program's frame, which the
-/// 6.1 verifier adds to every chain of calls below it (512 bytes in all).
-#[inline(never)]
-fn same_words(flow: &FlowKey, off: u32, len: u32) -> bool {
-    const KEPT_WORD_MASK: u32 = (2 * HELLO_KEEP / 8) as u32 - 1;
-    const SCRATCH_WORD_MASK: u32 = (SCRATCH_LEN / 8) as u32 - 1;
-    let (Some(st), Some(scratch)) = (HELLOS.get_ptr(flow), tls::scratch()) else {
-        return false;
-    };
-    // SAFETY: a map value valid for this program run; `kept` lies at an 8-byte aligned
-    // offset of the aligned value (checked below), scratch at offset 0 of its value.
-    let (kept, copy) = unsafe {
-        (
-            (&raw const (*st).kept).cast::<u64>(),
-            (&raw const scratch.data).cast::<u64>(),
-        )
-    };
-    const { assert!(core::mem::offset_of!(HelloFlow, kept).is_multiple_of(8)) };
-    let (first, words) = (off / 8, len / 8);
-    // Read anew in each round, so that LLVM cannot fold the two ends of the loop into one
-    // count the verifier does not see bounded (the 6.1 verifier then walked the loop past
-    // the end of scratch).
-    let words_left = words;
-    for w in 0..(HELLO_KEEP / 8) as u32 {
-        // SAFETY: a local of this function.
-        if w >= unsafe { (&raw const words_left).read_volatile() } {
-            break;
-        }
-        // SAFETY: masked indices inside `kept` (2 * HELLO_KEEP bytes) and scratch.
-        let same = unsafe {
-            kept.add(((first + w) & KEPT_WORD_MASK) as usize)
-                .read_volatile()
-                == copy.add((w & SCRATCH_WORD_MASK) as usize).read_volatile()
-        };
-        if !same {
-            return false;
-        }
-    }
-    let tail = words * 8;
-    // SAFETY: as above.
-    let (kept, copy) = unsafe { (&(*st).kept, &scratch.data) };
-    for i in 0..8 {
-        let at = tail + i;
-        if at >= len {
-            break;
-        }
-        if kept[((off + at) & (2 * HELLO_KEEP as u32 - 1)) as usize]
-            != copy[(at as usize) & (SCRATCH_LEN - 1)]
-        {
-            return false;
-        }
-    }
-    true
-}
-
-/// `same_bytes` for any `off`: `COMPARE_ROUND` bytes per `bpf_loop` round.
-fn same_bytes_in_rounds(flow: &FlowKey, off: u32, len: u32) -> bool {
-    let Some(c) = COMPARE.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: a per-CPU value, used by this CPU only while this packet is judged.
-    let c = unsafe { &mut *c };
-    c.kept_off = off;
-    c.scratch_off = 0;
-    c.len = len;
-    c.done = 0;
-    c.same = 1;
-    c.flow = *flow;
-    let rounds = len.div_ceil(COMPARE_ROUND);
-    // SAFETY: the callback has the signature bpf_loop expects; its state is in COMPARE.
-    unsafe {
-        bpf_loop(
-            rounds,
-            compare_round as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
-            0,
-        )
-    };
-    COMPARE
-        .get_ptr(0)
-        .is_some_and(|c| unsafe { (*c).same != 0 && (*c).done >= (*c).len })
-}
-
-extern "C" fn compare_round(_index: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let (Some(c), Some(scratch)) = (COMPARE.get_ptr_mut(0), tls::scratch()) else {
-        return 1;
-    };
-    // SAFETY: a per-CPU value set up by `same_bytes`.
-    let c = unsafe { &mut *c };
-    let Some(st) = HELLOS.get_ptr(c.flow) else {
-        c.same = 0;
-        return 1;
-    };
-    // SAFETY: a map value valid for this program run.
-    let kept = unsafe { &(*st).kept };
-    for i in 0..COMPARE_ROUND {
-        if c.done >= c.len {
-            return 1;
-        }
-        let k = kept[((c.kept_off + c.done) & (2 * HELLO_KEEP as u32 - 1)) as usize];
-        let s = scratch.data[((c.scratch_off + c.done) as usize) & (SCRATCH_LEN - 1)];
-        if k != s {
-            c.same = 0;
-            return 1;
-        }
-        c.done += 1;
-        let _ = i;
-    }
-    0
 }
 
 #[inline(always)]

@@ -3,13 +3,12 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
 
-use crate::headers::Tcp;
+use filter_common::wire::{IPPROTO_TCP, TCP_ACK, TCP_RST};
 
-const TCP_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const IPPROTO_TCP: u8 = 6;
-const TCP_FLAG_ACK: u8 = 0x10;
-const TCP_RST_ACK: u8 = 0x14;
+use crate::headers::{IPV6_HLEN, TCP_HLEN_MIN, Tcp};
+
+/// The reset's TCP header: no options.
+const TCP_HLEN: usize = TCP_HLEN_MIN;
 /// TTL / hop limit of the reset: a fresh packet from the server's side.
 const RESET_TTL: u8 = 64;
 
@@ -65,11 +64,7 @@ pub fn answer_with_rst(ctx: &XdpContext, tcp: &Tcp) -> bool {
     // The reset's sequence number is what the client expects next from the server (its
     // ACK field); its acknowledgement covers the client's data, so the client accepts it.
     let ack_client = tcp.data_seq().wrapping_add(tcp.payload_len as u32);
-    let seq = if tcp.flags & TCP_FLAG_ACK != 0 {
-        tcp.ack
-    } else {
-        0
-    };
+    let seq = if tcp.flags & TCP_ACK != 0 { tcp.ack } else { 0 };
     let Some(th) = bytes_mut::<TCP_HLEN>(ctx, tcp.offset) else {
         return false;
     };
@@ -79,7 +74,7 @@ pub fn answer_with_rst(ctx: &XdpContext, tcp: &Tcp) -> bool {
     th[4..8].copy_from_slice(&seq.to_be_bytes());
     th[8..12].copy_from_slice(&ack_client.to_be_bytes());
     th[12] = ((TCP_HLEN / 4) as u8) << 4;
-    th[13] = TCP_RST_ACK;
+    th[13] = TCP_RST | TCP_ACK;
     th[14..20].copy_from_slice(&[0; 6]);
     let tcp_sum = sum_bytes(&th[..]);
 

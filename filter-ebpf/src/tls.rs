@@ -25,8 +25,6 @@ const ROUND_STEPS: u32 = 1;
 /// (1460 bytes / 6 bytes per 1-byte record, two steps each), far above real hellos (~50).
 const WALK_ROUNDS_MAX: u32 = 1024;
 
-pub const TLS_CONTENT_HANDSHAKE: u8 = 22;
-
 /// Payload offsets read straight from the packet are masked to this for the verifier: above
 /// any header stack, below its limit of 64 KiB per packet offset.
 const LINEAR_OFFSET_MASK: usize = (1 << 14) - 1;
