@@ -850,7 +850,6 @@ fn progress_reason(p: &Progress) -> Reason {
     }
 }
 
-pub mod craft;
 pub mod worker;
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod hello;
 mod lab;
 mod netns;
 pub mod quic;
+pub mod quic_craft;
 mod registry;
 mod rsyslog;
 mod run;

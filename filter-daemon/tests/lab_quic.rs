@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! QUIC end to end through a real gateway: the aioquic HTTP/3 server in the server
 //! namespace, the real `sni-filter` daemon on the gateway with the shipped configuration,
 //! and QUIC clients written by others (aioquic, quinn, headless Chromium forced onto QUIC,
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::Duration;
 
 use sni_filter_lab::{CurlOpts, Daemon, Lab, QuicClient, QuicServer, TlsServer, curl, quic_fetch};

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! The evasion suite: the techniques of DPI-evasion tools (`GoodbyeDPI`, zapret, byedpi...)
 //! put on the wire, one by one and combined, from the lab's client through the real gateway
 //! and its daemon to a real TLS server (nginx), each in a session of its own.

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! The filter's life across daemons, end to end on the lab's gateway: rules reloaded under
 //! traffic, the daemon killed with SIGKILL and started again, stopped with SIGTERM, and
 //! `unload`. A client loop runs through all of it; not one banned connection may succeed
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::{
     process::Command,
     sync::atomic::{AtomicBool, Ordering},

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! End to end through a real gateway: client, gateway and server namespaces, nginx serving
 //! both names, the real `sni-filter` daemon attached to the gateway's client-facing
 //! interface, and curl as the client. Needs root.

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! `action = "reject"` end to end: the program answers the banned name's `ClientHello` with a
 //! TCP RST (`XDP_TX` back out of the gateway's client-facing veth), so clients fail at once
 //! instead of waiting for a timeout, over IPv4 and IPv6; the allowed name is still served and
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;

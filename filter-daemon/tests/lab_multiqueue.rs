@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! One flow whose `ClientHello` segments arrive on different receive queues, and so are
 //! judged by the XDP program on different CPUs: the reassembly state the program keeps per
 //! flow must be shared, or the name split over the two segments is never read. Needs root
@@ -17,7 +20,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{ChildStdin, ChildStdout, Stdio};

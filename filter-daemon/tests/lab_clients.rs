@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! End to end with the TLS clients people use, each written by others: curl, `openssl
 //! s_client`, `gnutls-cli`, Python's `ssl` and headless Chromium (whose post-quantum hello
 //! takes two TCP segments), over IPv4 and IPv6, through the real daemon on the lab's
@@ -8,7 +11,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::{Duration, Instant};
 
 use sni_filter_lab::{

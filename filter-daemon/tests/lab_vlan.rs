@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! 802.1Q end to end: the client — gateway link carries its frames tagged with VLAN 42 (the
 //! tag inside the frame, the senders' `txvlan` offload off), the filter is attached to the
 //! gateway's veth that receives them, and the banned name still fails, the allowed one is
@@ -7,7 +10,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
