@@ -679,7 +679,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
 /// An IPv4 frame's TCP flags byte with `bits` added (checksums are not the program's
 /// business).
 fn with_tcp_flags(frame: &[u8], bits: u8) -> Vec<u8> {
@@ -698,6 +697,7 @@ fn tiny_first_fragment(frame: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
 fn with_ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
     const IP: usize = 14;
     let mut out = frame[..IP + 40].to_vec();
