@@ -8,7 +8,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::Duration;
 
 use sni_filter_lab::{CurlOpts, Daemon, Lab, TlsServer, curl, response_body};
@@ -52,8 +52,7 @@ fn check_gateway(ipv6: bool) {
             .count()
     };
     let baseline_requests = banned_requests();
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
     let before = packets(&status(&daemon), "hello_blocked");
 
     let blocked = curl(&lab, BANNED, &opts).unwrap();

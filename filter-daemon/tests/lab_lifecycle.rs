@@ -160,7 +160,7 @@ fn sigterm_leaves_the_filter_and_unload_removes_every_trace() {
     let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
     let opts = CurlOpts::new(server.ca_path()).max_time(Duration::from_secs(2));
     let iface = lab.gateway_client_if().to_owned();
-    let daemon = Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon");
+    let daemon = shipped_daemon(&lab);
     let instance = daemon.instance().to_owned();
     // The CLI of the stopped daemon, on the gateway.
     let cli = |args: &[&str]| {

@@ -100,11 +100,7 @@ fn reject_resets_the_banned_name_at_once_over_ipv4_and_ipv6() {
             "ipv6={ipv6}: resets did not move:\n{}",
             after.text
         );
-        assert!(
-            after.reason_packets("hello_blocked") > before.reason_packets("hello_blocked"),
-            "ipv6={ipv6}: hello_blocked did not move:\n{}",
-            after.text
-        );
+        assert_moved(&before, &after, "hello_blocked", &format!("ipv6={ipv6}"));
 
         // Another client's stack sees the same reset.
         let python = fetch(

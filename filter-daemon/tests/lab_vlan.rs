@@ -16,8 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use sni_filter_lab::{
-    ChildGuard, CurlOpts, Daemon, FetchOpts, Lab, LabOptions, Node, TlsClient, TlsServer, curl,
-    fetch,
+    ChildGuard, CurlOpts, FetchOpts, Lab, LabOptions, Node, TlsClient, TlsServer, curl, fetch,
 };
 
 const VID: u16 = 42;
@@ -58,8 +57,7 @@ fn tagged_frames_are_read_through_their_vlan_header() {
                 .all(|l| l.contains("ethertype 802.1Q") && l.contains(&format!("vlan {VID},"))),
         "the client's frames do not arrive tagged at the gateway:\n{seen}"
     );
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
     let ifname = lab.gateway_client_if();
 
     for ipv6 in [false, true] {

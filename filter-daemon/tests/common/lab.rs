@@ -1,7 +1,9 @@
 //! What the end-to-end lab tests share: what the lab's server answered, how far a
 //! `status` counter moved, and the assertions on a served or refused name.
 
-use sni_filter_lab::{Status, TlsServer};
+use sni_filter_lab::{Daemon, Lab, Status, TlsServer};
+
+use super::{bin, repo_config};
 
 /// Requests the server answered for `host` (its access log names the SNI).
 pub fn requests_for(server: &TlsServer, host: &str) -> usize {
@@ -31,4 +33,18 @@ pub fn assert_served(outcome: &sni_filter_lab::CurlOutcome, host: &str, context:
 /// The server never answered a request for `host` (its access log names the SNI).
 pub fn assert_never_served(server: &TlsServer, host: &str) {
     assert_eq!(requests_for(server, host), 0, "{}", server.access_log());
+}
+
+/// The real daemon on the lab's gateway with the shipped configuration.
+pub fn shipped_daemon(lab: &Lab) -> Daemon {
+    Daemon::start(lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches")
+}
+
+/// A reason's packets rose between two `status` reads.
+pub fn assert_moved(before: &Status, after: &Status, reason: &str, context: &str) {
+    assert!(
+        moved(before, after, reason) >= 1,
+        "{context}: {reason} did not move:\n{}",
+        after.text
+    );
 }

@@ -46,11 +46,14 @@ pub fn run_frames(filter: &Filter, frames: &[Vec<u8>]) -> (u32, Vec<(Reason, u64
     (last, reasons_moved(&before, &after))
 }
 
+/// The frames of a case, sent in order.
+pub type Frames = Vec<Vec<u8>>;
+
 /// One row of a table: a name, the frames sent in order, the action expected for the last
 /// frame and the reasons expected to rise (all others stay).
 pub struct Case {
     pub name: &'static str,
-    pub frames: Vec<Vec<u8>>,
+    pub frames: Frames,
     /// Run with `uninspectable = "drop"` (else "pass"), for tables that load both.
     pub strict: bool,
     pub action: u32,
@@ -58,12 +61,7 @@ pub struct Case {
     pub counted: Vec<(Reason, u64)>,
 }
 
-pub fn case(
-    name: &'static str,
-    frames: Vec<Vec<u8>>,
-    action: u32,
-    counted: &[(Reason, u64)],
-) -> Case {
+pub fn case(name: &'static str, frames: Frames, action: u32, counted: &[(Reason, u64)]) -> Case {
     Case {
         name,
         frames,
@@ -74,12 +72,7 @@ pub fn case(
 }
 
 /// A case run with `uninspectable = "drop"`.
-pub fn strict(
-    name: &'static str,
-    frames: Vec<Vec<u8>>,
-    action: u32,
-    counted: &[(Reason, u64)],
-) -> Case {
+pub fn strict(name: &'static str, frames: Frames, action: u32, counted: &[(Reason, u64)]) -> Case {
     Case {
         strict: true,
         ..case(name, frames, action, counted)
