@@ -21,7 +21,6 @@ pub use keys::{
 };
 pub use reassembly::{Datagram, FLOW_IDLE_NS, FLOWS_MAX, Outcome, Reassembly, ReassemblyStats};
 
-pub mod craft;
 pub mod worker;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Captures in the lab: tcpdump on a node's interface, and the classic pcap files it writes cut
-//! down to one connection's `ClientHello` with stable addresses and times, for fixtures.
+//! Captures in the lab: tcpdump on a node's interface, and the captures it writes (read and
+//! written with `pcap-file`) cut down to one connection's `ClientHello` with stable addresses
+//! and times, for fixtures.
 
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use etherparse::{Ipv4Header, Ipv6Header, TcpHeader};
+use pcap_file::{
+    DataLink, Endianness, TsResolution,
+    pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter},
+    pcapng::{Block, PcapNgReader},
+};
 
 use crate::child::ChildGuard;
 use crate::hello::CONTENT_HANDSHAKE;
@@ -18,9 +24,9 @@ use crate::scratch::ScratchDir;
 
 /// How long tcpdump gets to open its interface.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Classic pcap, microsecond timestamps, written in this machine's byte order.
-const PCAP_MAGIC: u32 = 0xa1b2_c3d4;
-const PCAP_MAGIC_NANO: u32 = 0xa1b2_3c4d;
+/// A pcapng file starts with a section header block, type 0x0a0d0d0a (a palindrome: the
+/// same in either byte order).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 pub const LINKTYPE_ETHERNET: u32 = 1;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
@@ -116,63 +122,59 @@ pub struct PcapRecord {
     pub data: Vec<u8>,
 }
 
-/// Reads a classic pcap file (either byte order, micro- or nanosecond times): its link type
-/// and frames.
+/// Reads a capture, classic pcap (either byte order, micro- or nanosecond times) or pcapng:
+/// its link type (the first interface's, for pcapng) and frames.
 pub fn read_pcap(bytes: &[u8]) -> Result<(u32, Vec<PcapRecord>)> {
-    ensure!(bytes.len() >= 24, "shorter than a pcap header");
-    let magic = u32::from_le_bytes(bytes[..4].try_into()?);
-    let (le, nano) = match magic {
-        PCAP_MAGIC => (true, false),
-        PCAP_MAGIC_NANO => (true, true),
-        m if m.swap_bytes() == PCAP_MAGIC => (false, false),
-        m if m.swap_bytes() == PCAP_MAGIC_NANO => (false, true),
-        m => bail!("not a classic pcap file (magic {m:#010x})"),
+    ensure!(bytes.len() >= 4, "shorter than a capture header");
+    let record = |timestamp: Duration, data: &[u8]| PcapRecord {
+        ts_sec: timestamp.as_secs() as u32,
+        ts_usec: timestamp.subsec_micros(),
+        data: data.to_vec(),
     };
-    let u32_at = |at: usize| -> Result<u32> {
-        let b: [u8; 4] = bytes
-            .get(at..at + 4)
-            .context("truncated pcap")?
-            .try_into()?;
-        Ok(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
-    };
-    let linktype = u32_at(20)?;
+    if bytes[..4] == PCAPNG_MAGIC {
+        let mut reader = PcapNgReader::new(bytes).context("bad pcapng header")?;
+        let mut records = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.context("bad pcapng block")? {
+                Block::EnhancedPacket(p) => records.push(record(p.timestamp, &p.data)),
+                Block::SimplePacket(p) => records.push(record(Duration::ZERO, &p.data)),
+                _ => {}
+            }
+        }
+        let linktype = reader
+            .interfaces()
+            .first()
+            .map_or(LINKTYPE_ETHERNET, |i| u32::from(i.linktype));
+        return Ok((linktype, records));
+    }
+    let mut reader = PcapReader::new(bytes).context("not a pcap or pcapng capture")?;
+    let linktype = u32::from(reader.header().datalink);
     let mut records = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        let (ts_sec, frac, caplen) = (u32_at(at)?, u32_at(at + 4)?, u32_at(at + 8)? as usize);
-        let data = bytes
-            .get(at + 16..at + 16 + caplen)
-            .context("truncated pcap record")?
-            .to_vec();
-        records.push(PcapRecord {
-            ts_sec,
-            ts_usec: if nano { frac / 1000 } else { frac },
-            data,
-        });
-        at += 16 + caplen;
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.context("truncated pcap record")?;
+        records.push(record(packet.timestamp, &packet.data));
     }
     Ok((linktype, records))
 }
 
 /// A classic pcap file (little-endian, microseconds) of Ethernet frames.
 pub fn write_pcap(records: &[PcapRecord]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in [PCAP_MAGIC, 0x0004_0002, 0, 0, 262_144, LINKTYPE_ETHERNET] {
-        // version 2.4 as two u16s, thiszone, sigfigs, snaplen, link type
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    let header = PcapHeader {
+        snaplen: 262_144,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::MicroSecond,
+        endianness: Endianness::Little,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(Vec::new(), header).expect("writing to memory");
     for r in records {
+        let timestamp = Duration::new(u64::from(r.ts_sec), r.ts_usec * 1000);
         let len = r.data.len() as u32;
-        for v in [r.ts_sec, r.ts_usec, len, len] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&r.data);
+        writer
+            .write_packet(&PcapPacket::new(timestamp, len, &r.data))
+            .expect("writing to memory");
     }
-    out
+    writer.into_writer()
 }
 
 /// The parts of an Ethernet/IP/TCP frame a capture cut needs.
@@ -421,6 +423,54 @@ mod tests {
         let (linktype, back) = read_pcap(&write_pcap(&records)).unwrap();
         assert_eq!(linktype, 1);
         assert_eq!(back, records);
+    }
+
+    #[test]
+    fn pcapng_is_read_too() {
+        use pcap_file::{
+            DataLink,
+            pcapng::{
+                PcapNgWriter,
+                blocks::{
+                    enhanced_packet::EnhancedPacketBlock,
+                    interface_description::InterfaceDescriptionBlock,
+                },
+            },
+        };
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        w.write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535))
+            .unwrap();
+        let packet = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: std::time::Duration::new(5, 6000),
+            original_len: 3,
+            data: vec![1, 2, 3].into(),
+            options: vec![],
+        };
+        w.write_pcapng_block(packet).unwrap();
+        let (linktype, records) = read_pcap(&w.into_inner()).unwrap();
+        assert_eq!(linktype, 1);
+        assert_eq!(
+            records,
+            vec![PcapRecord {
+                ts_sec: 5,
+                ts_usec: 6,
+                data: vec![1, 2, 3],
+            }]
+        );
+    }
+
+    #[test]
+    fn the_fixtures_are_written_back_byte_for_byte() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "pcap") {
+                let bytes = std::fs::read(&path).unwrap();
+                let (_, records) = read_pcap(&bytes).unwrap();
+                assert_eq!(write_pcap(&records), bytes, "{}", path.display());
+            }
+        }
     }
 
     #[test]

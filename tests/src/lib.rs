@@ -16,6 +16,7 @@ pub mod hello;
 mod lab;
 mod netns;
 pub mod quic;
+pub mod quic_craft;
 mod registry;
 mod rsyslog;
 mod run;
@@ -44,12 +45,12 @@ pub fn python3() -> &'static str {
     clients::python3()
 }
 
-/// Whether this process runs as root, which every lab needs.
 /// Whether a process with this id exists.
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Whether this process runs as root, which every lab needs.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

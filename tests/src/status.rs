@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use filter_common::{Note, Reason};
+
 /// Units `status` prints after byte counts ("2.8 KiB"): glued to the number when read.
 const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
 
@@ -14,17 +16,34 @@ pub struct StatusRow {
 }
 
 impl StatusRow {
-    /// A column as a count (0 when absent or not a whole number, e.g. "2.8 KiB").
+    /// A column as a count (0 when not a whole number, e.g. "2.8 KiB").
+    ///
+    /// # Panics
+    /// When the row has no such column: a renamed or removed counter must fail the test that
+    /// reads it, not read as a counter that did not move.
     pub fn count(&self, column: &str) -> u64 {
-        self.cells
-            .get(column)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        self.cell(column).parse().unwrap_or(0)
     }
 
     /// A column as printed.
+    ///
+    /// # Panics
+    /// When the row has no such column.
     pub fn text(&self, column: &str) -> &str {
-        self.cells.get(column).map_or("", String::as_str)
+        self.cell(column)
+    }
+
+    fn cell(&self, column: &str) -> &str {
+        self.cells.get(column).map_or_else(
+            || {
+                panic!(
+                    "status row {}: no column {column:?}; its columns: {:?}",
+                    self.key,
+                    self.cells.keys().collect::<Vec<_>>()
+                )
+            },
+            String::as_str,
+        )
     }
 }
 
@@ -101,7 +120,15 @@ impl Status {
     }
 
     /// A reason's packets (0 when the reason is not listed, i.e. zero).
+    ///
+    /// # Panics
+    /// When no reason of the program has that name (`status` leaves out only the zeros).
     pub fn reason_packets(&self, reason: &str) -> u64 {
+        assert!(
+            Reason::ALL.iter().any(|r| r.name() == reason),
+            "no reason is named {reason:?}; the reasons: {:?}",
+            Reason::ALL.map(Reason::name)
+        );
         self.reasons
             .iter()
             .find(|r| r.key == reason)
@@ -109,7 +136,15 @@ impl Status {
     }
 
     /// A note's count (0 when not listed).
+    ///
+    /// # Panics
+    /// When no note of the program has that name.
     pub fn note(&self, note: &str) -> u64 {
+        assert!(
+            Note::ALL.iter().any(|n| n.name() == note),
+            "no note is named {note:?}; the notes: {:?}",
+            Note::ALL.map(Note::name)
+        );
         self.notes.get(note).copied().unwrap_or(0)
     }
 
@@ -175,5 +210,23 @@ also counted: ech_seen=4 sni_from_later_segment=1
         assert_eq!(s.note("sni_from_later_segment"), 1);
         assert_eq!(s.note("vlan_tagged"), 0);
         assert_eq!(s.reasons.len(), 3);
+    }
+
+    #[test]
+    #[should_panic(expected = "no column \"resetz\"; its columns: [\"action\", \"app\", \"bytes\"")]
+    fn a_missing_column_fails_naming_the_columns_it_saw() {
+        Status::parse(SAMPLE).app_count("tiktok", "resetz");
+    }
+
+    #[test]
+    #[should_panic(expected = "no reason is named \"hello_blockd\"")]
+    fn an_unknown_reason_fails() {
+        Status::parse(SAMPLE).reason_packets("hello_blockd");
+    }
+
+    #[test]
+    #[should_panic(expected = "no note is named \"vlan_taged\"")]
+    fn an_unknown_note_fails() {
+        Status::parse(SAMPLE).note("vlan_taged");
     }
 }

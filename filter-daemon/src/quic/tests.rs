@@ -8,7 +8,9 @@ use std::{
 
 use filter_common::{FlowKey, Reason};
 
-use super::{craft::crypto_frame, *};
+use sni_filter_lab::quic_craft::{crypto_frame, seal_client_initial};
+
+use super::*;
 use crate::{config::Config, rules::RuleSet};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -157,7 +159,7 @@ fn client_hello(name: &str, len: usize) -> Vec<u8> {
 
 /// A client Initial sealed by rustls, 1200 bytes.
 fn seal(version: u32, key_dcid: &[u8], dcid: &[u8], pn: u32, frames: &[u8]) -> Vec<u8> {
-    craft::seal_client_initial(version, key_dcid, dcid, pn, frames, 1200)
+    seal_client_initial(version, key_dcid, dcid, pn, frames, 1200)
 }
 
 fn matcher() -> Matcher {

@@ -1,10 +1,13 @@
-//! What the end-to-end tests share: the names the lab serves, the binary under test and
-//! the shipped configuration. Each test binary uses a part of it.
+//! What the test binaries of both groups share: the names the shipped configuration bans
+//! and allows, the binary under test and copies of that configuration. [`lab`] holds what
+//! only the end-to-end lab tests use, [`program`] the frame runner of the program tests.
+//! Each test binary uses a part of it.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+pub mod lab;
+pub mod program;
 
-use sni_filter_lab::{Status, TlsServer};
+use std::path::PathBuf;
 
 /// A name `config/filter.toml` blocks, and one it lets through.
 pub const BANNED: &str = "www.tiktok.com";
@@ -47,34 +50,4 @@ pub fn config_copy_with(dir: &std::path::Path, replace: &[(&str, &str)]) -> Path
     let path = dir.join("filter.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Requests the server answered for `host` (its access log names the SNI).
-pub fn requests_for(server: &TlsServer, host: &str) -> usize {
-    server.access_log().matches(&format!("sni={host} ")).count()
-}
-
-/// How much a reason's packets moved between two `status` reads.
-pub fn moved(before: &Status, after: &Status, reason: &str) -> u64 {
-    after.reason_packets(reason) - before.reason_packets(reason)
-}
-
-/// The allowed name was served: HTTP 200 with the server's body for it.
-pub fn assert_served(outcome: &sni_filter_lab::CurlOutcome, host: &str, context: &str) {
-    assert_eq!(
-        outcome.http_status,
-        Some(200),
-        "{context} {host}: {}",
-        outcome.summary()
-    );
-    assert_eq!(
-        outcome.body,
-        sni_filter_lab::response_body(host),
-        "{context} {host}"
-    );
-}
-
-/// The server never answered a request for `host` (its access log names the SNI).
-pub fn assert_never_served(server: &TlsServer, host: &str) {
-    assert_eq!(requests_for(server, host), 0, "{}", server.access_log());
 }

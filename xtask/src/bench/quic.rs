@@ -18,12 +18,12 @@ use sni_filter::{
     filter::Filter,
     quic::{
         Matcher, V1,
-        craft::{crypto_frame, seal_client_initial},
         worker::{Judge, Policy, Worker},
     },
     shutdown::Shutdown,
 };
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, UdpDatagram};
+use sni_filter_lab::quic_craft::{crypto_frame, seal_client_initial};
 
 use super::bpf::{self, Floors, XDP_DROP, XDP_PASS};
 use super::frames::{self, ALLOWED, BANNED};

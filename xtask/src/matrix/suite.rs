@@ -15,7 +15,7 @@ use crate::shell::{self, cmd};
 /// Test targets of filter-daemon that run the real program through `BPF_PROG_TEST_RUN` only:
 /// the table tests, the public captures' replay and the lab captures' replay. The others need
 /// namespaces, veth pairs or servers, which the guests do not have.
-pub const TEST_TARGETS: &[&str] = &["program", "replay", "lab_captures"];
+pub const TEST_TARGETS: &[&str] = &["program_tcp", "program_replay", "program_replay_fixtures"];
 
 /// The step that runs `sni-filter doctor`.
 pub const DOCTOR: &str = "doctor";

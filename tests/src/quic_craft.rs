@@ -1,12 +1,12 @@
-//! Client Initials sealed by rustls's QUIC implementation (not this crate's decryption),
-//! for tests, benchmarks and the demo's checks.
+//! Client Initials sealed by rustls's QUIC implementation (not the daemon's decryption), for
+//! the daemon's tests, the program tests and the benchmarks.
 
 use rustls::{
     Side,
     quic::{Keys, Version},
 };
 
-use super::{V1, V2};
+use filter_common::wire::{QUIC_V1, QUIC_V2};
 
 /// A CRYPTO frame (RFC 9000 §19.6) with 4-byte offset and 2-byte length fields.
 pub fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
@@ -32,8 +32,8 @@ pub fn seal_client_initial(
     datagram_len: usize,
 ) -> Vec<u8> {
     let (v, first) = match version {
-        V1 => (Version::V1, 0xc3),
-        V2 => (Version::V2, 0xd3),
+        QUIC_V1 => (Version::V1, 0xc3),
+        QUIC_V2 => (Version::V2, 0xd3),
         _ => panic!("QUIC version {version:#x} has no Initial keys here"),
     };
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256

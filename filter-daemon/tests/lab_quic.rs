@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! QUIC end to end through a real gateway: the aioquic HTTP/3 server in the server
 //! namespace, the real `sni-filter` daemon on the gateway with the shipped configuration,
 //! and QUIC clients written by others (aioquic, quinn, headless Chromium forced onto QUIC,
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::Duration;
 
 use sni_filter_lab::{CurlOpts, Daemon, Lab, QuicClient, QuicServer, TlsServer, curl, quic_fetch};
@@ -53,7 +56,7 @@ fn over_quic_banned_names_fail_and_allowed_names_complete() {
     let baseline = quic_fetch(&lab, QuicClient::Quinn, BANNED, &server, false, TIMEOUT).unwrap();
     assert!(baseline.served(), "baseline: {}", baseline.summary());
     let banned_baseline = quic_requests(&server, BANNED);
-    let daemon = Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon");
+    let daemon = shipped_daemon(&lab);
     let before = daemon.status().unwrap();
     for &client in &QuicClient::ALL {
         let banned = quic_fetch(&lab, client, BANNED, &server, false, TIMEOUT).unwrap();
@@ -98,8 +101,7 @@ fn over_quic_banned_names_fail_and_allowed_names_complete() {
 fn after_a_retry_the_verdict_still_holds() {
     let lab = Lab::new("qrt").expect("lab");
     let server = QuicServer::start(&lab, &[BANNED, ALLOWED], true).expect("QUIC server");
-    let _daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon");
+    let _daemon = shipped_daemon(&lab);
     check_clients(&lab, &server, &QuicClient::ALL, "with Retry");
     assert!(
         server.requests().iter().all(|r| r.retried),
@@ -113,8 +115,7 @@ fn with_the_daemon_killed_quic_is_dropped_and_tcp_is_still_judged() {
     let lab = Lab::new("qkl").expect("lab");
     let quic = QuicServer::start(&lab, &[BANNED, ALLOWED], false).expect("QUIC server");
     let tls = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
-    let mut daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon");
+    let mut daemon = shipped_daemon(&lab);
     check_clients(&lab, &quic, &[QuicClient::Quinn], "daemon alive");
     daemon.kill().unwrap();
     // The heartbeat goes stale within 3 s.

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! End to end with the TLS clients people use, each written by others: curl, `openssl
 //! s_client`, `gnutls-cli`, Python's `ssl` and headless Chromium (whose post-quantum hello
 //! takes two TCP segments), over IPv4 and IPv6, through the real daemon on the lab's
@@ -8,12 +11,10 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::{Duration, Instant};
 
-use sni_filter_lab::{
-    CurlOpts, Daemon, FetchOpts, Lab, TlsClient, TlsServer, curl, fetch, response_body,
-};
+use sni_filter_lab::{CurlOpts, FetchOpts, Lab, TlsClient, TlsServer, curl, fetch, response_body};
 
 /// How long a client waits before a silently dropped flow counts as failed.
 const PATIENCE: Duration = Duration::from_secs(2);
@@ -41,8 +42,7 @@ fn check_clients(ipv6: bool) {
     assert!(curl(&lab, BANNED, &curl_opts).unwrap().served());
     let baseline_banned = requests_for(&server, BANNED);
 
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
 
     // curl first, as the reference every other client is compared with.
     let before = daemon.status().unwrap();
@@ -57,16 +57,8 @@ fn check_clients(ipv6: bool) {
     );
     assert_eq!(allowed.body, response_body(ALLOWED));
     let after = daemon.status().unwrap();
-    assert!(
-        moved(&before, &after, "hello_blocked") >= 1,
-        "curl:\n{}",
-        after.text
-    );
-    assert!(
-        moved(&before, &after, "hello_allowed") >= 1,
-        "curl:\n{}",
-        after.text
-    );
+    assert_moved(&before, &after, "hello_blocked", "curl");
+    assert_moved(&before, &after, "hello_allowed", "curl");
 
     for client in TlsClient::ALL {
         let before = daemon.status().unwrap();
@@ -84,16 +76,8 @@ fn check_clients(ipv6: bool) {
             blocked.elapsed.as_secs_f64(),
             allowed.elapsed.as_secs_f64()
         );
-        assert!(
-            moved(&before, &after, "hello_blocked") >= 1,
-            "{client}: hello_blocked did not move:\n{}",
-            after.text
-        );
-        assert!(
-            moved(&before, &after, "hello_allowed") >= 1,
-            "{client}: hello_allowed did not move:\n{}",
-            after.text
-        );
+        assert_moved(&before, &after, "hello_blocked", &format!("{client}"));
+        assert_moved(&before, &after, "hello_allowed", &format!("{client}"));
         assert!(
             after.app_count("tiktok", "flows") > before.app_count("tiktok", "flows"),
             "{client}: the app's flows did not move:\n{}",

@@ -1,3 +1,6 @@
+//! Group: program tests (the compiled program through `BPF_PROG_TEST_RUN`, no namespaces;
+//! see `filter-daemon/tests/README.md`).
+//!
 //! Captures made in the lab, kept as fixtures in `tests/fixtures/`: each is one connection's
 //! `ClientHello` to www.tiktok.com spread over two TCP segments (Chromium's post-quantum
 //! hello; a crafted hello padded past one segment). `sni-filter replay` must read the name

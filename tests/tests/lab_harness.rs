@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests, of the lab itself (network namespaces, real servers and
+//! clients, no filter; see `filter-daemon/tests/README.md`).
+//!
 //! The lab itself, without the filter: namespaces and routing, the TLS server, curl, realistic
 //! segmentation, the daemon guard (with a stand-in daemon), and that nothing outlives a lab.
 //! Needs root.

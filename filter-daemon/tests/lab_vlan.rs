@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! 802.1Q end to end: the client — gateway link carries its frames tagged with VLAN 42 (the
 //! tag inside the frame, the senders' `txvlan` offload off), the filter is attached to the
 //! gateway's veth that receives them, and the banned name still fails, the allowed one is
@@ -7,14 +10,13 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::process::Stdio;
 use std::thread;
 use std::time::Duration;
 
 use sni_filter_lab::{
-    ChildGuard, CurlOpts, Daemon, FetchOpts, Lab, LabOptions, Node, TlsClient, TlsServer, curl,
-    fetch,
+    ChildGuard, CurlOpts, FetchOpts, Lab, LabOptions, Node, TlsClient, TlsServer, curl, fetch,
 };
 
 const VID: u16 = 42;
@@ -55,8 +57,7 @@ fn tagged_frames_are_read_through_their_vlan_header() {
                 .all(|l| l.contains("ethertype 802.1Q") && l.contains(&format!("vlan {VID},"))),
         "the client's frames do not arrive tagged at the gateway:\n{seen}"
     );
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
     let ifname = lab.gateway_client_if();
 
     for ipv6 in [false, true] {

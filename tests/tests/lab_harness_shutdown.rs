@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests, of the lab itself (network namespaces, real servers and
+//! clients, no filter; see `filter-daemon/tests/README.md`).
+//!
 //! `shutdown()` (what a Ctrl-C handler calls) removes every namespace and process of this
 //! process at once, and no guard can be created afterwards. A test binary of its own, since
 //! shutdown is final for the process. Needs root.

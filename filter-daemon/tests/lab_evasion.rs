@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! The evasion suite: the techniques of DPI-evasion tools (`GoodbyeDPI`, zapret, byedpi...)
 //! put on the wire, one by one and combined, from the lab's client through the real gateway
 //! and its daemon to a real TLS server (nginx), each in a session of its own.
@@ -99,6 +102,14 @@ fn session(segments: Vec<Segment>) -> Session {
         wait: WAIT,
         ..Session::default()
     }
+}
+
+/// The banned hello in two segments, the first (400 bytes) cut into two IP fragments, the
+/// first fragment carrying `first` bytes after the IP header.
+fn fragmented(h: &Hellos, first: usize) -> Session {
+    let mut s = Segment::data(0, &h.banned[..400]);
+    s.fragment_first = Some(first);
+    session(vec![s, Segment::data(400, &h.banned[400..])])
 }
 
 /// `data` cut at `offsets`, as consecutive segments.
@@ -394,47 +405,27 @@ const TECHNIQUES: &[Technique] = &[
     Technique {
         name: "IPv4 fragments, hello starts in the first",
         ipv6: false,
-        plan: |h| {
-            let mut s = Segment::data(0, &h.banned[..400]);
-            s.fragment_first = Some(24);
-            session(vec![s, Segment::data(400, &h.banned[400..])])
-        },
+        plan: |h| fragmented(h, 24),
     },
     Technique {
         name: "IPv4 fragments, first holds the TCP header only",
         ipv6: false,
-        plan: |h| {
-            let mut s = Segment::data(0, &h.banned[..400]);
-            s.fragment_first = Some(20);
-            session(vec![s, Segment::data(400, &h.banned[400..])])
-        },
+        plan: |h| fragmented(h, 20),
     },
     Technique {
         name: "IPv4 tiny first fragment (8 bytes)",
         ipv6: false,
-        plan: |h| {
-            let mut s = Segment::data(0, &h.banned[..400]);
-            s.fragment_first = Some(8);
-            session(vec![s, Segment::data(400, &h.banned[400..])])
-        },
+        plan: |h| fragmented(h, 8),
     },
     Technique {
         name: "IPv6 fragments, hello starts in the first",
         ipv6: true,
-        plan: |h| {
-            let mut s = Segment::data(0, &h.banned[..400]);
-            s.fragment_first = Some(24);
-            session(vec![s, Segment::data(400, &h.banned[400..])])
-        },
+        plan: |h| fragmented(h, 24),
     },
     Technique {
         name: "IPv6 tiny first fragment (8 bytes)",
         ipv6: true,
-        plan: |h| {
-            let mut s = Segment::data(0, &h.banned[..400]);
-            s.fragment_first = Some(8);
-            session(vec![s, Segment::data(400, &h.banned[400..])])
-        },
+        plan: |h| fragmented(h, 8),
     },
     Technique {
         name: "IPv6 Hop-by-Hop and Destination Options before TCP",

@@ -1,3 +1,6 @@
+//! Group: program tests (the compiled program through `BPF_PROG_TEST_RUN`, no namespaces;
+//! see `filter-daemon/tests/README.md`).
+//!
 //! Differential test of the compiled XDP program: seeded, generated `ClientHello`s cut into TLS
 //! records and TCP segments at random are judged by the program and by parsers of this test's
 //! own (tls-parser for the hello, etherparse for the frames). Every disagreement fails it.

@@ -1,11 +1,18 @@
+//! Group: program tests (the compiled program through `BPF_PROG_TEST_RUN`, no namespaces;
+//! see `filter-daemon/tests/README.md`).
+//!
 //! Table tests of the real compiled XDP program through `BPF_PROG_TEST_RUN`: each case is a
 //! name, the frames sent in order, the rules, the action expected for the last frame and
 //! the counters expected to move. Needs root (loading BPF programs).
+
+mod common;
 
 use std::{
     path::Path,
     sync::atomic::{AtomicU16, Ordering},
 };
+
+use common::program::{Case, XDP_DROP, XDP_PASS, XDP_TX, case, load_with, run_table, strict};
 
 use filter_common::{Counter, EventAction, Note, REASON_COUNT, Reason, names};
 use sni_filter::{
@@ -17,10 +24,6 @@ use sni_filter_lab::hello::{
     ClientHelloBuilder, IpPair, Link, SniPosition, TcpFlags, TcpSegment, UdpDatagram, VlanTag,
     tls_records,
 };
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 
 const RULES: &str = r#"
 [apps.tiktok]
@@ -38,11 +41,7 @@ domains = ["disabled.example"]
 "#;
 
 fn filter(rules: &str) -> Filter {
-    let config = Config::parse(Path::new("/nonexistent/table.toml"), rules).expect("table config");
-    let set = RuleSet::compile(&config).expect("table rules");
-    let mut f = Filter::load_for(&config).expect("the program loads (run as root)");
-    f.install(&set).expect("rules install");
-    f
+    load_with("table", rules).0
 }
 
 /// The table's rules with `uninspectable = "pass"` or `"drop"`.
@@ -67,39 +66,6 @@ fn hello_frame(name: &str) -> Vec<u8> {
 fn tcp(ip: IpPair) -> TcpSegment {
     static NEXT_PORT: AtomicU16 = AtomicU16::new(20000);
     TcpSegment::new(ip, NEXT_PORT.fetch_add(1, Ordering::Relaxed), 443)
-}
-
-struct Case {
-    name: &'static str,
-    frames: Vec<Vec<u8>>,
-    /// Run with `uninspectable = "drop"` (else "pass").
-    strict: bool,
-    action: u32,
-    /// Reasons expected to rise, with the number of packets; all others stay.
-    counted: Vec<(Reason, u64)>,
-}
-
-fn case(name: &'static str, frames: Vec<Vec<u8>>, action: u32, counted: &[(Reason, u64)]) -> Case {
-    Case {
-        name,
-        frames,
-        strict: false,
-        action,
-        counted: counted.to_vec(),
-    }
-}
-
-/// A case run with `uninspectable = "drop"`.
-fn strict(
-    name: &'static str,
-    frames: Vec<Vec<u8>>,
-    action: u32,
-    counted: &[(Reason, u64)],
-) -> Case {
-    Case {
-        strict: true,
-        ..case(name, frames, action, counted)
-    }
 }
 
 // One table: long by nature.
@@ -713,7 +679,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
 /// An IPv4 frame's TCP flags byte with `bits` added (checksums are not the program's
 /// business).
 fn with_tcp_flags(frame: &[u8], bits: u8) -> Vec<u8> {
@@ -732,6 +697,7 @@ fn tiny_first_fragment(frame: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Puts an IPv6 fragment header (offset in 8-byte units, more-fragments flag) in front of TCP.
 fn with_ipv6_fragment(frame: &[u8], offset: u16, more: bool) -> Vec<u8> {
     const IP: usize = 14;
     let mut out = frame[..IP + 40].to_vec();
@@ -767,45 +733,7 @@ fn with_ipv6_extensions(frame: &[u8], count: usize) -> Vec<u8> {
 #[test]
 fn table() {
     let (lenient, strict) = (table_filter(false), table_filter(true));
-    let mut failures = Vec::new();
-    for c in cases() {
-        let f = if c.strict { &strict } else { &lenient };
-        let before = counters(f);
-        let mut last = None;
-        for frame in &c.frames {
-            last = Some(f.run_frame(frame).expect("test run"));
-        }
-        let after = counters(f);
-        let mut problems = Vec::new();
-        if last != Some(c.action) {
-            problems.push(format!("action {last:?}, expected {}", c.action));
-        }
-        for r in Reason::ALL {
-            let delta = after[r as usize].packets - before[r as usize].packets;
-            let want = c
-                .counted
-                .iter()
-                .find(|(w, _)| *w == r)
-                .map_or(0, |(_, n)| *n);
-            if delta != want {
-                problems.push(format!("{} rose by {delta}, expected {want}", r.name()));
-            }
-        }
-        println!(
-            "{:<55} {}",
-            c.name,
-            if problems.is_empty() { "ok" } else { "FAILED" }
-        );
-        if !problems.is_empty() {
-            failures.push(format!("{}: {}", c.name, problems.join("; ")));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    run_table(cases(), |c| if c.strict { &strict } else { &lenient });
 }
 
 #[test]

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! End to end through a real gateway: client, gateway and server namespaces, nginx serving
 //! both names, the real `sni-filter` daemon attached to the gateway's client-facing
 //! interface, and curl as the client. Needs root.
@@ -5,7 +8,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::time::Duration;
 
 use sni_filter_lab::{CurlOpts, Daemon, Lab, TlsServer, curl, response_body};
@@ -49,8 +52,7 @@ fn check_gateway(ipv6: bool) {
             .count()
     };
     let baseline_requests = banned_requests();
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
     let before = packets(&status(&daemon), "hello_blocked");
 
     let blocked = curl(&lab, BANNED, &opts).unwrap();

@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! The filter's life across daemons, end to end on the lab's gateway: rules reloaded under
 //! traffic, the daemon killed with SIGKILL and started again, stopped with SIGTERM, and
 //! `unload`. A client loop runs through all of it; not one banned connection may succeed
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::{
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
@@ -157,7 +160,7 @@ fn sigterm_leaves_the_filter_and_unload_removes_every_trace() {
     let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
     let opts = CurlOpts::new(server.ca_path()).max_time(Duration::from_secs(2));
     let iface = lab.gateway_client_if().to_owned();
-    let daemon = Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon");
+    let daemon = shipped_daemon(&lab);
     let instance = daemon.instance().to_owned();
     // The CLI of the stopped daemon, on the gateway.
     let cli = |args: &[&str]| {

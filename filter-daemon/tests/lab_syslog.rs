@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! The daemon's syslog output as a real syslog server receives it: rsyslog in the lab's
 //! server namespace (UDP, TCP and TLS listeners writing each message raw to a file), the real
 //! `sni-filter` daemon on the gateway sending to it, and a blocked flow made by curl. Every

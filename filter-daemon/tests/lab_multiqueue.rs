@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! One flow whose `ClientHello` segments arrive on different receive queues, and so are
 //! judged by the XDP program on different CPUs: the reassembly state the program keeps per
 //! flow must be shared, or the name split over the two segments is never read. Needs root
@@ -17,16 +20,14 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{ChildStdin, ChildStdout, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sni_filter_lab::{
-    ChildGuard, Daemon, Lab, LabOptions, Node, TlsServer, python3, response_body,
-};
+use sni_filter_lab::{ChildGuard, Lab, LabOptions, Node, TlsServer, python3, response_body};
 
 const QUEUES: u16 = 4;
 /// The client's transmit queues (= the gateway's receive queues) the two parts go to.
@@ -292,8 +293,7 @@ fn a_hello_split_over_two_receive_queues_is_read_as_one() {
         &[(0, 0), (QUEUE_A, 1 << cpu_a), (QUEUE_B, 1 << cpu_b), (3, 0)],
     );
     let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
-    let daemon =
-        Daemon::start(&lab, &bin(), &repo_config(), Vec::<String>::new()).expect("daemon attaches");
+    let daemon = shipped_daemon(&lab);
 
     for host in [ALLOWED, BANNED] {
         let before = daemon.status().unwrap();
@@ -325,11 +325,7 @@ fn a_hello_split_over_two_receive_queues_is_read_as_one() {
                 "{}",
                 run.output
             );
-            assert!(
-                moved(&before, &after, "hello_allowed") >= 1,
-                "{}",
-                after.text
-            );
+            assert_moved(&before, &after, "hello_allowed", ALLOWED);
         } else {
             assert_eq!(
                 run.exit_code,
@@ -338,11 +334,7 @@ fn a_hello_split_over_two_receive_queues_is_read_as_one() {
                 run.output
             );
             assert!(!run.output.contains("verified"), "{}", run.output);
-            assert!(
-                moved(&before, &after, "hello_blocked") >= 1,
-                "{BANNED}: hello_blocked did not move:\n{}",
-                after.text
-            );
+            assert_moved(&before, &after, "hello_blocked", BANNED);
         }
     }
     assert_never_served(&server, BANNED);

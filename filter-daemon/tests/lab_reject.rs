@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
 //! `action = "reject"` end to end: the program answers the banned name's `ClientHello` with a
 //! TCP RST (`XDP_TX` back out of the gateway's client-facing veth), so clients fail at once
 //! instead of waiting for a timeout, over IPv4 and IPv6; the allowed name is still served and
@@ -6,7 +9,7 @@
 mod common;
 
 #[allow(clippy::wildcard_imports)]
-use common::*;
+use common::{lab::*, *};
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -97,11 +100,7 @@ fn reject_resets_the_banned_name_at_once_over_ipv4_and_ipv6() {
             "ipv6={ipv6}: resets did not move:\n{}",
             after.text
         );
-        assert!(
-            after.reason_packets("hello_blocked") > before.reason_packets("hello_blocked"),
-            "ipv6={ipv6}: hello_blocked did not move:\n{}",
-            after.text
-        );
+        assert_moved(&before, &after, "hello_blocked", &format!("ipv6={ipv6}"));
 
         // Another client's stack sees the same reset.
         let python = fetch(

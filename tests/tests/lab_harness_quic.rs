@@ -1,3 +1,6 @@
+//! Group: end-to-end lab tests, of the lab itself (network namespaces, real servers and
+//! clients, no filter; see `filter-daemon/tests/README.md`).
+//!
 //! QUIC in the lab, without the filter: the aioquic HTTP/3 server on UDP 443 of the lab's
 //! server, and the three QUIC clients (aioquic, quinn, Chromium) fetching through the gateway,
 //! with and without a Retry, over IPv4 and IPv6; a name the certificate does not hold fails.

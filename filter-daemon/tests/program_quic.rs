@@ -1,28 +1,26 @@
+//! Group: program tests (the compiled program through `BPF_PROG_TEST_RUN`, no namespaces;
+//! see `filter-daemon/tests/README.md`).
+//!
 //! The QUIC path of the real compiled program and the daemon's judge together, through
 //! `BPF_PROG_TEST_RUN`: Initials handed on, verdicts written, later packets dropped, and
 //! the program's own decisions (ports, sizes, versions, budget, heartbeat, policies).
 //! Needs root (loading BPF programs).
 
-use std::{
-    path::Path,
-    sync::atomic::{AtomicU16, Ordering},
-};
+mod common;
 
-use filter_common::{Counter, QUIC_INITIALS_PER_FLOW, Reason};
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use common::program::{XDP_DROP, XDP_PASS, case, load_with, run_frames, run_table};
+use filter_common::{QUIC_INITIALS_PER_FLOW, Reason};
 use sni_filter::{
-    config::Config,
     filter::Filter,
     quic::{
         Matcher, V1, V2,
-        craft::{crypto_frame, seal_client_initial},
         worker::{Judge, Policy},
     },
-    rules::RuleSet,
 };
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, UdpDatagram};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
+use sni_filter_lab::quic_craft::{crypto_frame, seal_client_initial};
 
 const RULES: &str = r#"
 [apps.tiktok]
@@ -42,11 +40,7 @@ struct Rig {
 }
 
 fn rig(filter_section: &str) -> Rig {
-    let text = format!("[filter]\n{filter_section}\n{RULES}");
-    let config = Config::parse(Path::new("/nonexistent/quic.toml"), &text).expect("config");
-    let set = RuleSet::compile(&config).expect("rules");
-    let mut filter = Filter::load_for(&config).expect("the program loads (run as root)");
-    filter.install(&set).expect("rules install");
+    let (filter, config, set) = load_with("quic", &format!("[filter]\n{filter_section}\n{RULES}"));
     let mut judge = Judge::new(&filter).expect("QUIC maps open");
     judge.beat(true).expect("heartbeat");
     Rig {
@@ -61,26 +55,9 @@ fn rig(filter_section: &str) -> Rig {
 }
 
 impl Rig {
-    fn counters(&self) -> Vec<Counter> {
-        self.filter.counters().expect("counters")
-    }
-
     /// Runs frames; returns the last action and how much each reason rose.
     fn run(&self, frames: &[Vec<u8>]) -> (u32, Vec<(Reason, u64)>) {
-        let before = self.counters();
-        let mut last = 0;
-        for f in frames {
-            last = self.filter.run_frame(f).expect("test run");
-        }
-        let after = self.counters();
-        let moved = Reason::ALL
-            .iter()
-            .filter_map(|&r| {
-                let d = after[r as usize].packets - before[r as usize].packets;
-                (d > 0).then_some((r, d))
-            })
-            .collect();
-        (last, moved)
+        run_frames(&self.filter, frames)
     }
 
     fn judge(&mut self) -> Vec<Reason> {
@@ -198,35 +175,35 @@ fn the_program_sorts_quic_it_cannot_hand_on() {
     let mut huge = initial("www.tiktok.com", V1);
     huge.resize(3000, 0);
     let dns = UdpDatagram::new(IpPair::v4_example(), 5353, 53);
-    for (what, frame, action, reason) in [
-        (
+    let one = |reason| [(reason, 1)];
+    let cases = vec![
+        case(
             "an Initial under 1200 bytes",
-            flow().frame(&small),
+            vec![flow().frame(&small)],
             XDP_PASS,
-            Reason::QuicInitialTooSmall,
+            &one(Reason::QuicInitialTooSmall),
         ),
-        (
+        case(
             "QUIC draft-29",
-            flow().frame(&draft29),
+            vec![flow().frame(&draft29)],
             XDP_DROP,
-            Reason::UninspectableQuicVersion,
+            &one(Reason::UninspectableQuicVersion),
         ),
-        (
+        case(
             "an Initial above the copy size",
-            flow().frame(&huge),
+            vec![flow().frame(&huge)],
             XDP_DROP,
-            Reason::UninspectableQuicTooLarge,
+            &one(Reason::UninspectableQuicTooLarge),
         ),
-        (
+        case(
             "a short-header packet",
-            flow().frame(&short_packet()),
+            vec![flow().frame(&short_packet())],
             XDP_PASS,
-            Reason::QuicNotInitial,
+            &one(Reason::QuicNotInitial),
         ),
-        ("DNS", dns.frame(b"dns?"), XDP_PASS, Reason::Udp),
-    ] {
-        assert_eq!(r.run(&[frame]), (action, vec![(reason, 1)]), "{what}");
-    }
+        case("DNS", vec![dns.frame(b"dns?")], XDP_PASS, &one(Reason::Udp)),
+    ];
+    run_table(cases, |_| &r.filter);
 }
 
 #[test]

@@ -1,3 +1,6 @@
+//! Group: program tests (the compiled program through `BPF_PROG_TEST_RUN`, no namespaces;
+//! see `filter-daemon/tests/README.md`).
+//!
 //! `sni-filter replay` on captures from other projects' test suites: every TCP flow those
 //! suites list must come out of the real compiled program with the server name they expect.
 //! Needs root (loading BPF programs) and the shared captures beside the repository.
