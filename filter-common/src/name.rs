@@ -53,9 +53,10 @@ pub fn rule_key(seed: u64, name: &[u8]) -> RuleKey {
 /// the fewer bytes the cheaper its check: most labels are shorter than this.
 pub const MATCH_STEP_BYTES: u32 = 16;
 
-/// Steps that always finish a name: one per label (at most 128 in 255 bytes) plus one per
-/// `MATCH_STEP_BYTES` bytes of the name, for the labels longer than that.
-pub const MATCH_STEPS_MAX: u32 = 128 + (NAME_MAX as u32).div_ceil(MATCH_STEP_BYTES);
+/// Steps that always finish a name: per label (at most 128 in 255 bytes) one that hashes
+/// it and one that looks its suffix up, plus one per `MATCH_STEP_BYTES` bytes of the name,
+/// for the labels longer than that.
+pub const MATCH_STEPS_MAX: u32 = 2 * 128 + (NAME_MAX as u32).div_ceil(MATCH_STEP_BYTES);
 
 /// [`NameMatch::advance`] calls that always finish a match: the label steps, then one per
 /// byte of each pattern tried (prefix and suffix at most 64 each), one more per pattern,
@@ -149,6 +150,9 @@ pub struct NameMatch {
     pub stepped: u32,
     /// 1 when the last step ended at a label boundary.
     pub boundary: u32,
+    /// 1 when the suffix just hashed is to be looked up, by the next step.
+    pub lookup_due: u32,
+    pub _pad: u32,
 }
 
 impl NameMatch {
@@ -168,17 +172,24 @@ impl NameMatch {
         self.len = compared_len(name, len) as u32;
     }
 
-    /// Hashes up to one label leftwards and looks up the suffix it completes. Returns true
-    /// when the whole name has been looked up.
+    /// Hashes up to one label leftwards; the next step looks up the suffix it completes.
+    /// Returns true when the whole name has been looked up.
+    ///
+    /// Hashing and looking up are steps of their own: in the program each step is one
+    /// `bpf_loop` round, so the verifier checks the lookup's probe loop from the round's
+    /// one entry state, not once for each of the states the byte loop can end in (on some
+    /// kernels that multiplied the judging program's check to 450k instructions).
     #[inline(always)]
     pub fn step(&mut self, name: &[u8; NAME_BUF], tables: &impl RuleTables) -> bool {
+        if self.lookup_due != 0 {
+            self.lookup_due = 0;
+            return self.look_up(tables);
+        }
         if self.len == 0 {
             return true;
         }
         let mut h = self.hash;
         let mut boundary = false;
-        // The byte loop only hashes; the lookups and pattern comparisons come after it, once,
-        // so the verifier does not walk them inside every iteration.
         for _ in 0..MATCH_STEP_BYTES {
             if self.done >= self.len {
                 break;
@@ -193,35 +204,42 @@ impl NameMatch {
         }
         self.hash = h;
         self.boundary = u32::from(boundary);
-        // From here on, what the byte loop left is read back from memory (volatile, so that
-        // LLVM keeps the loads): the loop ends in as many states as it has iterations, and
-        // values carried on in registers would have the verifier walk the rule lookup's
-        // probe loop once for each (the 6.1 verifier took 357k instructions so).
+        // Read back from memory (volatile, so that LLVM keeps the loads): the loop ends in
+        // as many states as it has iterations.
+        if reload(&self.boundary) != 0 || reload(&self.done) >= self.len {
+            self.lookup_due = 1;
+        }
+        false
+    }
+
+    /// The second half of a label's step: looks up the suffix just hashed, notes a
+    /// wildcard candidate, and moves past the label's dot. True when the name is done.
+    #[inline(always)]
+    fn look_up(&mut self, tables: &impl RuleTables) -> bool {
+        // The probe first, from the state every lookup starts in: decided before it, the
+        // flags wanted or a noted candidate would have the verifier walk it once for each.
+        let found = tables.rule(RuleKey {
+            hash: reload(&self.hash),
+        });
         let done = reload(&self.done);
         let complete = done >= self.len;
-        if reload(&self.boundary) == 0 && !complete {
-            // A label longer than one step: go on with it.
-            return false;
-        }
-        if self.wild != 0 {
-            // Only noted here: comparing in this loop would put the comparison inside every
-            // step the verifier checks.
-            self.candidate = u32::from(self.wild);
-            self.candidate_start = self.len - done;
-            self.candidate_len = done - self.label_from;
-            self.deeper = 0;
-        }
         let wanted = if complete {
             RULE_SUFFIX | RULE_EXACT
         } else {
             RULE_SUFFIX
         };
-        self.consider(
-            tables.rule(RuleKey {
-                hash: reload(&self.hash),
-            }),
-            wanted,
-        );
+        // The parent's patterns apply to this label: read before `consider` replaces them.
+        let parent_wild = self.wild;
+        let matched = self.consider(found, wanted);
+        if parent_wild != 0 {
+            // Only noted here: comparing in this loop would put the comparison inside every
+            // step the verifier checks.
+            self.candidate = u32::from(parent_wild);
+            self.candidate_start = self.len - done;
+            self.candidate_len = done - self.label_from;
+            // A rule of this label (just considered) or a deeper one wins over the pattern.
+            self.deeper = u16::from(matched);
+        }
         if complete {
             return true;
         }
@@ -232,15 +250,16 @@ impl NameMatch {
         false
     }
 
-    /// Takes a rule found for the suffix just completed if its flags fit; a parent of
-    /// wildcard patterns arms the comparison of the next label.
+    /// Takes a rule found for the suffix just completed if its flags fit (true then); a
+    /// parent of wildcard patterns arms the comparison of the next label.
     #[inline(always)]
-    fn consider(&mut self, v: Option<RuleValue>, wanted: u16) {
+    fn consider(&mut self, v: Option<RuleValue>, wanted: u16) -> bool {
         let Some(v) = v else {
             self.wild = 0;
-            return;
+            return false;
         };
-        if v.flags & wanted != 0 {
+        let matched = v.flags & wanted != 0;
+        if matched {
             self.best = v;
             self.found = 1;
             self.deeper = 1;
@@ -250,6 +269,7 @@ impl NameMatch {
         } else {
             0
         };
+        matched
     }
 
     /// Compares one byte of the wildcard candidate (the deepest label below a wildcard
@@ -335,15 +355,25 @@ impl NameMatch {
 /// (RFC 1034 §3.1: `tiktok.com.` names the same host as `tiktok.com`).
 #[inline(always)]
 fn compared_len(name: &[u8; NAME_BUF], len: usize) -> usize {
-    let len = if len > NAME_MAX { NAME_MAX } else { len };
+    // By arithmetic, not branches: each branch here doubles the states the program's
+    // verifier carries into every round of the match. The operands pass through
+    // `black_box`, or LLVM turns the sign tests back into comparisons and branches.
+    let bb = core::hint::black_box::<u32>;
+    let length = bb(len as u32);
+    // At most NAME_MAX: `over` is 1 for a longer name.
+    let over = bb((NAME_MAX as u32).wrapping_sub(length) >> 31);
+    let len = length.wrapping_sub(over.wrapping_mul(length.wrapping_sub(NAME_MAX as u32)));
     // `opaque_zero` keeps the mask: LLVM proves it redundant once len is in 1..=255, and
     // the 6.1 verifier, which does not learn `len >= 1` from `len != 0`, then sees an
     // index that may be -1.
-    if len > 0 && name[(len - 1 + crate::words::opaque_zero::<usize>()) & (NAME_BUF - 1)] == b'.' {
-        len - 1
-    } else {
-        len
-    }
+    let last = name
+        [(len.wrapping_sub(1) as usize + crate::words::opaque_zero::<usize>()) & (NAME_BUF - 1)];
+    // 1 for a name that is not empty and ends in a dot: the sign bit of `last ^ '.'` - 1
+    // (set only for a dot) and not that of `len - 1` (set only for an empty name).
+    let dot_less_one = bb(u32::from(last ^ b'.').wrapping_sub(1));
+    let len_less_one = bb(len.wrapping_sub(1));
+    let dot = bb((dot_less_one & !len_less_one) >> 31);
+    (len - dot) as usize
 }
 
 /// Suffixes the one-pass match holds, and the longest name it hashes: a name with more
