@@ -38,7 +38,8 @@ pub struct Judging {
     /// Who sent the hello, where: for exemptions and scopes.
     pub client: [u8; 16],
     pub family: u8,
-    pub _pad: u8,
+    /// 1 when the walker completed the name in the last round: the next one matches it.
+    pub name_due: u8,
     pub vlan: u16,
     pub ifindex: u32,
     /// The fast path's walk of the extensions (`crate::fast`).

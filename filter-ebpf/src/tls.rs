@@ -22,8 +22,9 @@ use crate::judging::judging;
 const ROUND_STEPS: u32 = 1;
 
 /// Rounds per chunk: enough for a full-size segment cut into the smallest TLS records
-/// (1460 bytes / 6 bytes per 1-byte record, two steps each), far above real hellos (~50).
-const WALK_ROUNDS_MAX: u32 = 1024;
+/// (1460 bytes / 6 bytes per 1-byte record, two steps each), and the round that matches
+/// the name; far above real hellos (~50).
+const WALK_ROUNDS_MAX: u32 = 1024 + 1;
 
 /// Payload offsets read straight from the packet are masked to this for the verifier: above
 /// any header stack, below its limit of 64 KiB per packet offset.
@@ -98,6 +99,7 @@ pub fn walk(pos: u32, end: u32) -> Reason {
     j.app = NO_APP;
     j.name_in_later_segment = 0;
     j.exempt = 0;
+    j.name_due = 0;
     // SAFETY: the callback has the signature bpf_loop expects; its state is in JUDGING.
     unsafe {
         bpf_loop(
@@ -120,12 +122,27 @@ pub fn walk(pos: u32, end: u32) -> Reason {
     }
 }
 
-/// One round: a walker step, and the match of the name it completed, if any. Returns 1 to
-/// end the loop.
+/// One round: a walker step, or the match of the name the last step completed. Returns 1
+/// to end the loop.
+///
+/// The match is a round of its own so that the verifier checks it from the round's one
+/// entry state, not once for each of the many paths through the walker's fields that can
+/// complete a name (on some kernels that multiplied the judging program's check).
 extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
     let (Some(scratch), Some(j)) = (SCRATCH.get_ptr(0), judging()) else {
         return 1;
     };
+    if j.name_due != 0 {
+        j.name_due = 0;
+        if !crate::rules::judge_name(false) {
+            return 0;
+        }
+        let Some(j) = judging() else {
+            return 1;
+        };
+        j.verdict = Reason::HelloBlocked as u32;
+        return 1;
+    }
     // SAFETY: a per-CPU value filled by `load_payload` for this packet.
     let buf = unsafe { &(*scratch).data };
     let verdict = match j.walk.feed::<ROUND_STEPS>(buf, &mut j.pos, j.end) {
@@ -140,10 +157,8 @@ extern "C" fn walk_round(_index: u64, _ctx: *mut c_void) -> i64 {
             } else {
                 j.walk.flags &= !WALK_NAME_LATER;
             }
-            if !crate::rules::judge_name(false) {
-                return 0;
-            }
-            Reason::HelloBlocked
+            j.name_due = 1;
+            return 0;
         }
         step => walk_reason(step, j.walk.flags, j.monitored_app != NO_APP, j.exempt != 0),
     };
