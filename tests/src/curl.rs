@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use crate::child::ChildGuard;
 use crate::lab::{Lab, Node};
-use crate::tls_server::HTTPS_PORT;
+use crate::tls_server::{HTTPS_PORT, TlsServer};
 
 /// Separates the body from the status that `--write-out` appends to stdout.
 const STATUS_MARKER: &str = "\n<<sni-filter-lab http_code>>";
@@ -135,4 +135,11 @@ pub fn curl(lab: &Lab, host: &str, opts: &CurlOpts) -> Result<CurlOutcome> {
         elapsed,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+impl TlsServer {
+    /// Options for [`curl`] that trust this server's CA.
+    pub fn curl_opts(&self) -> CurlOpts {
+        CurlOpts::new(self.ca_path())
+    }
 }

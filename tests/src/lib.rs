@@ -33,7 +33,6 @@ pub use daemon::{ATTACHED_MARKER, Daemon};
 pub use lab::{Lab, LabOptions, Node};
 pub use netns::{Netns, netns_exec, netns_list, run_in_netns};
 pub use quic::{QUIC_PORT, QuicClient, QuicRequest, QuicRun, QuicServer, quic_fetch};
-pub use registry::shutdown;
 pub use rsyslog::{Listen, Rsyslog};
 pub use scratch::ScratchDir;
 pub use status::{Status, StatusRow};
@@ -54,4 +53,11 @@ pub fn process_exists(pid: u32) -> bool {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Stops every process the lab started, deletes every namespace it created and removes its
+/// temporary folders; guards created afterwards fail. For a SIGINT/SIGTERM handler that
+/// exits right after. Returns the namespaces it deleted.
+pub fn shutdown() -> Vec<String> {
+    registry::shutdown(netns::delete)
 }

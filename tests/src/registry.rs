@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::netns;
-
 struct Registry {
     namespaces: BTreeSet<String>,
     process_groups: BTreeSet<i32>,
@@ -89,8 +87,9 @@ pub(crate) fn remove_scratch_dir(path: &Path) {
 /// Guards created afterwards fail.
 ///
 /// Meant for a SIGINT/SIGTERM handler that exits right after: the guards' own `Drop` then
-/// finds nothing left to remove. Returns the namespaces it deleted.
-pub fn shutdown() -> Vec<String> {
+/// finds nothing left to remove. `delete` removes one namespace (the registry only keeps
+/// their names). Returns the namespaces it deleted.
+pub fn shutdown(delete: fn(&str)) -> Vec<String> {
     let mut reg = lock();
     reg.closing = true;
     let groups: Vec<i32> = std::mem::take(&mut reg.process_groups)
@@ -121,7 +120,7 @@ pub fn shutdown() -> Vec<String> {
     }
     let namespaces: Vec<String> = std::mem::take(&mut reg.namespaces).into_iter().collect();
     for name in &namespaces {
-        netns::delete(name);
+        delete(name);
     }
     for dir in std::mem::take(&mut reg.scratch_dirs) {
         let _ = std::fs::remove_dir_all(dir);

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::child::ChildGuard;
-use crate::curl::CurlOpts;
 use crate::lab::Lab;
 use crate::netns::run_in_netns;
 use crate::run::run;
@@ -139,11 +138,6 @@ impl TlsServer {
     /// nginx's pid (the master process).
     pub fn pid(&self) -> u32 {
         self.nginx.id()
-    }
-
-    /// Options for [`crate::curl`] that trust this server's CA.
-    pub fn curl_opts(&self) -> CurlOpts {
-        CurlOpts::new(self.ca_path())
     }
 }
 
