@@ -71,6 +71,7 @@ pub const MATCH_ROUNDS_MAX: u32 =
 /// Where a name match looks rules and wildcard patterns up: the program's maps, or
 /// userspace tables, so both judge names the same way.
 pub trait RuleTables {
+    /// The rule of `key`; `None`, or a value of no flags, when there is none.
     fn rule(&self, key: RuleKey) -> Option<RuleValue>;
     /// As [`RuleTables::rule`], or `None` when telling takes more than `ONE_PASS_PROBES`
     /// probes of an open-addressing table (the one-pass match then declines the name).
