@@ -10,7 +10,7 @@ pub enum Reason {
     /// IP, but neither TCP nor UDP.
     OtherProtocol,
     /// UDP to a port not inspected for QUIC: passed.
-    Udp,
+    UdpPortNotInspected,
     /// Headers cut short or inconsistent before the payload: passed, never judged.
     HeaderMalformed,
     /// A non-first IP fragment: no ports, passed (IKE, DNS... must keep working).
@@ -123,7 +123,7 @@ impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
         Reason::NotIp,
         Reason::OtherProtocol,
-        Reason::Udp,
+        Reason::UdpPortNotInspected,
         Reason::HeaderMalformed,
         Reason::IpFragment,
         Reason::TcpNoPayload,
@@ -168,7 +168,7 @@ impl Reason {
         match self {
             Reason::NotIp => "not_ip",
             Reason::OtherProtocol => "other_protocol",
-            Reason::Udp => "udp",
+            Reason::UdpPortNotInspected => "udp_port_not_inspected",
             Reason::HeaderMalformed => "header_malformed",
             Reason::IpFragment => "ip_fragment",
             Reason::TcpNoPayload => "tcp_no_payload",

@@ -201,7 +201,12 @@ fn the_program_sorts_quic_it_cannot_hand_on() {
             XDP_PASS,
             &one(Reason::QuicNotInitial),
         ),
-        case("DNS", vec![dns.frame(b"dns?")], XDP_PASS, &one(Reason::Udp)),
+        case(
+            "DNS",
+            vec![dns.frame(b"dns?")],
+            XDP_PASS,
+            &one(Reason::UdpPortNotInspected),
+        ),
     ];
     run_table(cases, |_| &r.filter);
 }
@@ -282,7 +287,7 @@ fn block_and_allow_policies_and_other_ports() {
     let r = rig("quic_ports = [8443]");
     assert_eq!(
         r.run(&[flow().frame(&initial("www.tiktok.com", V1))]),
-        (XDP_PASS, vec![(Reason::Udp, 1)]),
+        (XDP_PASS, vec![(Reason::UdpPortNotInspected, 1)]),
         "443 is not inspected when quic_ports does not list it"
     );
     let on_8443 = UdpDatagram::new(IpPair::v4_example(), 41000, 8443);

@@ -137,7 +137,7 @@ fn cases() -> Vec<Case> {
             "UDP passes",
             vec![UdpDatagram::new(v4, 5353, 53).frame(b"dns?")],
             XDP_PASS,
-            &[(Reason::Udp, 1)],
+            &[(Reason::UdpPortNotInspected, 1)],
         ),
         case(
             "SYN without payload passes",

@@ -47,10 +47,10 @@ pub fn judge_udp(
     frame_bytes: u32,
 ) -> Result<Exit, Reason> {
     let Some(s) = crate::settings::settings() else {
-        return Ok(Exit::of(Reason::Udp));
+        return Ok(Exit::of(Reason::UdpPortNotInspected));
     };
     if !quic_port(s, flow.dport) {
-        return Ok(Exit::of(Reason::Udp));
+        return Ok(Exit::of(Reason::UdpPortNotInspected));
     }
     if s.quic_mode == QUIC_ALLOW {
         return Ok(Exit::of(Reason::QuicNotInspected));

@@ -262,7 +262,7 @@ fn carries_hello(reason: Reason) -> bool {
         reason,
         Reason::NotIp
             | Reason::OtherProtocol
-            | Reason::Udp
+            | Reason::UdpPortNotInspected
             | Reason::HeaderMalformed
             | Reason::IpFragment
             | Reason::TcpNoPayload

@@ -39,7 +39,7 @@ pub(super) fn classes() -> Vec<Class> {
         Class {
             key: "udp",
             label: "UDP, not QUIC (DNS)",
-            reason: Reason::Udp,
+            reason: Reason::UdpPortNotInspected,
             action: XDP_PASS,
             prime: vec![],
             frame: frames::udp_dns(),
