@@ -106,6 +106,25 @@ pub struct WildPattern {
     pub _pad: u16,
 }
 
+impl WildPattern {
+    /// The pattern `prefix*suffix` of `app`, followed in its parent's chain by `next`.
+    ///
+    /// # Panics
+    /// On a part longer than `WILD_PART_MAX` (the rule compiler refuses those first).
+    pub fn new(prefix: &[u8], suffix: &[u8], app: u16, next: u16) -> Self {
+        let mut p = Self {
+            app,
+            next,
+            prefix_len: prefix.len() as u8,
+            suffix_len: suffix.len() as u8,
+            ..Self::default()
+        };
+        p.prefix[..prefix.len()].copy_from_slice(prefix);
+        p.suffix[..suffix.len()].copy_from_slice(suffix);
+        p
+    }
+}
+
 impl Default for WildPattern {
     fn default() -> Self {
         Self {
@@ -489,16 +508,7 @@ mod tests {
     }
 
     fn pattern(prefix: &str, suffix: &str, app: u16, next: u16) -> WildPattern {
-        let mut p = WildPattern {
-            app,
-            next,
-            prefix_len: prefix.len() as u8,
-            suffix_len: suffix.len() as u8,
-            ..WildPattern::default()
-        };
-        p.prefix[..prefix.len()].copy_from_slice(prefix.as_bytes());
-        p.suffix[..suffix.len()].copy_from_slice(suffix.as_bytes());
-        p
+        WildPattern::new(prefix.as_bytes(), suffix.as_bytes(), app, next)
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub const IPPROTO_AH: u8 = 51;
 /// IPv6 Destination Options extension header.
 pub const IPPROTO_DSTOPTS: u8 = 60;
 
+/// Header lengths: Ethernet, an 802.1Q tag, IPv4 without options, IPv6 without extension
+/// headers, TCP without options, UDP.
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+pub const IPV4_HLEN_MIN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+pub const TCP_HLEN_MIN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// IEEE 802.1Q VLAN tag.

@@ -8,7 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use filter_common::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use filter_common::wire::{
+    ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+};
 use pcap_file::{
     DataLink,
     pcap::PcapReader,
@@ -40,7 +42,6 @@ pub mod linktype {
     pub const LINUX_SLL2: u32 = 276;
 }
 
-const ETH_HLEN: usize = 14;
 /// Length of the Linux cooked header v1; its protocol (an Ethernet type) is the last 2 bytes.
 const SLL_HLEN: usize = 16;
 /// Length of the Linux cooked header v2; its protocol (an Ethernet type) is the first 2 bytes.

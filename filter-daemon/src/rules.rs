@@ -350,14 +350,7 @@ impl RuleSet {
                         let (prefix, suffix) = label
                             .split_once('*')
                             .expect("normalised wildcards have a `*`");
-                        let mut p = WildPattern {
-                            app,
-                            prefix_len: prefix.len() as u8,
-                            suffix_len: suffix.len() as u8,
-                            ..WildPattern::default()
-                        };
-                        p.prefix[..prefix.len()].copy_from_slice(prefix.as_bytes());
-                        p.suffix[..suffix.len()].copy_from_slice(suffix.as_bytes());
+                        let mut p = WildPattern::new(prefix.as_bytes(), suffix.as_bytes(), app, 0);
                         let parent_value = rules
                             .entry(rule_key(seed, parent.as_bytes()))
                             .or_insert(RuleValue {

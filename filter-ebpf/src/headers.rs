@@ -23,12 +23,9 @@ const VLAN_MAX_DEPTH: usize = 2;
 /// makes six; a longer chain is uninspectable rather than waved through.
 const IPV6_EXT_MAX_CHAIN: usize = 6;
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
-const IPV4_HLEN_MIN: usize = 20;
-pub const IPV6_HLEN: usize = 40;
-pub const TCP_HLEN_MIN: usize = 20;
-const UDP_HLEN: usize = 8;
+pub use filter_common::wire::{
+    ETH_HLEN, IPV4_HLEN_MIN, IPV6_HLEN, TCP_HLEN_MIN, UDP_HLEN, VLAN_HLEN,
+};
 
 /// Offset of the next unparsed byte from the start of the frame.
 pub struct Cursor {
