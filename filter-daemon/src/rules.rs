@@ -494,51 +494,49 @@ fn rule_covers(rule: &Rule, host: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Each line with the rules it must give.
+    fn assert_parse(cases: &[(&str, &[(&str, Scope)])]) {
+        for (line, want) in cases {
+            let want: Vec<(String, Scope)> =
+                want.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
+            assert_eq!(parse_line(line).unwrap(), want, "{line}");
+        }
+    }
+
     #[test]
     fn list_formats_engineers_have() {
-        assert_eq!(
-            parse_line("tiktok.com").unwrap(),
-            [("tiktok.com".into(), Scope::Suffix)]
-        );
-        assert_eq!(
-            parse_line("  TikTok.COM.  # main").unwrap(),
-            [("tiktok.com".into(), Scope::Suffix)]
-        );
-        assert_eq!(
-            parse_line("*.tiktokv.com").unwrap(),
-            [("tiktokv.com".into(), Scope::Suffix)]
-        );
-        assert_eq!(
-            parse_line("0.0.0.0 a.tiktok.com b.tiktok.com").unwrap(),
-            [
-                ("a.tiktok.com".into(), Scope::Exact),
-                ("b.tiktok.com".into(), Scope::Exact)
-            ]
-        );
-        assert_eq!(parse_line("127.0.0.1 localhost").unwrap(), []);
-        assert_eq!(
-            parse_line("||musical.ly^").unwrap(),
-            [("musical.ly".into(), Scope::Suffix)]
-        );
-        assert_eq!(
-            parse_line("|byteoversea.com^").unwrap(),
-            [("byteoversea.com".into(), Scope::Exact)]
-        );
-        assert_eq!(parse_line("# comment").unwrap(), []);
-        assert_eq!(parse_line("! adguard comment").unwrap(), []);
-        assert_eq!(parse_line("").unwrap(), []);
+        assert_parse(&[
+            ("tiktok.com", &[("tiktok.com", Scope::Suffix)]),
+            ("  TikTok.COM.  # main", &[("tiktok.com", Scope::Suffix)]),
+            ("*.tiktokv.com", &[("tiktokv.com", Scope::Suffix)]),
+            (
+                "0.0.0.0 a.tiktok.com b.tiktok.com",
+                &[
+                    ("a.tiktok.com", Scope::Exact),
+                    ("b.tiktok.com", Scope::Exact),
+                ],
+            ),
+            ("127.0.0.1 localhost", &[]),
+            ("||musical.ly^", &[("musical.ly", Scope::Suffix)]),
+            ("|byteoversea.com^", &[("byteoversea.com", Scope::Exact)]),
+            ("# comment", &[]),
+            ("! adguard comment", &[]),
+            ("", &[]),
+        ]);
     }
 
     #[test]
     fn wildcards_in_the_leftmost_label() {
-        assert_eq!(
-            parse_line("||p16-TikTok-*.ibyteimg.com^").unwrap(),
-            [("p16-tiktok-*.ibyteimg.com".into(), Scope::Wildcard)]
-        );
-        assert_eq!(
-            parse_line("*-sign.ibyteimg.com").unwrap(),
-            [("*-sign.ibyteimg.com".into(), Scope::Wildcard)]
-        );
+        assert_parse(&[
+            (
+                "||p16-TikTok-*.ibyteimg.com^",
+                &[("p16-tiktok-*.ibyteimg.com", Scope::Wildcard)],
+            ),
+            (
+                "*-sign.ibyteimg.com",
+                &[("*-sign.ibyteimg.com", Scope::Wildcard)],
+            ),
+        ]);
         for (line, why) in [
             ("a*b*.x.com", "only one"),
             ("a.b*.com", "only one"),
@@ -563,10 +561,10 @@ mod tests {
 
     #[test]
     fn internationalised_names_become_punycode() {
-        assert_eq!(
-            parse_line("bücher.example").unwrap(),
-            [("xn--bcher-kva.example".into(), Scope::Suffix)]
-        );
+        assert_parse(&[(
+            "bücher.example",
+            &[("xn--bcher-kva.example", Scope::Suffix)],
+        )]);
     }
 
     #[test]
