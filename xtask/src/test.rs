@@ -137,7 +137,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the evasion suite (`filter-daemon/tests/evasion.rs`) writes its table.
+/// Where the evasion suite (`filter-daemon/tests/lab_evasion.rs`) writes its table.
 fn evasion_table() -> std::path::PathBuf {
     shell::target_dir().join("tmp").join("evasion-table.txt")
 }
