@@ -47,10 +47,7 @@ fn rig(filter_section: &str) -> Rig {
         filter,
         judge,
         matcher: Matcher::new(&set).expect("matcher"),
-        policy: Policy {
-            uninspectable_drop: config.uninspectable == sni_filter::config::Uninspectable::Drop,
-            trace_all: false,
-        },
+        policy: Policy::of(&config),
     }
 }
 

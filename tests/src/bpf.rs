@@ -166,8 +166,7 @@ pub(crate) fn attach(ns: &str, ifname: &str, prog: &OwnedFd, attach_type: u32) -
 
 /// An XDP program that passes every frame, attached natively to `ifname` of `ns`.
 pub fn attach_xdp_pass(ns: &str, ifname: &str) -> Result<OwnedFd> {
-    /// `XDP_PASS`.
-    const XDP_PASS: i32 = 2;
+    const XDP_PASS: i32 = filter_common::wire::XDP_PASS.cast_signed();
     let prog = load(
         BPF_PROG_TYPE_XDP,
         BPF_XDP,

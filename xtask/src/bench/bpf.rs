@@ -10,8 +10,7 @@ use aya::{
 use filter_common::names;
 use sni_filter::filter::OBJECT;
 
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
+pub use filter_common::wire::{XDP_DROP, XDP_PASS};
 
 /// The empty programs the filter is measured against, loaded from the same object.
 pub struct Floors {
