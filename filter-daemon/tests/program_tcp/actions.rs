@@ -2,7 +2,7 @@
 //! events of blocked and monitored flows, the inspected ports, exempted sources and the
 //! VLANs and interfaces an app is limited to.
 
-use filter_common::{EventAction, Reason};
+use filter_common::{EventAction, Note, Reason};
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, Link, TcpSegment, VlanTag, tls_records};
 
 use super::common::program::{XDP_DROP, XDP_PASS, XDP_TX};
@@ -103,6 +103,37 @@ fn blocked_and_monitored_flows_emit_one_event_and_allowed_ones_none() {
     assert_eq!(events[0].flow.sport, s.src_port);
     assert_eq!(events[0].flow.dport, 443);
     assert_eq!(&events[0].flow.saddr[..4], &[192, 0, 2, 1]);
+}
+
+#[test]
+fn events_the_ring_has_no_room_for_are_counted_lost() {
+    let mut f = filter(RULES);
+    let _ = f.drain_events().unwrap();
+    let lost = |f: &sni_filter::filter::Filter| f.notes().unwrap()[Note::EventLost as usize];
+    let hello = tls_records(
+        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
+        16384,
+    );
+    // One event per blocked flow, and nothing drains the ring until it is full.
+    let mut blocked = 0u64;
+    for port in 1024..=u16::MAX {
+        let s = TcpSegment::new(IpPair::v6_example(), port, 443);
+        assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+        blocked += 1;
+        if lost(&f) >= 10 {
+            break;
+        }
+    }
+    assert!(
+        lost(&f) >= 10,
+        "the ring never filled in {blocked} blocked flows"
+    );
+    let kept = f.drain_events().unwrap().len() as u64;
+    assert_eq!(
+        kept + lost(&f),
+        blocked,
+        "each event is in the ring or counted lost"
+    );
 }
 
 #[test]
