@@ -429,7 +429,8 @@ impl Filter {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and every error under it, as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(inner) = cur {

@@ -8,7 +8,7 @@ use aya::{
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp},
 };
 use filter_common::names;
-use sni_filter::filter::OBJECT;
+use sni_filter::filter::{OBJECT, error_chain};
 
 pub use filter_common::wire::{XDP_DROP, XDP_PASS};
 
@@ -78,22 +78,11 @@ pub fn time(program: &Xdp, frame: &[u8], repeat: u32) -> Result<Timed> {
     };
     let result = program
         .test_run(opts)
-        .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", chain(&e)))?;
+        .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {}", error_chain(&e)))?;
     Ok(Timed {
         action: result.return_value,
         ns: result.duration.as_nanos() as f64,
     })
-}
-
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// The CPU the timings run on: the last one (CPU 0 takes most interrupts).
