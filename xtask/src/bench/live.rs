@@ -7,10 +7,13 @@
 //! during a call is the cost of generating and handling the frames.
 //!
 //! aya has no way to load raw instructions, so this speaks `bpf(2)` itself.
+//!
+//! Some hosts refuse live frames (`EPERM`, whatever the capabilities); there a packet
+//! socket on the same interface sends the same frames, the same way, at a lower rate.
 
-use std::os::fd::{FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
@@ -121,7 +124,6 @@ fn load(insns: &[[u8; 8]], name: &str) -> Result<OwnedFd> {
 /// the kernel's time per frame (ns): the batches, and what the receiving side did with
 /// them when it ran on the way out of each batch.
 pub fn send(program: &OwnedFd, frame: &[u8], repeat: u32, batch: u32) -> Result<u32> {
-    use std::os::fd::AsRawFd as _;
     let mut attr = [0u8; 128];
     put32(&mut attr, 0, program.as_raw_fd().cast_unsigned());
     put32(&mut attr, 8, frame.len() as u32);
@@ -129,10 +131,57 @@ pub fn send(program: &OwnedFd, frame: &[u8], repeat: u32, batch: u32) -> Result<
     put32(&mut attr, 32, repeat);
     put32(&mut attr, 64, BPF_F_TEST_XDP_LIVE_FRAMES);
     put32(&mut attr, 72, batch);
-    match bpf(BPF_PROG_TEST_RUN, &mut attr) {
-        Ok(_) => Ok(u32::from_ne_bytes(
-            attr[36..40].try_into().expect("four bytes"),
-        )),
-        Err(e) => bail!("BPF_PROG_TEST_RUN (live frames): {e}"),
+    bpf(BPF_PROG_TEST_RUN, &mut attr).context("BPF_PROG_TEST_RUN (live frames)")?;
+    Ok(u32::from_ne_bytes(
+        attr[36..40].try_into().expect("four bytes"),
+    ))
+}
+
+/// Whether an error of [`send`] is the kernel refusing live frames on this host.
+pub fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.raw_os_error() == Some(libc::EPERM))
+}
+
+/// Sends `frame` (an Ethernet frame) `repeat` times out of interface `ifindex` of the
+/// calling thread's namespace through a packet socket; a full send queue drops the frame.
+pub fn send_by_socket(ifindex: u32, frame: &[u8], repeat: u32) -> Result<()> {
+    if frame.len() < 14 {
+        bail!("a frame of {} bytes has no Ethernet header", frame.len());
     }
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a packet socket");
+    }
+    // SAFETY: a new file descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all zeroes is a valid `sockaddr_ll`.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    // The frame's Ethernet type, already in network order.
+    to.sll_protocol = u16::from_ne_bytes([frame[12], frame[13]]);
+    to.sll_ifindex = ifindex.cast_signed();
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    for _ in 0..repeat {
+        // SAFETY: a valid buffer and address of the sizes given.
+        let rc = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOBUFS) {
+                return Err(e).context("sending on a packet socket");
+            }
+        }
+    }
+    Ok(())
 }
