@@ -21,13 +21,10 @@ use tokio::{
 
 use crate::{
     Error,
-    counters::{self, CounterMaps},
+    counters::{self, AppInfo, CounterMaps, Snapshot},
     state::Instance,
     syslog::{MsgId, Record, Severity, sink::SinkStats},
 };
-
-/// The counters' types, kept reachable here where the daemon has always found them.
-pub use crate::counters::{AppInfo, Snapshot};
 
 /// What the daemon counts and exposes: the program's counters, read when asked, and the
 /// daemon's own (events, syslog sink). Shared by the daemon loop and the `/metrics` server.

@@ -6,8 +6,6 @@
 //!
 //! The ciphers are ring's; this module only lays out labels, nonces and headers.
 
-pub use filter_common::wire::{QUIC_V1 as V1, QUIC_V2 as V2};
-
 mod crypto;
 mod judge;
 mod keys;

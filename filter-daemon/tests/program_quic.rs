@@ -11,11 +11,14 @@ mod common;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use common::program::{XDP_DROP, XDP_PASS, case, load_with, run_frames, run_table};
-use filter_common::{QUIC_INITIALS_PER_FLOW, Reason};
+use filter_common::{
+    QUIC_INITIALS_PER_FLOW, Reason,
+    wire::{QUIC_V1, QUIC_V2},
+};
 use sni_filter::{
     filter::Filter,
     quic::{
-        Matcher, V1, V2,
+        Matcher,
         worker::{Judge, Policy},
     },
 };
@@ -93,10 +96,10 @@ fn short_packet() -> Vec<u8> {
 fn a_banned_name_blocks_the_flow_and_an_allowed_one_passes() {
     let mut r = rig("");
     for (version, name, reason, later) in [
-        (V1, "www.tiktok.com", Reason::HelloBlocked, XDP_DROP),
-        (V2, "m.tiktok.com", Reason::HelloBlocked, XDP_DROP),
-        (V1, "www.example.org", Reason::HelloAllowed, XDP_PASS),
-        (V1, "watched.example", Reason::HelloMonitored, XDP_PASS),
+        (QUIC_V1, "www.tiktok.com", Reason::HelloBlocked, XDP_DROP),
+        (QUIC_V2, "m.tiktok.com", Reason::HelloBlocked, XDP_DROP),
+        (QUIC_V1, "www.example.org", Reason::HelloAllowed, XDP_PASS),
+        (QUIC_V1, "watched.example", Reason::HelloMonitored, XDP_PASS),
     ] {
         let f = flow();
         let (action, moved) = r.run(&[f.frame(&initial(name, version))]);
@@ -137,7 +140,7 @@ fn a_hello_over_two_initials_is_judged_when_complete() {
     let (a, b) = hello.split_at(1000);
     let f = flow();
     let first = f.frame(&seal_client_initial(
-        V1,
+        QUIC_V1,
         &dcid,
         &dcid,
         0,
@@ -145,7 +148,7 @@ fn a_hello_over_two_initials_is_judged_when_complete() {
         1250,
     ));
     let second = f.frame(&seal_client_initial(
-        V1,
+        QUIC_V1,
         &dcid,
         &dcid,
         1,
@@ -165,11 +168,11 @@ fn the_program_sorts_quic_it_cannot_hand_on() {
     let small = {
         let hello = ClientHelloBuilder::minimal("www.tiktok.com").build();
         let dcid = [1u8; 8];
-        seal_client_initial(V1, &dcid, &dcid, 0, &crypto_frame(0, &hello), 600)
+        seal_client_initial(QUIC_V1, &dcid, &dcid, 0, &crypto_frame(0, &hello), 600)
     };
-    let mut draft29 = initial("www.tiktok.com", V1);
+    let mut draft29 = initial("www.tiktok.com", QUIC_V1);
     draft29[1..5].copy_from_slice(&0xff00_001d_u32.to_be_bytes());
-    let mut huge = initial("www.tiktok.com", V1);
+    let mut huge = initial("www.tiktok.com", QUIC_V1);
     huge.resize(3000, 0);
     let dns = UdpDatagram::new(IpPair::v4_example(), 5353, 53);
     let one = |reason| [(reason, 1)];
@@ -212,7 +215,7 @@ fn the_program_sorts_quic_it_cannot_hand_on() {
 fn initials_beyond_the_budget_of_a_flow_follow_the_uninspectable_policy() {
     let mut r = rig("uninspectable = \"pass\"");
     // Junk that looks like an Initial: never decrypted, so never judged.
-    let mut junk = initial("www.tiktok.com", V1);
+    let mut junk = initial("www.tiktok.com", QUIC_V1);
     let n = junk.len();
     junk[n - 40..].fill(0xee);
     let f = flow();
@@ -242,13 +245,14 @@ fn without_a_live_daemon_quic_initials_are_dropped() {
     let mut r = rig("");
     r.judge.beat(false).unwrap();
     assert_eq!(
-        r.run(&[flow().frame(&initial("www.example.org", V1))]),
+        r.run(&[flow().frame(&initial("www.example.org", QUIC_V1))]),
         (XDP_DROP, vec![(Reason::QuicDaemonAbsent, 1)])
     );
     assert!(r.judge().is_empty(), "nothing was handed on");
     r.judge.beat(true).unwrap();
     assert_eq!(
-        r.run(&[flow().frame(&initial("www.example.org", V1))]).0,
+        r.run(&[flow().frame(&initial("www.example.org", QUIC_V1))])
+            .0,
         XDP_PASS
     );
 }
@@ -257,7 +261,7 @@ fn without_a_live_daemon_quic_initials_are_dropped() {
 fn hold_drops_initials_until_the_verdict_exists() {
     let mut r = rig("quic_hold = true");
     let f = flow();
-    let frame = f.frame(&initial("www.example.org", V1));
+    let frame = f.frame(&initial("www.example.org", QUIC_V1));
     assert_eq!(
         r.run(std::slice::from_ref(&frame)),
         (XDP_DROP, vec![(Reason::QuicInitialHeld, 1)])
@@ -273,30 +277,30 @@ fn hold_drops_initials_until_the_verdict_exists() {
 fn block_and_allow_policies_and_other_ports() {
     let r = rig("quic = \"block\"");
     assert_eq!(
-        r.run(&[flow().frame(&initial("www.example.org", V1))]),
+        r.run(&[flow().frame(&initial("www.example.org", QUIC_V1))]),
         (XDP_DROP, vec![(Reason::QuicBlockedByPolicy, 1)])
     );
     let r = rig("quic = \"allow\"");
     assert_eq!(
-        r.run(&[flow().frame(&initial("www.tiktok.com", V1))]),
+        r.run(&[flow().frame(&initial("www.tiktok.com", QUIC_V1))]),
         (XDP_PASS, vec![(Reason::QuicNotInspected, 1)])
     );
     let r = rig("quic_ports = [8443]");
     assert_eq!(
-        r.run(&[flow().frame(&initial("www.tiktok.com", V1))]),
+        r.run(&[flow().frame(&initial("www.tiktok.com", QUIC_V1))]),
         (XDP_PASS, vec![(Reason::UdpPortNotInspected, 1)]),
         "443 is not inspected when quic_ports does not list it"
     );
     let on_8443 = UdpDatagram::new(IpPair::v4_example(), 41000, 8443);
     assert_eq!(
-        r.run(&[on_8443.frame(&initial("www.tiktok.com", V1))]),
+        r.run(&[on_8443.frame(&initial("www.tiktok.com", QUIC_V1))]),
         (XDP_PASS, vec![(Reason::QuicInitialQueued, 1)])
     );
 }
 
 fn sealed(name: &str, key_dcid: &[u8], dcid: &[u8], pn: u32) -> Vec<u8> {
     let hello = ClientHelloBuilder::chrome(name).build();
-    seal_client_initial(V1, key_dcid, dcid, pn, &crypto_frame(0, &hello), 1250)
+    seal_client_initial(QUIC_V1, key_dcid, dcid, pn, &crypto_frame(0, &hello), 1250)
 }
 
 #[test]

@@ -15,9 +15,10 @@ use tokio::{
 };
 
 use crate::{
-    Error, counters,
+    Error,
+    counters::{self, Snapshot},
     events::{self, WallClock},
-    metrics::{self, DaemonMetrics, Snapshot},
+    metrics::{self, DaemonMetrics},
     privacy::ClientAnonymizer,
     shutdown::Shutdown,
     state::Instance,

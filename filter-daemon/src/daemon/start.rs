@@ -4,8 +4,8 @@
 use crate::{
     Error,
     config::{Config, Logging, XdpMode},
+    counters::AppInfo,
     filter::{Attached, Filter},
-    metrics::AppInfo,
     quic::{
         Matcher,
         worker::{Policy, Worker},

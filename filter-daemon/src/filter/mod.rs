@@ -16,15 +16,13 @@ use aya::{
 };
 use filter_common::{LAYOUT_VERSION, Settings, Sides, names};
 
-/// Where the counters' type has always been found.
-pub use crate::counters::Counters;
 use flows::HintWords;
 pub use flows::monotonic_ns;
 
 use crate::{
     Error,
     config::{Config, XdpMode},
-    counters::CounterMaps,
+    counters::{CounterMaps, Counters},
     state::{Instance, PINNED_MAPS},
 };
 

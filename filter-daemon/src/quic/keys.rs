@@ -2,7 +2,7 @@
 //! §5.2, RFC 9369 §3.3.1), the long header read, header protection removed (RFC 9001 §5.4)
 //! and the payload decrypted (AES-128-GCM, RFC 9001 §5.3).
 
-use filter_common::wire::{QUIC_V1 as V1, QUIC_V2 as V2};
+use filter_common::wire::{QUIC_V1, QUIC_V2};
 use ring::{aead, hkdf};
 
 /// Who sent a packet: the keys differ (RFC 9001 §5.2).
@@ -69,8 +69,8 @@ fn expand_label(prk: &hkdf::Prk, label: &[u8], len: usize) -> Vec<u8> {
 /// The Initial key material of `sender` for a connection whose client chose `dcid`.
 pub fn key_material(version: u32, dcid: &[u8], sender: Sender) -> Option<KeyMaterial> {
     let (salt, labels): (&[u8], [&[u8]; 3]) = match version {
-        V1 => (&SALT_V1, [b"quic key", b"quic iv", b"quic hp"]),
-        V2 => (&SALT_V2, [b"quicv2 key", b"quicv2 iv", b"quicv2 hp"]),
+        QUIC_V1 => (&SALT_V1, [b"quic key", b"quic iv", b"quic hp"]),
+        QUIC_V2 => (&SALT_V2, [b"quicv2 key", b"quicv2 iv", b"quicv2 hp"]),
         _ => return None,
     };
     let initial = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(dcid);
@@ -167,12 +167,12 @@ fn long_header(d: &[u8]) -> Result<LongHeader<'_>, OpenError> {
     let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
     let kind = (first >> 4) & 3;
     let initial = match version {
-        V1 => kind == 0,
-        V2 => kind == 1,
+        QUIC_V1 => kind == 0,
+        QUIC_V2 => kind == 1,
         _ => return Err(OpenError::NotInitial),
     };
     // Retry (v1 type 3, v2 type 0) has no Length field: nothing after it can be read.
-    let retry = (version == V1 && kind == 3) || (version == V2 && kind == 0);
+    let retry = (version == QUIC_V1 && kind == 3) || (version == QUIC_V2 && kind == 0);
     if retry {
         return Err(OpenError::NotInitial);
     }

@@ -6,7 +6,10 @@ use std::{
     path::Path,
 };
 
-use filter_common::{FlowKey, Reason};
+use filter_common::{
+    FlowKey, Reason,
+    wire::{QUIC_V1, QUIC_V2},
+};
 
 use sni_filter_lab::quic_craft::{crypto_frame, seal_client_initial};
 
@@ -26,7 +29,7 @@ const DCID: &str = "8394c8f03e515708";
 
 #[test]
 fn v1_keys_match_rfc9001_appendix_a1() {
-    let client = key_material(V1, &hex(DCID), Sender::Client).unwrap();
+    let client = key_material(QUIC_V1, &hex(DCID), Sender::Client).unwrap();
     assert_eq!(
         client,
         KeyMaterial {
@@ -36,7 +39,7 @@ fn v1_keys_match_rfc9001_appendix_a1() {
             hp: hex("9f50449e04a0e810283a1e9933adedd2"),
         }
     );
-    let server = key_material(V1, &hex(DCID), Sender::Server).unwrap();
+    let server = key_material(QUIC_V1, &hex(DCID), Sender::Server).unwrap();
     assert_eq!(
         server,
         KeyMaterial {
@@ -50,7 +53,7 @@ fn v1_keys_match_rfc9001_appendix_a1() {
 
 #[test]
 fn v2_keys_match_rfc9369_appendix_a1() {
-    let client = key_material(V2, &hex(DCID), Sender::Client).unwrap();
+    let client = key_material(QUIC_V2, &hex(DCID), Sender::Client).unwrap();
     assert_eq!(
         client,
         KeyMaterial {
@@ -60,7 +63,7 @@ fn v2_keys_match_rfc9369_appendix_a1() {
             hp: hex("45b95e15235d6f45a6b19cbcb0294ba9"),
         }
     );
-    let server = key_material(V2, &hex(DCID), Sender::Server).unwrap();
+    let server = key_material(QUIC_V2, &hex(DCID), Sender::Server).unwrap();
     assert_eq!(
         server,
         KeyMaterial {
@@ -111,7 +114,7 @@ fn v1_server_initial_of_rfc9001_appendix_a3_decrypts() {
          dbcba3f6ea46c5b7684df3548e7ddeb9c3bf9c73cc3f3bded74b562bfb19fb84
          022f8ef4cdd93795d77d06edbb7aaf2f58891850abbdca3d20398c276456cbc4
          2158407dd074ee",
-        V1,
+        QUIC_V1,
     );
 }
 
@@ -123,7 +126,7 @@ fn v2_server_initial_of_rfc9369_appendix_a3_decrypts() {
          f9af6e16886c61bfc703106fbaf3cb4cfa52382dd16a393e42757507698075b2
          c984c707f0a0812d8cd5a6881eaf21ceda98f4bd23f6fe1a3e2c43edd9ce7ca8
          4bed8521e2e140",
-        V2,
+        QUIC_V2,
     );
 }
 
@@ -197,11 +200,11 @@ fn datagram(data: &[u8], sport: u16) -> Datagram<'_> {
 fn a_hello_in_one_initial_is_judged_by_the_rules() {
     let rules = matcher();
     for (version, name, reason) in [
-        (V1, "www.tiktok.com", Reason::HelloBlocked),
-        (V2, "www.tiktok.com", Reason::HelloBlocked),
-        (V1, "example.org", Reason::HelloAllowed),
-        (V1, "watched.example", Reason::HelloMonitored),
-        (V1, "nottiktok.com", Reason::HelloAllowed),
+        (QUIC_V1, "www.tiktok.com", Reason::HelloBlocked),
+        (QUIC_V2, "www.tiktok.com", Reason::HelloBlocked),
+        (QUIC_V1, "example.org", Reason::HelloAllowed),
+        (QUIC_V1, "watched.example", Reason::HelloMonitored),
+        (QUIC_V1, "nottiktok.com", Reason::HelloAllowed),
     ] {
         let dcid = [7u8; 8];
         let packet = seal(
@@ -227,8 +230,8 @@ fn a_hello_over_two_initials_out_of_order_is_reassembled() {
     let hello = client_hello("video.tiktok.com", 1800);
     let dcid = [9u8; 12];
     let (a, b) = hello.split_at(1000);
-    let second = seal(V1, &dcid, &dcid, 1, &crypto_frame(1000, b));
-    let first = seal(V1, &dcid, &dcid, 0, &crypto_frame(0, a));
+    let second = seal(QUIC_V1, &dcid, &dcid, 1, &crypto_frame(1000, b));
+    let first = seal(QUIC_V1, &dcid, &dcid, 0, &crypto_frame(0, a));
     let mut r = Reassembly::new();
     assert_eq!(r.feed(&datagram(&second, 1), &rules), Outcome::Incomplete);
     assert_eq!(r.len(), 1);
@@ -248,8 +251,8 @@ fn later_initials_under_a_server_chosen_dcid_use_the_clients_keys() {
     let (a, b) = hello.split_at(700);
     let client_dcid = [1u8; 8];
     let server_cid = [2u8; 16];
-    let first = seal(V1, &client_dcid, &client_dcid, 0, &crypto_frame(0, a));
-    let second = seal(V1, &client_dcid, &server_cid, 1, &crypto_frame(700, b));
+    let first = seal(QUIC_V1, &client_dcid, &client_dcid, 0, &crypto_frame(0, a));
+    let second = seal(QUIC_V1, &client_dcid, &server_cid, 1, &crypto_frame(700, b));
     let mut r = Reassembly::new();
     assert_eq!(r.feed(&datagram(&first, 2), &rules), Outcome::Incomplete);
     assert!(
@@ -264,7 +267,7 @@ fn an_initial_after_a_retry_opens_with_its_own_dcid() {
     let rules = matcher();
     let retry_cid = [3u8; 18];
     let packet = seal(
-        V1,
+        QUIC_V1,
         &retry_cid,
         &retry_cid,
         0,
@@ -295,7 +298,7 @@ fn junk_and_foreign_packets_keep_no_state() {
     );
     // Sealed under other keys than its header names (a spoofed or corrupted Initial).
     let wrong = seal(
-        V1,
+        QUIC_V1,
         &[5u8; 8],
         &[6u8; 8],
         0,
@@ -315,7 +318,7 @@ fn reassemblies_are_bounded_in_flows_and_time() {
     let mut r = Reassembly::new();
     let hello = client_hello("a.example", 1500);
     let dcid = [4u8; 8];
-    let first = seal(V1, &dcid, &dcid, 0, &crypto_frame(0, &hello[..600]));
+    let first = seal(QUIC_V1, &dcid, &dcid, 0, &crypto_frame(0, &hello[..600]));
     for port in 0..(FLOWS_MAX as u16 + 10) {
         let mut d = datagram(&first, port);
         d.ts_ns = 1 + u64::from(port);
@@ -332,7 +335,7 @@ fn crypto_beyond_the_bound_is_uninspectable() {
     let rules = matcher();
     let dcid = [8u8; 8];
     let far = seal(
-        V1,
+        QUIC_V1,
         &dcid,
         &dcid,
         0,
@@ -344,7 +347,7 @@ fn crypto_beyond_the_bound_is_uninspectable() {
     );
     let mut frames = vec![0x1e]; // HANDSHAKE_DONE may not appear in an Initial
     frames.extend_from_slice(&crypto_frame(0, &client_hello("a.example", 300)));
-    let bad = seal(V1, &dcid, &dcid, 0, &frames);
+    let bad = seal(QUIC_V1, &dcid, &dcid, 0, &frames);
     assert!(
         matches!(r.feed(&datagram(&bad, 6), &rules), Outcome::Judged(v) if v.reason == Reason::UninspectableMalformed)
     );
@@ -357,9 +360,27 @@ fn a_new_connection_never_reads_through_the_stream_of_an_earlier_one() {
     let rules = matcher();
     let allowed = client_hello("www.example.org", 1500);
     let banned = client_hello("www.tiktok.com", 1500);
-    let first = seal(V1, &[1; 8], &[1; 8], 0, &crypto_frame(0, &allowed[..700]));
-    let second = seal(V1, &[2; 8], &[2; 8], 0, &crypto_frame(0, &banned[..700]));
-    let rest = seal(V1, &[2; 8], &[2; 8], 1, &crypto_frame(700, &banned[700..]));
+    let first = seal(
+        QUIC_V1,
+        &[1; 8],
+        &[1; 8],
+        0,
+        &crypto_frame(0, &allowed[..700]),
+    );
+    let second = seal(
+        QUIC_V1,
+        &[2; 8],
+        &[2; 8],
+        0,
+        &crypto_frame(0, &banned[..700]),
+    );
+    let rest = seal(
+        QUIC_V1,
+        &[2; 8],
+        &[2; 8],
+        1,
+        &crypto_frame(700, &banned[700..]),
+    );
     let mut r = Reassembly::new();
     assert_eq!(r.feed(&datagram(&first, 9), &rules), Outcome::Incomplete);
     assert_eq!(r.feed(&datagram(&second, 9), &rules), Outcome::Incomplete);

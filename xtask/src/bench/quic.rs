@@ -11,13 +11,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{QUIC_INITIALS_PER_FLOW, Reason};
+use filter_common::{QUIC_INITIALS_PER_FLOW, Reason, wire::QUIC_V1};
 use serde_json::json;
 use sni_filter::{
     config::Config,
     filter::Filter,
     quic::{
-        Matcher, V1,
+        Matcher,
         worker::{Judge, Policy, Worker},
     },
     shutdown::Shutdown,
@@ -38,7 +38,14 @@ fn initial(sport: u16, name: &str) -> Vec<u8> {
     let hello = ClientHelloBuilder::chrome(name).build();
     let mut dcid = [0x5a; 8];
     dcid[..2].copy_from_slice(&sport.to_be_bytes());
-    let payload = seal_client_initial(V1, &dcid, &dcid, 0, &crypto_frame(0, &hello), INITIAL_LEN);
+    let payload = seal_client_initial(
+        QUIC_V1,
+        &dcid,
+        &dcid,
+        0,
+        &crypto_frame(0, &hello),
+        INITIAL_LEN,
+    );
     UdpDatagram::new(IpPair::v4_example(), sport, 443).frame(&payload)
 }
 
