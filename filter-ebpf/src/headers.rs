@@ -23,9 +23,7 @@ const VLAN_MAX_DEPTH: usize = 2;
 /// makes six; a longer chain is uninspectable rather than waved through.
 const IPV6_EXT_MAX_CHAIN: usize = 6;
 
-pub use filter_common::wire::{
-    ETH_HLEN, IPV4_HLEN_MIN, IPV6_HLEN, TCP_HLEN_MIN, UDP_HLEN, VLAN_HLEN,
-};
+use filter_common::wire::{ETH_HLEN, IPV4_HLEN_MIN, IPV6_HLEN, TCP_HLEN_MIN, UDP_HLEN, VLAN_HLEN};
 
 /// Offset of the next unparsed byte from the start of the frame.
 pub struct Cursor {

@@ -3,9 +3,9 @@
 
 use aya_ebpf::{helpers::generated::bpf_xdp_adjust_tail, programs::XdpContext};
 
-use filter_common::wire::{IPPROTO_TCP, TCP_ACK, TCP_RST};
+use filter_common::wire::{IPPROTO_TCP, IPV6_HLEN, TCP_ACK, TCP_HLEN_MIN, TCP_RST};
 
-use crate::headers::{IPV6_HLEN, TCP_HLEN_MIN, Tcp};
+use crate::headers::Tcp;
 
 /// The reset's TCP header: no options.
 const TCP_HLEN: usize = TCP_HLEN_MIN;

@@ -10,8 +10,8 @@ use filter_common::{
 use super::tables::HELLOS;
 use crate::tls;
 
-/// Comparisons per `bpf_loop` round when checking an overlap: each of a word (8 bytes) where
-/// both sides are aligned, else of a byte. The rounds, not a loop over the whole hello, keep
+/// Steps per `bpf_loop` round when checking an overlap: each compares a block of words
+/// (`BLOCK` bytes) or one word where both sides are aligned, else one byte. The rounds, not a loop over the whole hello, keep
 /// the verifier's work bounded: a callback is checked as one body whatever the round count,
 /// where a plain loop of `HELLO_KEEP / 8` steps was walked step by step at every call site
 /// (hundreds of thousands of instructions on some hosts).
@@ -35,7 +35,7 @@ struct Compare {
 
 /// Whether scratch `[0, len)` equals `kept[off, off + len)` of the flow's state. Where
 /// `off` is a multiple of 8 (a resent first segment, and every later one after segments of
-/// a multiple of 8 bytes, as 1448-byte ones are) the bytes are compared a word at a time.
+/// a multiple of 8 bytes, as 1448-byte ones are) the bytes are compared by words.
 pub(super) fn same_bytes(flow: &FlowKey, off: u32, len: u32) -> bool {
     let Some(c) = COMPARE.get_ptr_mut(0) else {
         return false;
