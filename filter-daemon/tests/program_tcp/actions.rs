@@ -6,7 +6,7 @@ use filter_common::{EventAction, Note, Reason};
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, Link, TcpSegment, VlanTag, tls_records};
 
 use super::common::program::{XDP_DROP, XDP_PASS, XDP_TX};
-use super::{RULES, counters, filter, hello_frame, tcp};
+use super::{RULES, banned_flow, counters, filter, hello_frame, tcp};
 
 #[test]
 fn reject_answers_the_client_with_a_reset() {
@@ -70,15 +70,7 @@ fn reject_answers_the_client_with_a_reset() {
 fn blocked_and_monitored_flows_emit_one_event_and_allowed_ones_none() {
     let mut f = filter(RULES);
     let _ = f.drain_events().unwrap();
-    let s = tcp(IpPair::v4_example());
-    let hello = tls_records(
-        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
-        16384,
-    );
-    let later = TcpSegment {
-        seq: s.seq + hello.len() as u32,
-        ..s.clone()
-    };
+    let (s, hello, later) = banned_flow(IpPair::v4_example());
     f.run_frame(&s.frame(&hello)).unwrap();
     f.run_frame(&later.frame(b"more")).unwrap();
     f.run_frame(&hello_frame("www.example.org")).unwrap();
@@ -110,14 +102,11 @@ fn events_the_ring_has_no_room_for_are_counted_lost() {
     let mut f = filter(RULES);
     let _ = f.drain_events().unwrap();
     let lost = |f: &sni_filter::filter::Filter| f.notes().unwrap()[Note::EventLost as usize];
-    let hello = tls_records(
-        &ClientHelloBuilder::minimal("www.tiktok.com").build(),
-        16384,
-    );
-    // One event per blocked flow, and nothing drains the ring until it is full.
+    // One event per blocked flow (each on ports of its own), and nothing drains the ring
+    // until it is full.
     let mut blocked = 0u64;
-    for port in 1024..=u16::MAX {
-        let s = TcpSegment::new(IpPair::v6_example(), port, 443);
+    while blocked < 60_000 {
+        let (s, hello, _) = banned_flow(IpPair::v6_example());
         assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
         blocked += 1;
         if lost(&f) >= 10 {

@@ -6,7 +6,7 @@ use filter_common::Reason;
 use sni_filter_lab::hello::{ClientHelloBuilder, IpPair, TcpFlags, TcpSegment, tls_records};
 
 use super::common::program::{Case, XDP_DROP, XDP_PASS, case, strict};
-use super::{chrome_name_last, tcp};
+use super::{banned_flow, chrome_name_last, tcp};
 
 // One table: long by nature.
 #[allow(clippy::too_many_lines)]
@@ -67,15 +67,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "later data of a blocked flow is dropped",
             {
-                let s = tcp(v4);
-                let hello = tls_records(
-                    &ClientHelloBuilder::minimal("www.tiktok.com").build(),
-                    16384,
-                );
-                let later = TcpSegment {
-                    seq: s.seq + hello.len() as u32,
-                    ..s.clone()
-                };
+                let (s, hello, later) = banned_flow(v4);
                 vec![s.frame(&hello), later.frame(b"\x17\x03\x03\x00\x05hello")]
             },
             XDP_DROP,

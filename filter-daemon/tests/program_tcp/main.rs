@@ -93,17 +93,24 @@ fn tcp(ip: IpPair) -> TcpSegment {
 /// A new flow whose hello the filter blocks (asserted): the flow's segment, and its next
 /// one after the hello.
 fn blocked_flow(f: &Filter) -> (TcpSegment, TcpSegment) {
-    let s = tcp(IpPair::v4_example());
+    let (s, hello, later) = banned_flow(IpPair::v4_example());
+    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
+    (s, later)
+}
+
+/// A new flow of `ip`: its segment, the records of a banned hello (`www.tiktok.com`) to send
+/// in it, and the flow's next segment after them.
+fn banned_flow(ip: IpPair) -> (TcpSegment, Vec<u8>, TcpSegment) {
+    let s = tcp(ip);
     let hello = tls_records(
         &ClientHelloBuilder::minimal("www.tiktok.com").build(),
         16384,
     );
-    assert_eq!(f.run_frame(&s.frame(&hello)).unwrap(), XDP_DROP);
     let later = TcpSegment {
         seq: s.seq + hello.len() as u32,
         ..s.clone()
     };
-    (s, later)
+    (s, hello, later)
 }
 
 #[test]
