@@ -71,7 +71,6 @@ pub const MATCH_ROUNDS_MAX: u32 =
 /// Where a name match looks rules and wildcard patterns up: the program's maps, or
 /// userspace tables, so both judge names the same way.
 pub trait RuleTables {
-    /// The rule of `key`; `None`, or a value of no flags, when there is none.
     fn rule(&self, key: RuleKey) -> Option<RuleValue>;
     /// As [`RuleTables::rule`], or `None` when telling takes more than `ONE_PASS_PROBES`
     /// probes of an open-addressing table (the one-pass match then declines the name).
@@ -242,9 +241,13 @@ impl NameMatch {
     fn look_up(&mut self, tables: &impl RuleTables) -> bool {
         // The probe first, from the state every lookup starts in: decided before it, the
         // flags wanted or a noted candidate would have the verifier walk it once for each.
-        let found = tables.rule(RuleKey {
-            hash: reload(&self.hash),
-        });
+        // None as a value of no flags at once: a `None` carried on leaves its payload
+        // undefined, which LLVM may copy into code the 6.1 verifier then refuses to read.
+        let found = tables
+            .rule(RuleKey {
+                hash: reload(&self.hash),
+            })
+            .unwrap_or_default();
         let done = reload(&self.done);
         let complete = done >= self.len;
         let wanted = if complete {
@@ -274,14 +277,10 @@ impl NameMatch {
         false
     }
 
-    /// Takes a rule found for the suffix just completed if its flags fit (true then); a
-    /// parent of wildcard patterns arms the comparison of the next label.
+    /// Takes the rule found for the suffix just completed (no flags: none) if its flags fit
+    /// (true then); a parent of wildcard patterns arms the comparison of the next label.
     #[inline(always)]
-    fn consider(&mut self, v: Option<RuleValue>, wanted: u16) -> bool {
-        let Some(v) = v else {
-            self.wild = 0;
-            return false;
-        };
+    fn consider(&mut self, v: RuleValue, wanted: u16) -> bool {
         let matched = v.flags & wanted != 0;
         if matched {
             self.best = v;

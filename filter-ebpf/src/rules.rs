@@ -172,12 +172,9 @@ pub fn judge_name(one_pass: bool) -> bool {
 struct Maps;
 
 impl RuleTables for Maps {
-    /// An absent rule comes back as a value of no flags, never as `None`, which
-    /// `NameMatch` treats alike: the payload of a `None` is left undefined, and LLVM may
-    /// carry it on into code that the 6.1 verifier then refuses for reading it.
     #[inline(always)]
     fn rule(&self, key: RuleKey) -> Option<RuleValue> {
-        Some(probe(key, RULE_PROBES_MAX).flatten().unwrap_or_default())
+        probe(key, RULE_PROBES_MAX)?
     }
 
     #[inline(always)]
