@@ -1,6 +1,7 @@
 //! sni-filter's daemon and command line: configuration, rule lists, loading and attaching the
 //! XDP program, and reading its counters. `main.rs` only parses arguments and dispatches.
 
+pub mod build_info;
 pub mod capture;
 pub mod cmd;
 pub mod config;

@@ -11,7 +11,7 @@ use sni_filter::{
 
 /// Drops TLS connections to banned applications by their server name (SNI), in XDP.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "sni-filter", version = sni_filter::build_info::LONG_VERSION, about, long_about = None)]
 struct Cli {
     /// Name of this filter's pinned state (/sys/fs/bpf/NAME, /run/NAME); one per gateway
     /// normally, several for tests.
