@@ -62,6 +62,21 @@ pub enum Error {
     Privileges { what: String, reason: String },
     #[error("writing the output: {0}")]
     Output(#[source] std::io::Error),
+    /// The daemon refused a reload: its configuration is invalid, the running rules stay.
+    #[error("the daemon (pid {pid}) refused the reload, the running rules stay in force: {reason}")]
+    ReloadRefused { pid: u32, reason: String },
+}
+
+/// Exit statuses beside 0 (success) and 2 (a usage error, clap's), from sysexits.h where one
+/// fits, so that scripts and units can tell a bad configuration from a failure.
+pub mod exit {
+    /// Something failed: a system call, a map, the kernel refused the program.
+    pub const FAILURE: u8 = 1;
+    /// A file could not be read (EX_NOINPUT).
+    pub const NO_INPUT: u8 = 66;
+    /// The configuration or a rule list is invalid (EX_CONFIG); the unit does not restart
+    /// a daemon that exits with it.
+    pub const CONFIG: u8 = 78;
 }
 
 impl Error {
@@ -78,6 +93,15 @@ impl Error {
             map,
             what: what.into(),
             source,
+        }
+    }
+
+    /// The exit status a command ends with on this error ([`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config { .. } | Self::ReloadRefused { .. } => exit::CONFIG,
+            Self::Read { .. } => exit::NO_INPUT,
+            _ => exit::FAILURE,
         }
     }
 

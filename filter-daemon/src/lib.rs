@@ -9,6 +9,7 @@ pub mod counters;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod filter;
 pub mod metrics;
 pub mod preflight;

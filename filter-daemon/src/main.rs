@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sni_filter::{
     cmd,
     config::XdpMode,
+    error::exit,
     state::{DEFAULT_INSTANCE, Instance},
 };
 
@@ -42,22 +43,43 @@ enum Command {
     },
     /// Show the running filter: interfaces, rules per app and counters.
     ///
-    /// Example: sni-filter status
-    Status,
-    /// Validate a configuration and its rule lists without touching the kernel.
+    /// Exit status (as LSB `status` actions and `systemctl status`): 0 the filter is
+    /// attached and its daemon runs; 1 the filter is attached but no daemon runs (it drops
+    /// with the rules it has; nothing is logged, QUIC is not judged); 3 the filter is not
+    /// attached; 4 the state could not be read.
+    ///
+    /// Example: sni-filter status --json
+    Status {
+        /// One JSON object (field names as in the FLOW records and `stats --json`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration and its rule lists without touching the kernel, as `run`
+    /// would take them: a configuration that names no interface is refused unless `run`
+    /// will be given --interface (say which here). Exit status 0 valid, 78 invalid.
     ///
     /// Example: sni-filter check-config /etc/sni-filter/filter.toml
     CheckConfig {
         /// The configuration file.
         file: PathBuf,
+        /// An interface `run` will be given with --interface (repeatable).
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
     },
     /// Say which app and rule match a server name, and whether that configuration is loaded.
+    ///
+    /// Exit status, as grep's: 0 the name is blocked (an enabled app with action drop or
+    /// reject matches it); 1 it passes (no rule matches, or its app is disabled or only
+    /// monitored); 2 an error (the configuration is invalid or unreadable).
     ///
     /// Example: sni-filter check --config /etc/sni-filter/filter.toml www.tiktok.com
     Check {
         /// The configuration file.
         #[arg(long, short, default_value = "/etc/sni-filter/filter.toml")]
         config: PathBuf,
+        /// One JSON object (field names as in the FLOW records).
+        #[arg(long)]
+        json: bool,
         /// The server name to judge.
         host: String,
     },
@@ -91,12 +113,18 @@ enum Command {
     ///
     /// Example: sni-filter doctor lan0 wifi0
     Doctor {
+        /// One JSON object: every check, and the verifier's figures per program.
+        #[arg(long)]
+        json: bool,
         /// Interfaces to check.
         #[arg(required = true)]
         interfaces: Vec<String>,
     },
-    /// Ask the running daemon to re-read its configuration (as SIGHUP does). An invalid
-    /// configuration is refused and the running rules stay in force; the log says which.
+    /// Ask the running daemon to re-read its configuration (as SIGHUP does) and wait for its
+    /// answer. An invalid configuration is refused and the running rules stay in force.
+    ///
+    /// Exit status: 0 the new configuration is in force; 78 it was refused (the reason is
+    /// printed); 1 no daemon runs or it did not answer.
     ///
     /// Example: sni-filter reload
     Reload,
@@ -108,6 +136,9 @@ enum Command {
         /// CPU answers a blocked flow from a cache of its own for up to a second).
         #[arg(long)]
         flush: bool,
+        /// One JSON object per flow and line (field names as in the FLOW records).
+        #[arg(long)]
+        json: bool,
     },
     /// Run captured traffic through the real compiled XDP program, with maps of its own, and
     /// print the verdict of every flow that carried a ClientHello.
@@ -171,20 +202,34 @@ fn main() -> ExitCode {
                 allow_generic_fallback,
             },
         ),
-        Command::Status => cmd::status::status(&instance).map(|_| ()),
+        Command::Status { json } => {
+            return match cmd::status::status(&instance, json) {
+                Ok(health) => ExitCode::from(health.exit_code()),
+                Err(e) => fail(&e, STATUS_UNKNOWN),
+            };
+        }
+        Command::Check { config, host, json } => {
+            return match cmd::check::check(&instance, &config, &host, json) {
+                Ok(verdict) => ExitCode::from(verdict.exit_code()),
+                Err(e) => fail(&e, CHECK_ERROR),
+            };
+        }
         Command::Reload => cmd::reload::reload(&instance),
         Command::Unload => cmd::unload::unload(&instance),
         Command::Stats { watch, count, json } => {
             cmd::stats::stats(&instance, &cmd::stats::StatsOptions { watch, count, json })
         }
-        Command::Doctor { interfaces } => match cmd::doctor::doctor(&instance, &interfaces) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
-        Command::Flows { flush } => cmd::flows::flows(&instance, flush),
-        Command::CheckConfig { file } => cmd::check_config::check_config(&file),
-        Command::Check { config, host } => cmd::check::check(&instance, &config, &host).map(|_| ()),
+        Command::Doctor { interfaces, json } => {
+            match cmd::doctor::doctor(&instance, &interfaces, json) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(exit::FAILURE),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Flows { flush, json } => cmd::flows::flows(&instance, flush, json),
+        Command::CheckConfig { file, interfaces } => {
+            cmd::check_config::check_config(&file, &interfaces)
+        }
         Command::Replay {
             config,
             json,
@@ -198,8 +243,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sni-filter: error: {e}");
-            ExitCode::FAILURE
+            let code = e.exit_code();
+            fail(&e, code)
         }
     }
+}
+
+/// `status`'s exit status when the state cannot be read (the LSB's "unknown").
+const STATUS_UNKNOWN: u8 = 4;
+/// `check`'s exit status on any error (as grep's).
+const CHECK_ERROR: u8 = 2;
+
+/// Prints the error and ends with `code`.
+fn fail(e: &sni_filter::Error, code: u8) -> ExitCode {
+    eprintln!("sni-filter: error: {e}");
+    ExitCode::from(code)
 }

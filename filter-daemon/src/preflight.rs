@@ -243,6 +243,17 @@ fn ethtool(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+impl Level {
+    /// As `doctor --json` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        }
+    }
+}
+
 /// One line per check, aligned.
 pub fn print(checks: &[Check]) {
     for c in checks {

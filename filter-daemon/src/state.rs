@@ -51,15 +51,54 @@ pub struct Instance {
     pub name: String,
 }
 
-/// What a running daemon says about itself, for `status`.
+/// What a running daemon says about itself, for `status`, `check` and `reload`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
     pub pid: u32,
+    /// The daemon's `--version` text (version and commit); empty from an older daemon.
+    #[serde(default)]
+    pub version: String,
+    /// When the daemon started, seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_at: u64,
     pub config: PathBuf,
     pub config_fingerprint: String,
     pub program_id: Option<u32>,
     pub interfaces: Vec<Attachment>,
     pub apps: Vec<AppSummary>,
+    /// The outcome of the last reload, once one was asked for.
+    #[serde(default)]
+    pub reload: Option<ReloadOutcome>,
+}
+
+/// How the last reload the daemon was asked for ended; `sni-filter reload` waits for a
+/// generation newer than the one it saw before signalling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Reloads since the daemon started: 1 for the first.
+    pub generation: u64,
+    pub result: ReloadResult,
+    /// Why the configuration was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the reload ended, seconds since the Unix epoch.
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// The new configuration is in force.
+    Applied,
+    /// The new configuration was invalid; the running rules stayed in force.
+    Refused,
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,33 +1,86 @@
-//! `sni-filter check HOST`: which app and rule of a configuration match a server name, and
-//! whether that configuration is the one the running filter uses.
+//! `sni-filter check HOST [--json]`: which app and rule of a configuration match a server
+//! name, and whether that configuration is the one the running filter uses. Its exit status
+//! is the verdict ([`Verdict`]), as grep's is the match.
 
 use std::path::Path;
 
+use filter_common::Action;
+use serde_json::json;
+
 use crate::{Error, config::Config, rules::RuleSet, state::Instance};
 
-pub fn check(instance: &Instance, config_path: &Path, host: &str) -> Result<bool, Error> {
+/// What the configuration does with the name, as `check`'s exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// 0: an enabled app with action drop or reject matches: its flows are blocked.
+    Blocked,
+    /// 1: the name passes: no rule matches, or the app is disabled or only monitored.
+    Passes,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Blocked => 0,
+            Self::Passes => 1,
+        }
+    }
+}
+
+pub fn check(
+    instance: &Instance,
+    config_path: &Path,
+    host: &str,
+    json: bool,
+) -> Result<Verdict, Error> {
     let config = Config::load(config_path)?;
     let set = RuleSet::compile(&config)?;
-    let matched = if let Some((app, rule)) = set.lookup(host) {
-        let enabled = if app.enabled {
-            ""
-        } else {
-            " (app disabled: passes)"
+    let matched = set.lookup(host);
+    let verdict = match matched {
+        Some((app, _)) if app.enabled && app.action != Action::Monitor => Verdict::Blocked,
+        _ => Verdict::Passes,
+    };
+    let state = instance.read_state();
+    let loaded = state
+        .as_ref()
+        .is_some_and(|s| s.config_fingerprint == config.fingerprint());
+    if json {
+        let (app, rule) = matched.map_or((None, None), |(a, r)| (Some(a), Some(r)));
+        println!(
+            "{}",
+            json!({
+                "sni": host,
+                "blocked": verdict == Verdict::Blocked,
+                "app": app.map(|a| &a.name),
+                "action": app.map(|a| a.action.name()),
+                "enabled": app.map(|a| a.enabled),
+                "rule": rule.map(|r| &r.name),
+                "origin": rule.map(|r| &r.origin),
+                "config": config_path,
+                "loaded": loaded,
+                "pid": state.as_ref().map(|s| s.pid),
+            })
+        );
+        return Ok(verdict);
+    }
+    if let Some((app, rule)) = matched {
+        let note = match (app.enabled, app.action != Action::Monitor) {
+            (false, _) => " (app disabled: passes)",
+            (true, false) => " (monitored: passes, logged)",
+            (true, true) => "",
         };
         println!(
-            "{host}: app {} action {}{enabled}, rule {} ({})",
+            "{host}: app {} action {}{note}, rule {} ({})",
             app.name,
             app.action.name(),
             rule.name,
             rule.origin
         );
-        app.enabled
     } else {
         println!("{host}: no rule matches; passes");
-        false
-    };
-    match instance.read_state() {
-        Some(state) if state.config_fingerprint == config.fingerprint() => {
+    }
+    match &state {
+        Some(state) if loaded => {
             println!("this configuration is the one loaded (pid {})", state.pid);
         }
         Some(state) => println!(
@@ -37,5 +90,5 @@ pub fn check(instance: &Instance, config_path: &Path, host: &str) -> Result<bool
         ),
         None => println!("no filter is running (instance {})", instance.name),
     }
-    Ok(matched)
+    Ok(verdict)
 }

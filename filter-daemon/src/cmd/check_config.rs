@@ -1,12 +1,22 @@
-//! `sni-filter check-config FILE`: validates a configuration and its rule lists without
-//! touching the kernel.
+//! `sni-filter check-config FILE [--interface IF]`: validates a configuration and its rule
+//! lists without touching the kernel, as `run` would take them: a configuration naming no
+//! interface is refused unless `run` will be given `--interface`.
 
 use std::path::Path;
 
 use crate::{Error, config::Config, rules::RuleSet};
 
-pub fn check_config(path: &Path) -> Result<(), Error> {
+/// `interfaces`: those `run` will be given with `--interface`, if any.
+pub fn check_config(path: &Path, interfaces: &[String]) -> Result<(), Error> {
     let config = Config::load(path)?;
+    if config.interfaces.is_empty() && interfaces.is_empty() {
+        return Err(Error::config(
+            path.display(),
+            "[filter] interfaces is empty: `run` would have nothing to filter (set the LAN \
+             interfaces there, as the systemd unit reads them, or check with --interface IF \
+             when `run` is given --interface)",
+        ));
+    }
     let set = RuleSet::compile(&config)?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
@@ -16,10 +26,10 @@ pub fn check_config(path: &Path) -> Result<(), Error> {
         path.display(),
         set.rule_count(),
         set.apps.len(),
-        if config.interfaces.is_empty() {
-            "none (pass --interface to run)".into()
-        } else {
+        if interfaces.is_empty() {
             config.interfaces.join(", ")
+        } else {
+            format!("{} (from --interface)", interfaces.join(", "))
         }
     );
     let ports: Vec<String> = config.quic_ports.iter().map(u16::to_string).collect();

@@ -1,5 +1,8 @@
-//! `sni-filter doctor IFACE...`: the checks `run` makes before attaching, printed, and the
-//! verifier's verdict on both programs, loaded here without being attached.
+//! `sni-filter doctor IFACE... [--json]`: the checks `run` makes before attaching, printed
+//! (or one JSON object), and the verifier's verdict on both programs, loaded here without
+//! being attached.
+
+use serde_json::json;
 
 use crate::{
     Error,
@@ -9,24 +12,44 @@ use crate::{
 };
 
 /// Returns whether nothing failed.
-pub fn doctor(instance: &Instance, interfaces: &[String]) -> Result<bool, Error> {
+/// The programs are loaded into the kernel (not onto any interface; they are unloaded
+/// before this returns) for what the verifier says of each.
+pub fn doctor(instance: &Instance, interfaces: &[String], json: bool) -> Result<bool, Error> {
     let mut checks = preflight::gateway(interfaces, instance);
-    checks.extend(verifier());
-    preflight::print(&checks);
-    Ok(!checks.iter().any(|c| c.level == Level::Fail))
-}
-
-/// Loads the programs into the kernel (not onto any interface; they are unloaded when this
-/// returns) and reports what the verifier said of each.
-fn verifier() -> Vec<Check> {
-    match Filter::load(filter_common::RULES_DEFAULT_MAX) {
-        Ok(filter) => filter.verification().iter().map(verification).collect(),
-        Err(e) => vec![Check {
+    let verified =
+        Filter::load(filter_common::RULES_DEFAULT_MAX).map(|f| f.verification().to_vec());
+    match &verified {
+        Ok(v) => checks.extend(v.iter().map(verification)),
+        Err(e) => checks.push(Check {
             level: Level::Fail,
             what: "verifier".into(),
             detail: format!("{e}"),
-        }],
+        }),
     }
+    let ok = !checks.iter().any(|c| c.level == Level::Fail);
+    if json {
+        let list: Vec<_> = checks
+            .iter()
+            .map(|c| json!({"check": c.what, "level": c.level.name(), "detail": c.detail}))
+            .collect();
+        let programs: Vec<_> = verified
+            .iter()
+            .flatten()
+            .map(|v| {
+                json!({
+                    "program": v.program, "instructions": v.instructions,
+                    "seconds": v.took.as_secs_f64(), "bound": VERIFIED_INSNS_BOUND,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": ok, "checks": list, "verifier": programs})
+        );
+    } else {
+        preflight::print(&checks);
+    }
+    Ok(ok)
 }
 
 fn verification(v: &Verification) -> Check {

@@ -1,11 +1,17 @@
-//! `sni-filter reload`: asks the running daemon to re-read its configuration (SIGHUP). The
-//! reload itself is the daemon's (`daemon/reload.rs`): it validates the new configuration
-//! first and keeps the running rules if it is invalid.
+//! `sni-filter reload`: asks the running daemon to re-read its configuration (SIGHUP) and
+//! waits for its answer in the state file: applied, or refused with the reason (the running
+//! rules then stay in force). The reload itself is the daemon's (`daemon/reload.rs`).
+
+use std::time::{Duration, Instant};
 
 use crate::{
     Error,
-    state::{Instance, daemon_alive},
+    state::{Instance, ReloadOutcome, ReloadResult, RunState, daemon_alive},
 };
+
+/// How long a reload may take: compiling a million rules takes seconds, not minutes.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
 
 pub fn reload(instance: &Instance) -> Result<(), Error> {
     let not_running = |reason: String| Error::NotRunning {
@@ -21,6 +27,7 @@ pub fn reload(instance: &Instance) -> Result<(), Error> {
             state.pid
         )));
     }
+    let seen = generation(&state);
     let pid = libc::pid_t::try_from(state.pid)
         .map_err(|_| not_running(format!("pid {} out of range", state.pid)))?;
     // SAFETY: sending a signal has no memory-safety preconditions.
@@ -30,10 +37,63 @@ pub fn reload(instance: &Instance) -> Result<(), Error> {
             std::io::Error::last_os_error(),
         ));
     }
-    println!(
-        "asked the daemon (pid {}) to reload {}; its log says whether the new configuration was taken",
-        state.pid,
-        state.config.display()
-    );
-    Ok(())
+    let (answer, outcome) = wait_for_answer(instance, state.pid, seen)?;
+    match outcome.result {
+        ReloadResult::Applied => {
+            let rules: usize = answer.apps.iter().map(|a| a.rules).sum();
+            println!(
+                "reloaded {}: {rules} rules in {} apps (daemon pid {}, reload {})",
+                answer.config.display(),
+                answer.apps.len(),
+                answer.pid,
+                outcome.generation
+            );
+            Ok(())
+        }
+        ReloadResult::Refused => Err(Error::ReloadRefused {
+            pid: answer.pid,
+            reason: outcome.error.unwrap_or_default(),
+        }),
+    }
+}
+
+fn generation(state: &RunState) -> u64 {
+    state.reload.as_ref().map_or(0, |r| r.generation)
+}
+
+/// The state and the outcome once the daemon `pid` has answered a reload after generation
+/// `seen`.
+fn wait_for_answer(
+    instance: &Instance,
+    pid: u32,
+    seen: u64,
+) -> Result<(RunState, ReloadOutcome), Error> {
+    let asked = Instant::now();
+    loop {
+        std::thread::sleep(POLL);
+        let state = instance.read_state().filter(|s| s.pid == pid);
+        let answer = state.and_then(|s| {
+            let outcome = s.reload.clone().filter(|o| o.generation > seen)?;
+            Some((s, outcome))
+        });
+        match answer {
+            Some(answer) => return Ok(answer),
+            _ if !daemon_alive(pid) => {
+                return Err(Error::NotRunning {
+                    instance: instance.name.clone(),
+                    reason: format!("the daemon (pid {pid}) ended before it answered the reload"),
+                });
+            }
+            _ if asked.elapsed() > ANSWER_WITHIN => {
+                return Err(Error::system(
+                    format!(
+                        "waiting for the daemon (pid {pid}) to answer the reload ({} s)",
+                        ANSWER_WITHIN.as_secs()
+                    ),
+                    std::io::ErrorKind::TimedOut.into(),
+                ));
+            }
+            _ => {}
+        }
+    }
 }

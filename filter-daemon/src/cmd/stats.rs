@@ -170,7 +170,7 @@ fn counter_json(n: &Counter, before: Option<(&Counter, f64)>) -> Value {
 
 /// `{"time", "interval_s"?, "reasons": {name: {...}}, "apps": {...}, "notes": {...}}`,
 /// every reason and note present (zeros too) so that a consumer sees a stable shape.
-fn render_json(now: &Snapshot, since: Option<(&Snapshot, Duration)>) -> Value {
+pub(super) fn render_json(now: &Snapshot, since: Option<(&Snapshot, Duration)>) -> Value {
     let secs = since.map(|(_, d)| d.as_secs_f64());
     let reasons: serde_json::Map<String, Value> = Reason::ALL
         .iter()

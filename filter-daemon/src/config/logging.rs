@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     checks::{checked_numbers, line_of},
-    raw::{RawLogging, RawMetrics},
+    raw::{RawLogging, RawMetrics, StderrSetting},
 };
 use crate::{
     Error,
@@ -170,10 +170,48 @@ pub(super) fn parse_logging(
             ));
         }
     };
-    if let Some(s) = raw.stderr {
-        l.stderr = s;
-    }
+    l.stderr = match raw.stderr.as_ref().map(|s| (s.get_ref(), s.span().start)) {
+        Some((StderrSetting::Set(on), _)) => *on,
+        None => stderr_by_default(&l.destination, journal_stream(), stderr_id()),
+        Some((StderrSetting::Word(w), _)) if w == "auto" => {
+            stderr_by_default(&l.destination, journal_stream(), stderr_id())
+        }
+        Some((StderrSetting::Word(w), p)) => {
+            return Err(Error::config(
+                at(p),
+                format!("stderr {w:?} is not true, false or \"auto\""),
+            ));
+        }
+    };
     Ok(l)
+}
+
+/// `stderr = "auto"` (the default): records go to stderr too, unless stderr is the journal
+/// (systemd says so in `$JOURNAL_STREAM`: the device and inode of the stream it connected)
+/// and the records already reach the journal by `destination = "local"`: then every line
+/// would be there twice.
+fn stderr_by_default(
+    destination: &Destination,
+    journal_stream: Option<String>,
+    stderr: Option<(u64, u64)>,
+) -> bool {
+    let is_journal = journal_stream
+        .as_deref()
+        .and_then(|s| s.split_once(':'))
+        .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)))
+        .is_some_and(|j| Some(j) == stderr);
+    !(is_journal && *destination == Destination::Local)
+}
+
+fn journal_stream() -> Option<String> {
+    std::env::var("JOURNAL_STREAM").ok()
+}
+
+/// The device and inode of this process's stderr.
+fn stderr_id() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata("/proc/self/fd/2").ok()?;
+    Some((meta.dev(), meta.ino()))
 }
 
 // The [logging] and [metrics] sections: their defaults, every key, and refusals by line.
@@ -181,6 +219,28 @@ pub(super) fn parse_logging(
 mod tests {
     use super::*;
     use crate::config::tests::{parse, refused_at};
+
+    #[test]
+    fn stderr_is_off_by_default_only_where_it_is_the_journal_and_records_go_there() {
+        let me = Some((24, 1234));
+        let journal = |s: &str| Some(s.to_owned());
+        let local = Destination::Local;
+        assert!(!stderr_by_default(&local, journal("24:1234"), me));
+        // Another stream, no stream, a garbled variable: stderr is not the journal.
+        assert!(stderr_by_default(&local, journal("24:999"), me));
+        assert!(stderr_by_default(&local, None, me));
+        assert!(stderr_by_default(&local, journal("24"), me));
+        // Records sent elsewhere (or nowhere) still reach the journal through stderr.
+        assert!(stderr_by_default(
+            &Destination::None,
+            journal("24:1234"),
+            me
+        ));
+        let e = refused_at("[logging]\nstderr = \"sometimes\"\n", 2);
+        assert!(e.contains("stderr"), "{e}");
+        assert!(!parse("[logging]\nstderr = false\n").unwrap().logging.stderr);
+        assert!(parse("[logging]\nstderr = true\n").unwrap().logging.stderr);
+    }
 
     #[test]
     fn logging_and_metrics_default_to_local_truncated_and_off() {

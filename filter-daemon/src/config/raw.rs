@@ -33,7 +33,7 @@ pub(super) struct RawLogging {
     pub(super) privacy_v6_prefix: Option<Spanned<u64>>,
     pub(super) hash_key_rotation_hours: Option<Spanned<u64>>,
     pub(super) events_per_second: Option<Spanned<u64>>,
-    pub(super) stderr: Option<bool>,
+    pub(super) stderr: Option<Spanned<StderrSetting>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,4 +91,12 @@ pub(super) struct RawApp {
 
 fn yes() -> bool {
     true
+}
+
+/// `stderr = true | false | "auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum StderrSetting {
+    Set(bool),
+    Word(String),
 }

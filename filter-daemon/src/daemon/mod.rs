@@ -5,6 +5,7 @@
 //! thread stops through one [`Shutdown`], and the filter stays attached unless
 //! `detach_on_stop` is set.
 
+mod notify;
 mod reload;
 mod serve;
 mod start;
@@ -19,7 +20,7 @@ use crate::{
     quic::worker::Worker,
     rules::RuleSet,
     shutdown::Shutdown,
-    state::{Attachment, Instance},
+    state::{Attachment, Instance, ReloadOutcome},
     syslog::{Logger, MsgId, Record, Severity},
 };
 
@@ -42,6 +43,9 @@ struct Running {
     attached: Vec<Attachment>,
     /// Judges QUIC Initials and beats the heartbeat the program checks.
     quic: Worker,
+    /// Seconds since the Unix epoch.
+    started_at: u64,
+    last_reload: Option<ReloadOutcome>,
 }
 
 /// A `LIFECYCLE` record.
@@ -56,6 +60,7 @@ fn warning(text: &str) -> Record {
 
 /// Runs the daemon of `instance` until it is asked to stop.
 pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
+    crate::fault::arm();
     let config = Config::load(&opts.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

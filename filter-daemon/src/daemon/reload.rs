@@ -12,11 +12,12 @@ use crate::{
     privacy::ClientAnonymizer,
     quic::{Matcher, worker::Policy},
     rules::RuleSet,
+    state::{ReloadOutcome, ReloadResult, unix_now},
     syslog::{MsgId, Record, Severity, sink::Sink},
 };
 
 use super::{
-    SINK_CLOSE_GRACE, lifecycle,
+    Running, SINK_CLOSE_GRACE, lifecycle,
     serve::{Daemon, Output},
     start::{app_infos, sink_for, state},
 };
@@ -49,7 +50,8 @@ impl Daemon<'_> {
                     )
                     .param("error", &e),
                 );
-                return Ok(());
+                r.last_reload = Some(outcome(r, ReloadResult::Refused, Some(e.to_string())));
+                return self.instance.write_state(&state(r));
             }
         };
         r.filter.apply_config(&config, &set)?;
@@ -86,7 +88,18 @@ impl Daemon<'_> {
         self.out.metrics.set_apps(app_infos(&set));
         r.config = config;
         r.set = set;
+        r.last_reload = Some(outcome(r, ReloadResult::Applied, None));
         self.instance.write_state(&state(r))
+    }
+}
+
+/// The outcome of the reload that follows `r`'s last one, as `sni-filter reload` reads it.
+fn outcome(r: &Running, result: ReloadResult, error: Option<String>) -> ReloadOutcome {
+    ReloadOutcome {
+        generation: r.last_reload.as_ref().map_or(0, |o| o.generation) + 1,
+        result,
+        error,
+        at: unix_now(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_common::Counter;
+use filter_common::{Counter, QUIC_HEARTBEAT_STALE_NS};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -18,6 +18,7 @@ use crate::{
     Error,
     counters::{self, Snapshot},
     events::{self, WallClock},
+    fault::{self, Hang},
     metrics::{self, DaemonMetrics},
     privacy::ClientAnonymizer,
     shutdown::Shutdown,
@@ -25,7 +26,7 @@ use crate::{
     syslog::{Logger, MsgId, Record, Severity},
 };
 
-use super::{RunOptions, Running, lifecycle};
+use super::{RunOptions, Running, lifecycle, notify::ServiceManager};
 
 /// How often the ring buffer of events is read.
 const EVENT_POLL: Duration = Duration::from_millis(200);
@@ -83,12 +84,15 @@ pub(super) fn metrics_server(
     });
 }
 
-/// A started daemon and where its records go.
+/// A started daemon, where its records go, and the service manager it tells how it is.
 pub(super) struct Daemon<'a> {
     pub(super) instance: &'a Instance,
     pub(super) opts: &'a RunOptions,
     pub(super) running: Running,
     pub(super) out: Output,
+    pub(super) manager: ServiceManager,
+    /// Whether the watchdog is being left unfed (logged once per episode).
+    watchdog_withheld: bool,
 }
 
 /// Where the daemon's records go, and what shapes them: the client privacy setting, the
@@ -130,6 +134,8 @@ impl<'a> Daemon<'a> {
             opts,
             running,
             out,
+            manager: ServiceManager::from_env(),
+            watchdog_withheld: false,
         }
     }
 
@@ -148,17 +154,30 @@ impl<'a> Daemon<'a> {
         summary.tick().await;
         let mut poll = tokio::time::interval(EVENT_POLL);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut watchdog = self.manager.watchdog_every().map(tokio::time::interval);
         self.out.last = self.out.metrics.snapshot()?;
         self.out.last_at = Instant::now();
+        let ready = self.ready_status();
+        self.tell(|m| m.ready(&ready));
         loop {
             tokio::select! {
                 _ = summary.tick() => self.summarize()?,
-                _ = poll.tick() => self.log_events()?,
+                _ = poll.tick() => {
+                    hang_if_asked();
+                    self.log_events()?;
+                }
                 _ = sweep.tick() => self.sweep()?,
-                Some(()) = reloads.recv() => self.reload()?,
+                () = tick(watchdog.as_mut()) => self.feed_watchdog(),
+                Some(()) = reloads.recv() => {
+                    self.tell(ServiceManager::reloading);
+                    self.reload()?;
+                    let ready = self.ready_status();
+                    self.tell(|m| m.ready(&ready));
+                }
                 () = shutdown.requested() => break,
             }
         }
+        self.tell(ServiceManager::stopping);
         self.log_events()?;
         self.summarize()?;
         let totals = &self.out.last.reasons;
@@ -181,6 +200,58 @@ impl<'a> Daemon<'a> {
             ),
         );
         Ok(())
+    }
+
+    /// What `systemctl status` shows of a serving daemon.
+    fn ready_status(&self) -> String {
+        let r = &self.running;
+        let interfaces: Vec<&str> = r.attached.iter().map(|a| a.interface.as_str()).collect();
+        format!(
+            "filtering {}: {} rules in {} apps",
+            interfaces.join(", "),
+            r.set.rule_count(),
+            r.set.apps.len()
+        )
+    }
+
+    /// Sends the service manager a message; a failure is logged once.
+    fn tell(&mut self, message: impl FnOnce(&mut ServiceManager) -> Option<String>) {
+        if let Some(failed) = message(&mut self.manager) {
+            self.out
+                .logger
+                .emit(lifecycle("notify_failed", Severity::Warning, failed));
+        }
+    }
+
+    /// Tells the watchdog the daemon is alive — this loop turns — unless the QUIC worker
+    /// has stopped beating: the program then drops QUIC Initials as if no daemon ran, and
+    /// the service manager should restart the daemon.
+    fn feed_watchdog(&mut self) {
+        let quic = &self.running.quic;
+        let age = quic.beat_age();
+        if quic.alive() && age < Duration::from_nanos(QUIC_HEARTBEAT_STALE_NS) {
+            self.watchdog_withheld = false;
+            self.tell(ServiceManager::alive);
+            return;
+        }
+        if !self.watchdog_withheld {
+            self.watchdog_withheld = true;
+            let timeout = self
+                .manager
+                .watchdog_timeout()
+                .map_or_else(String::new, |t| format!(" within {} s", t.as_secs_f64()));
+            self.out.logger.emit(
+                lifecycle(
+                    "watchdog_withheld",
+                    Severity::Error,
+                    format!(
+                        "the QUIC worker has not beaten for {:.1} s: the watchdog is no longer fed, the service manager will restart the daemon{timeout}",
+                        age.as_secs_f64()
+                    ),
+                )
+                .param("quic_beat_age_ms", age.as_millis()),
+            );
+        }
     }
 
     fn sweep(&mut self) -> Result<(), Error> {
@@ -283,6 +354,23 @@ impl<'a> Daemon<'a> {
             );
         }
         Ok(())
+    }
+}
+
+/// The next tick of an interval that may not exist (then never).
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A test's fault (debug builds): the main loop stops turning, for good.
+fn hang_if_asked() {
+    while fault::due(Hang::MainLoop) {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

@@ -2,7 +2,7 @@
 //! filter), the QUIC worker, the state file the CLI reads, and the `started` record.
 
 use crate::{
-    Error,
+    Error, build_info,
     config::{Config, Logging, XdpMode},
     counters::AppInfo,
     filter::{Attached, Filter},
@@ -12,7 +12,7 @@ use crate::{
     },
     rules::RuleSet,
     shutdown::Shutdown,
-    state::{AppSummary, Attachment, Instance, RunState, daemon_alive},
+    state::{AppSummary, Attachment, Instance, RunState, daemon_alive, unix_now},
     syslog::{
         Logger, Origin, Severity,
         sink::{Destination, LocalPaths, QUEUE_CAPACITY, Sink, SinkConfig},
@@ -127,6 +127,8 @@ pub(super) fn start(
         set,
         attached,
         quic,
+        started_at: unix_now(),
+        last_reload: None,
     };
     instance.write_state(&state(&running))?;
     let mut started = lifecycle(
@@ -258,6 +260,8 @@ fn preflight(interfaces: &[String], instance: &Instance, logger: &Logger) -> Res
 pub(super) fn state(r: &Running) -> RunState {
     RunState {
         pid: std::process::id(),
+        version: build_info::LONG_VERSION.into(),
+        started_at: r.started_at,
         config: r.config.path.clone(),
         config_fingerprint: r.config.fingerprint(),
         program_id: r.filter.program_id(),
@@ -273,5 +277,6 @@ pub(super) fn state(r: &Running) -> RunState {
                 rules: a.rules.len(),
             })
             .collect(),
+        reload: r.last_reload.clone(),
     }
 }

@@ -5,7 +5,11 @@
 
 use std::{
     os::fd::AsRawFd as _,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -21,6 +25,7 @@ use crate::{
     Error,
     config::{Config, Uninspectable},
     events,
+    fault::{self, Hang},
     filter::{Filter, monotonic_ns},
     shutdown::Shutdown,
 };
@@ -298,6 +303,8 @@ pub struct Shared {
     pub matcher: Mutex<Arc<Matcher>>,
     pub policy: Mutex<Policy>,
     pub stats: Mutex<QuicStats>,
+    /// When the heartbeat was last written (CLOCK_MONOTONIC ns), for the daemon's watchdog.
+    pub beat_at: AtomicU64,
 }
 
 /// The running worker. Its thread ends when `shutdown` is requested (and its heartbeat is
@@ -324,6 +331,7 @@ impl Worker {
             matcher: Mutex::new(Arc::new(matcher)),
             policy: Mutex::new(policy),
             stats: Mutex::new(QuicStats::default()),
+            beat_at: AtomicU64::new(monotonic_ns()),
         });
         let (tx, events) = mpsc::channel();
         let s = shared.clone();
@@ -348,6 +356,12 @@ impl Worker {
     pub fn alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
+
+    /// How long ago the worker last wrote its heartbeat.
+    pub fn beat_age(&self) -> Duration {
+        let at = self.shared.beat_at.load(Ordering::Relaxed);
+        Duration::from_nanos(monotonic_ns().saturating_sub(at))
+    }
 }
 
 impl Drop for Worker {
@@ -362,6 +376,11 @@ impl Drop for Worker {
 fn run(judge: &mut Judge, shared: &Shared, shutdown: &Shutdown, tx: &mpsc::Sender<Event>) {
     let mut last_beat = Instant::now();
     while !shutdown.is_requested() {
+        if fault::due(Hang::QuicWorker) {
+            // A test's fault: no judging, no heartbeat, until stopped.
+            thread::sleep(WAIT);
+            continue;
+        }
         let mut fds = libc::pollfd {
             fd: judge.ring_fd(),
             events: libc::POLLIN,
@@ -385,7 +404,9 @@ fn run(judge: &mut Judge, shared: &Shared, shutdown: &Shutdown, tx: &mpsc::Sende
         if last_beat.elapsed() >= BEAT_EVERY {
             // A heartbeat that cannot be written goes stale: the program then drops QUIC
             // Initials, and clients fall back to TCP. Nothing else to do about it here.
-            let _ = judge.beat(true);
+            if judge.beat(true).is_ok() {
+                shared.beat_at.store(monotonic_ns(), Ordering::Relaxed);
+            }
             last_beat = Instant::now();
         }
     }
