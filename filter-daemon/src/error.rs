@@ -72,9 +72,9 @@ pub enum Error {
 pub mod exit {
     /// Something failed: a system call, a map, the kernel refused the program.
     pub const FAILURE: u8 = 1;
-    /// A file could not be read (EX_NOINPUT).
+    /// A file could not be read (`EX_NOINPUT`).
     pub const NO_INPUT: u8 = 66;
-    /// The configuration or a rule list is invalid (EX_CONFIG); the unit does not restart
+    /// The configuration or a rule list is invalid (`EX_CONFIG`); the unit does not restart
     /// a daemon that exits with it.
     pub const CONFIG: u8 = 78;
 }

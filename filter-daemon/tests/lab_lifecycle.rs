@@ -191,9 +191,17 @@ fn sigterm_leaves_the_filter_and_unload_removes_every_trace() {
         ALLOWED,
         "after SIGTERM",
     );
-    let (ok, text) = cli(&["status"]);
+    // Attached without a daemon: `status` says so and exits 1 (LSB: not running, but
+    // its traces are there), so a monitoring check notices.
+    let mut status = lab.gateway_command(bin()).unwrap();
+    let out = status
+        .args(["--instance", &instance, "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        ok && text.contains("daemon NOT running") && text.contains("filter attached"),
+        text.contains("daemon NOT running") && text.contains("filter attached"),
         "{text}"
     );
     let (ok, text) = cli(&["stats", "--json"]);

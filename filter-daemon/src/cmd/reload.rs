@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// How long a reload may take: compiling a million rules takes seconds, not minutes.
-const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+const ANSWER_WITHIN: Duration = Duration::from_mins(1);
 const POLL: Duration = Duration::from_millis(50);
 
 pub fn reload(instance: &Instance) -> Result<(), Error> {

@@ -170,20 +170,28 @@ pub(super) fn parse_logging(
             ));
         }
     };
-    l.stderr = match raw.stderr.as_ref().map(|s| (s.get_ref(), s.span().start)) {
-        Some((StderrSetting::Set(on), _)) => *on,
-        None => stderr_by_default(&l.destination, journal_stream(), stderr_id()),
-        Some((StderrSetting::Word(w), _)) if w == "auto" => {
-            stderr_by_default(&l.destination, journal_stream(), stderr_id())
-        }
-        Some((StderrSetting::Word(w), p)) => {
-            return Err(Error::config(
-                at(p),
-                format!("stderr {w:?} is not true, false or \"auto\""),
-            ));
-        }
-    };
+    l.stderr = parse_stderr(raw.stderr.as_ref(), &l.destination, at)?;
     Ok(l)
+}
+
+/// `stderr`: true, false, or "auto" (the default, [`stderr_by_default`]).
+fn parse_stderr(
+    raw: Option<&toml::Spanned<StderrSetting>>,
+    destination: &Destination,
+    at: &impl Fn(usize) -> String,
+) -> Result<bool, Error> {
+    match raw.map(|s| (s.get_ref(), s.span().start)) {
+        Some((StderrSetting::Set(on), _)) => Ok(*on),
+        Some((StderrSetting::Word(w), p)) if w != "auto" => Err(Error::config(
+            at(p),
+            format!("stderr {w:?} is not true, false or \"auto\""),
+        )),
+        _ => Ok(stderr_by_default(
+            destination,
+            journal_stream().as_deref(),
+            stderr_id(),
+        )),
+    }
 }
 
 /// `stderr = "auto"` (the default): records go to stderr too, unless stderr is the journal
@@ -192,11 +200,10 @@ pub(super) fn parse_logging(
 /// would be there twice.
 fn stderr_by_default(
     destination: &Destination,
-    journal_stream: Option<String>,
+    journal_stream: Option<&str>,
     stderr: Option<(u64, u64)>,
 ) -> bool {
     let is_journal = journal_stream
-        .as_deref()
         .and_then(|s| s.split_once(':'))
         .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)))
         .is_some_and(|j| Some(j) == stderr);
@@ -209,9 +216,10 @@ fn journal_stream() -> Option<String> {
 
 /// The device and inode of this process's stderr.
 fn stderr_id() -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata("/proc/self/fd/2").ok()?;
-    Some((meta.dev(), meta.ino()))
+    // SAFETY: a zeroed stat is a valid buffer for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 2 and a buffer of the right type; failure is checked.
+    (unsafe { libc::fstat(2, &raw mut st) } == 0).then_some((st.st_dev, st.st_ino))
 }
 
 // The [logging] and [metrics] sections: their defaults, every key, and refusals by line.
@@ -223,7 +231,7 @@ mod tests {
     #[test]
     fn stderr_is_off_by_default_only_where_it_is_the_journal_and_records_go_there() {
         let me = Some((24, 1234));
-        let journal = |s: &str| Some(s.to_owned());
+        let journal = Some;
         let local = Destination::Local;
         assert!(!stderr_by_default(&local, journal("24:1234"), me));
         // Another stream, no stream, a garbled variable: stderr is not the journal.
@@ -231,11 +239,7 @@ mod tests {
         assert!(stderr_by_default(&local, None, me));
         assert!(stderr_by_default(&local, journal("24"), me));
         // Records sent elsewhere (or nowhere) still reach the journal through stderr.
-        assert!(stderr_by_default(
-            &Destination::None,
-            journal("24:1234"),
-            me
-        ));
+        assert!(stderr_by_default(&Destination::Off, journal("24:1234"), me));
         let e = refused_at("[logging]\nstderr = \"sometimes\"\n", 2);
         assert!(e.contains("stderr"), "{e}");
         assert!(!parse("[logging]\nstderr = false\n").unwrap().logging.stderr);

@@ -1,4 +1,4 @@
-//! Telling the service manager how the daemon is (sd_notify, for `Type=notify-reload`):
+//! Telling the service manager how the daemon is (`sd_notify`, for `Type=notify`):
 //! `READY=1` once the filter is attached, `RELOADING=1` while a reload runs, `STOPPING=1`,
 //! and `WATCHDOG=1` while the main loop turns and the QUIC worker beats. Without
 //! `$NOTIFY_SOCKET` (not started by systemd) every message is skipped.
@@ -23,7 +23,7 @@ impl ServiceManager {
     }
 
     /// How often the watchdog wants to hear from the daemon: half its timeout, as
-    /// sd_watchdog_enabled(3) advises. `None` when no watchdog is set.
+    /// `sd_watchdog_enabled(3)` advises. `None` when no watchdog is set.
     pub(super) fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog
             .map(|t| (t / 2).max(Duration::from_millis(10)))
@@ -62,15 +62,10 @@ impl ServiceManager {
 
     /// Sends `states`; returns the first failure's text, to be logged once.
     fn send(&mut self, states: &[NotifyState]) -> Option<String> {
-        match sd_notify::notify(states) {
-            Ok(()) => None,
-            Err(e) if !self.failed => {
-                self.failed = true;
-                Some(format!(
-                    "telling the service manager ($NOTIFY_SOCKET) failed: {e}; it may stop the daemon as hung"
-                ))
-            }
-            Err(_) => None,
-        }
+        let e = sd_notify::notify(states).err().filter(|_| !self.failed)?;
+        self.failed = true;
+        Some(format!(
+            "telling the service manager ($NOTIFY_SOCKET) failed: {e}; it may stop the daemon as hung"
+        ))
     }
 }

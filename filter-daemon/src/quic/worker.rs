@@ -303,7 +303,7 @@ pub struct Shared {
     pub matcher: Mutex<Arc<Matcher>>,
     pub policy: Mutex<Policy>,
     pub stats: Mutex<QuicStats>,
-    /// When the heartbeat was last written (CLOCK_MONOTONIC ns), for the daemon's watchdog.
+    /// When the heartbeat was last written (`CLOCK_MONOTONIC` ns), for the daemon's watchdog.
     pub beat_at: AtomicU64,
 }
 
