@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod iface;
 pub mod metrics;
 pub mod preflight;
 pub mod privacy;

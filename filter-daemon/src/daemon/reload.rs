@@ -18,7 +18,7 @@ use crate::{
 use super::{
     SINK_CLOSE_GRACE, lifecycle,
     serve::{Daemon, Output},
-    start::{app_infos, sink_for, state},
+    start::{sink_for, state},
 };
 
 impl Daemon<'_> {
@@ -49,6 +49,7 @@ impl Daemon<'_> {
                     )
                     .param("error", &e),
                 );
+                self.out.metrics.record_reload(false);
                 return Ok(());
             }
         };
@@ -83,7 +84,8 @@ impl Daemon<'_> {
             .param("rules", set.rule_count())
             .param("apps", set.apps.len()),
         );
-        self.out.metrics.set_apps(app_infos(&set));
+        self.out.metrics.set_rules(&config, &set);
+        self.out.metrics.record_reload(true);
         r.config = config;
         r.set = set;
         self.instance.write_state(&state(r))
