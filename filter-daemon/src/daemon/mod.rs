@@ -83,8 +83,9 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
             return Err(e);
         }
     };
-    start::drop_privileges(&logger);
+    // Before the capabilities go: maps are opened by id with CAP_SYS_ADMIN.
     let result = DaemonMetrics::open(instance, &running.filter, running.quic.shared().clone());
+    start::drop_privileges(&logger);
     let result = result.map(|m| {
         let m = Arc::new(m);
         m.set_rules(&running.config, &running.set);
