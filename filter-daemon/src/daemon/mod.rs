@@ -88,9 +88,13 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
             return Err(e);
         }
     };
+    // Before the capabilities go: maps are opened by id with CAP_SYS_ADMIN.
+    let result = DaemonMetrics::open(instance, &running.filter, running.quic.shared().clone());
     start::drop_privileges(&logger);
-    let result = DaemonMetrics::open(instance, start::app_infos(&running.set)).map(|m| {
+    let result = result.map(|m| {
         let m = Arc::new(m);
+        m.set_rules(&running.config, &running.set);
+        m.set_interfaces(running.attached.iter().map(|a| a.ifindex).collect());
         m.set_sink(logger.sink().map(|s| s.stats().clone()));
         if let Some(l) = listener {
             serve::metrics_server(l, m.clone(), &logger, &shutdown);

@@ -19,7 +19,7 @@ use crate::{
 use super::{
     Running, SINK_CLOSE_GRACE, lifecycle,
     serve::{Daemon, Output},
-    start::{app_infos, sink_for, state},
+    start::{sink_for, state},
 };
 
 impl Daemon<'_> {
@@ -50,6 +50,7 @@ impl Daemon<'_> {
                     )
                     .param("error", &e),
                 );
+                self.out.metrics.record_reload(false);
                 r.last_reload = Some(outcome(r, ReloadResult::Refused, Some(e.to_string())));
                 return self.instance.write_state(&state(r));
             }
@@ -85,7 +86,8 @@ impl Daemon<'_> {
             .param("rules", set.rule_count())
             .param("apps", set.apps.len()),
         );
-        self.out.metrics.set_apps(app_infos(&set));
+        self.out.metrics.set_rules(&config, &set);
+        self.out.metrics.record_reload(true);
         r.config = config;
         r.set = set;
         r.last_reload = Some(outcome(r, ReloadResult::Applied, None));

@@ -328,7 +328,7 @@ impl<'a> Daemon<'a> {
                 out.logger.emit(events::record(
                     &e,
                     &apps,
-                    &iface_name(e.ifindex),
+                    &crate::iface::name(e.ifindex),
                     &client,
                     time,
                 ));
@@ -372,17 +372,4 @@ fn hang_if_asked() {
     while fault::due(Hang::MainLoop) {
         std::thread::sleep(Duration::from_secs(1));
     }
-}
-
-fn iface_name(ifindex: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: a buffer of IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return format!("if{ifindex}");
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
 }

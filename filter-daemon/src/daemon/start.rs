@@ -4,7 +4,6 @@
 use crate::{
     Error, build_info,
     config::{Config, Logging, XdpMode},
-    counters::AppInfo,
     filter::{Attached, Filter},
     quic::{
         Matcher,
@@ -56,16 +55,6 @@ pub(super) fn drop_privileges(logger: &Logger) {
         )
         .param("error", &e),
     });
-}
-
-pub(super) fn app_infos(set: &RuleSet) -> Vec<AppInfo> {
-    set.apps
-        .iter()
-        .map(|a| AppInfo {
-            name: a.name.clone(),
-            action: a.action.name().into(),
-        })
-        .collect()
 }
 
 /// Validates, loads, attaches and records the state for the CLI.

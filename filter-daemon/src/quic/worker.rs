@@ -46,7 +46,8 @@ pub struct QuicMaps {
     heartbeat: Array<MapData, u64>,
 }
 
-fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
+/// A map of `filter` as a handle of its own (by map id), usable on any thread.
+pub(crate) fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     filter: &Filter,
     name: &'static str,
 ) -> Result<T, Error> {

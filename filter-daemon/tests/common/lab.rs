@@ -1,7 +1,13 @@
 //! What the end-to-end lab tests share: what the lab's server answered, how far a
-//! `status` counter moved, and the assertions on a served or refused name.
+//! `status` counter moved, the assertions on a served or refused name, and `/metrics`
+//! scraped on the gateway.
 
-use sni_filter_lab::{Daemon, Lab, Status, TlsServer};
+use std::{
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use sni_filter_lab::{Daemon, Lab, Status, TlsServer, run_in_netns};
 
 use super::{bin, repo_config};
 
@@ -47,4 +53,25 @@ pub fn assert_moved(before: &Status, after: &Status, reason: &str, context: &str
         "{context}: {reason} did not move:\n{}",
         after.text
     );
+}
+
+/// `GET /metrics` from inside the gateway namespace: the whole answer, head and body.
+pub fn scrape(lab: &Lab, addr: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    run_in_netns(lab.gateway_ns(), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .unwrap()
+}
+
+/// The value of one series (name and labels as exposed) in a scrape.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
