@@ -70,11 +70,7 @@ pub fn kernel() -> Vec<Check> {
                 v.0, v.1
             ),
         ),
-        None => check(
-            Level::Warn,
-            "kernel",
-            "version unreadable (uname)",
-        ),
+        None => check(Level::Warn, "kernel", "version unreadable (uname)"),
     });
     out.push(
         if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {

@@ -229,7 +229,11 @@ impl Prepared {
             }
             if !self.bounding_set.is_empty() {
                 for cap in 0..=CAP_LAST_TRIED {
-                    if self.bounding_set.iter().any(|c| libc::c_ulong::from(*c) == cap) {
+                    if self
+                        .bounding_set
+                        .iter()
+                        .any(|c| libc::c_ulong::from(*c) == cap)
+                    {
                         continue;
                     }
                     if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) == -1 {

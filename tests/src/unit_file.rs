@@ -25,6 +25,8 @@ const IMPLICIT_SYSCALLS: [&str; 6] = [
 const SYSCALL_HEADER: &str = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
 
 /// The `[Service]` settings the lab emulates (see [`crate::Daemon::start_under_unit`]).
+// Each bool is one of the unit's yes/no settings.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSandbox {
     /// `CapabilityBoundingSet=`: the capabilities' numbers.
