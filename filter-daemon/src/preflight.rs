@@ -3,7 +3,7 @@
 //! already on the interface (never replaced). `sni-filter doctor IFACE` prints the same.
 
 use crate::state::Instance;
-use std::{fs, process::Command};
+use std::process::Command;
 
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +30,24 @@ fn check(level: Level, what: &str, detail: impl Into<String>) -> Check {
     }
 }
 
+/// The running kernel's release (`6.1.0-18-amd64`), from uname(2): the unit's
+/// `ProcSubset=pid` hides `/proc/sys`.
+pub fn kernel_release() -> Option<String> {
+    // SAFETY: a struct of byte arrays, for which all zeroes is a valid value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct it is given, each field NUL-terminated.
+    let rc = unsafe { libc::uname(&raw mut name) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: a NUL-terminated field of the struct uname filled.
+    let release = unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) };
+    Some(release.to_string_lossy().into_owned())
+}
+
 /// The kernel version as (major, minor).
 fn kernel_version() -> Option<(u32, u32)> {
-    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let release = kernel_release()?;
     let mut parts = release.trim().split(['.', '-']);
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
@@ -55,11 +70,7 @@ pub fn kernel() -> Vec<Check> {
                 v.0, v.1
             ),
         ),
-        None => check(
-            Level::Warn,
-            "kernel",
-            "version unreadable from /proc/sys/kernel/osrelease",
-        ),
+        None => check(Level::Warn, "kernel", "version unreadable (uname)"),
     });
     out.push(
         if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {

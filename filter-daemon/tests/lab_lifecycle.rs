@@ -5,12 +5,18 @@
 //! traffic, the daemon killed with SIGKILL and started again, stopped with SIGTERM, and
 //! `unload`. A client loop runs through all of it; not one banned connection may succeed
 //! and not one allowed one may fail. Needs root.
+//!
+//! Every daemon here runs as the shipped unit (`config/sni-filter.service`) would run it,
+//! with the unit's sandbox read from the unit file ([`Daemon::start_under_unit`], which says
+//! what is emulated and what not), so that a hardening setting that breaks starting,
+//! reloading, stopping or taking the pins over fails these tests.
 
 mod common;
 
 #[allow(clippy::wildcard_imports)]
 use common::{lab::*, *};
 use std::{
+    path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -79,7 +85,7 @@ fn reloads_a_sigkill_and_a_restart_open_no_gap() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_copy(dir.path(), ("", ""));
     let iface = lab.gateway_client_if().to_owned();
-    let mut first = Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).expect("daemon");
+    let mut first = unit_daemon(&lab, &config);
     let first_ids = xdp_programs(&lab, &iface);
     assert_eq!(first_ids.len(), 1, "{first_ids:?}");
 
@@ -105,8 +111,7 @@ fn reloads_a_sigkill_and_a_restart_open_no_gap() {
         wait_for_rounds(3);
         let after_kill = first.status().unwrap();
         // The next daemon takes the pinned filter over.
-        let second =
-            Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).expect("second daemon");
+        let second = unit_daemon(&lab, &config);
         wait_for_rounds(3);
         stop.store(true, Ordering::SeqCst);
         (clients.join().unwrap(), second, before_kill, after_kill)
@@ -160,7 +165,7 @@ fn sigterm_leaves_the_filter_and_unload_removes_every_trace() {
     let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
     let opts = CurlOpts::new(server.ca_path()).max_time(Duration::from_secs(2));
     let iface = lab.gateway_client_if().to_owned();
-    let daemon = shipped_daemon(&lab);
+    let daemon = unit_daemon(&lab, &repo_config());
     let instance = daemon.instance().to_owned();
     // The CLI of the stopped daemon, on the gateway.
     let cli = |args: &[&str]| {
@@ -246,7 +251,7 @@ fn detach_on_stop_takes_the_filter_away() {
         ("detach_on_stop = false", "detach_on_stop = true"),
     );
     let iface = lab.gateway_client_if().to_owned();
-    let daemon = Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).expect("daemon");
+    let daemon = unit_daemon(&lab, &config);
     assert_eq!(xdp_programs(&lab, &iface).len(), 1);
     let (status, log) = daemon.stop().unwrap();
     assert!(status.success(), "{log}");
@@ -258,63 +263,58 @@ fn detach_on_stop_takes_the_filter_away() {
 }
 
 /// The shipped systemd unit.
-fn unit_file() -> String {
-    std::fs::read_to_string(concat!(
+fn unit_path() -> PathBuf {
+    PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/sni-filter.service"
     ))
-    .unwrap()
 }
 
-/// The unit's `CapabilityBoundingSet`, as `setpriv --bounding-set` writes it.
-fn unit_bounding_set() -> String {
-    let unit = unit_file();
-    let line = unit
+/// The daemon started on the lab's gateway under the shipped unit's sandbox.
+fn unit_daemon(lab: &Lab, config: &Path) -> Daemon {
+    Daemon::start_under_unit(lab, &bin(), config, Vec::<String>::new(), &unit_path())
+        .expect("the daemon attaches under the unit's sandbox")
+}
+
+/// A line of `/proc/PID/status` (`NoNewPrivs`, `Seccomp`...), its value trimmed.
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit sets CapabilityBoundingSet");
-    let caps: Vec<String> = line
-        .split_whitespace()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    format!("-all,{}", caps.join(","))
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim()
+        .to_owned()
+}
+
+/// The options of the mount at `target` as process `pid` sees it (`rw,nosuid,...`).
+fn mount_options(pid: u32, target: &str) -> String {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    // `ID PARENT MAJ:MIN ROOT TARGET OPTIONS ...`; the last mount at a target is on top.
+    info.lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(4) == Some(&target)).then(|| f.get(5).copied().unwrap_or("").to_owned())
+        })
+        .unwrap_or_else(|| panic!("no mount at {target} in {info}"))
 }
 
 /// A capability set of `/proc/PID/status` (`CapEff`, `CapBnd`...), as a bit mask.
 fn cap_mask(pid: u32, set: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{set}:\t")))
-        .unwrap_or_else(|| panic!("no {set} in {status}"));
-    u64::from_str_radix(hex.trim(), 16).unwrap()
+    u64::from_str_radix(&status_field(pid, set), 16).unwrap()
 }
 
 #[test]
-fn under_the_units_capabilities_the_daemon_filters_and_keeps_only_cap_bpf() {
+fn under_the_units_sandbox_the_daemon_filters_and_keeps_only_cap_bpf() {
     const CAP_BPF: u64 = 1 << 39;
     let lab = Lab::new("caps").expect("lab");
     let server = TlsServer::start(&lab, &[BANNED, ALLOWED]).expect("nginx");
     let opts = CurlOpts::new(server.ca_path()).max_time(Duration::from_secs(2));
     let dir = tempfile::tempdir().unwrap();
     let config = config_copy(dir.path(), ("", ""));
-    // The daemon started as systemd would: root, with only the unit's bounding set.
-    let wrapper = dir.path().join("sni-filter");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec setpriv --bounding-set={} --inh-caps=-all -- {} \"$@\"\n",
-            unit_bounding_set(),
-            bin().display()
-        ),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(&wrapper)
-        .status()
-        .unwrap();
-    let daemon = Daemon::start(&lab, &wrapper, &config, Vec::<String>::new()).expect("daemon");
+    // The daemon started as systemd would: root, in the unit's sandbox.
+    let daemon = unit_daemon(&lab, &config);
     assert!(daemon.log().contains("kept: CAP_BPF"), "{}", daemon.log());
     let pid = daemon.pid();
     for set in ["CapEff", "CapPrm", "CapBnd"] {
@@ -322,6 +322,15 @@ fn under_the_units_capabilities_the_daemon_filters_and_keeps_only_cap_bpf() {
     }
     assert_eq!(cap_mask(pid, "CapInh"), 0);
     assert_eq!(cap_mask(pid, "CapAmb"), 0);
+    // The sandbox is the unit's: the filter installed, the tree read-only but the pins.
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2", "no seccomp filter");
+    assert!(mount_options(pid, "/").starts_with("ro"), "/ is writable");
+    assert!(
+        mount_options(pid, "/sys").starts_with("ro"),
+        "/sys is writable"
+    );
+    assert!(mount_options(pid, "/sys/fs/bpf").starts_with("rw"));
     assert!(!curl(&lab, BANNED, &opts).unwrap().served());
     assert_served(
         &curl(&lab, ALLOWED, &opts).unwrap(),
@@ -354,7 +363,9 @@ fn under_the_units_capabilities_the_daemon_filters_and_keeps_only_cap_bpf() {
 #[test]
 fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit_file().replace("/usr/local/sbin/sni-filter", &bin().display().to_string());
+    let unit = std::fs::read_to_string(unit_path())
+        .unwrap()
+        .replace("/usr/sbin/sni-filter", &bin().display().to_string());
     let path = dir.path().join("sni-filter.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
@@ -365,6 +376,32 @@ fn the_systemd_unit_verifies() {
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
+
+/// The most `systemd-analyze security` may rate the unit, in its tenths (2.5).
+const EXPOSURE_MAX_TENTHS: u32 = 25;
+
+#[test]
+fn the_systemd_unit_is_rated_at_most_2_5() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(format!("--threshold={EXPOSURE_MAX_TENTHS}"))
+        .arg(unit_path())
+        .output()
+        .expect("systemd-analyze runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // `→ Overall exposure level for sni-filter.service: 2.5 OK 🙂`
+    let level = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for sni-filter.service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no overall exposure level in:\n{text}"));
+    let (units, tenths) = level.split_once('.').expect("a level like 2.5");
+    let level_tenths = units.parse::<u32>().unwrap() * 10 + tenths.parse::<u32>().unwrap();
+    println!("exposure {level}");
+    assert!(level_tenths <= EXPOSURE_MAX_TENTHS, "{text}");
+    assert!(out.status.success(), "over the threshold:\n{text}");
 }
 
 /// Removes an instance's pins and state when dropped.

@@ -12,8 +12,10 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::child::ChildGuard;
 use crate::lab::Lab;
+use crate::sandbox;
 use crate::scratch::ScratchDir;
 use crate::status::Status;
+use crate::unit_file::ServiceSandbox;
 
 /// What `sni-filter run` prints once its program is attached.
 pub const ATTACHED_MARKER: &str = "attached";
@@ -48,6 +50,65 @@ impl Daemon {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::launch(lab, bin, config, extra, None)
+    }
+
+    /// As [`Daemon::start`], as systemd would start the unit at `unit` (systemd is not PID 1
+    /// here): its `ExecStartPre=+` lines run on the gateway first (bpffs), then the daemon
+    /// runs directly (no wrapper, so that its pid is the service's) under the unit's
+    /// [`ServiceSandbox`]: bounding set, `no_new_privs`, the system call filter with its
+    /// errno and address families, `ProtectSystem=strict` with `ReadWritePaths=`,
+    /// `ProtectKernelTunables=`, `ProtectProc=`, `ProcSubset=`, `ProtectHostname=` and
+    /// `PrivateIPC=`. The instance's `/run/sni-filter-LAB` stands for `RuntimeDirectory=`.
+    ///
+    /// Not emulated: `PrivateTmp=` and `ProtectHome=` (the lab's configuration lives in a
+    /// temporary folder; the daemon writes neither), `PrivateDevices=`/`DevicePolicy=` (the
+    /// daemon opens no device; its local log goes to sockets), `ProtectKernelLogs=`,
+    /// `ProtectKernelModules=`, `ProtectClock=` and `ProtectControlGroups=` (the system call
+    /// filter already refuses what they guard), `RestrictNamespaces=`, `RestrictRealtime=`,
+    /// `RestrictSUIDSGID=`, `LockPersonality=`, `MemoryDenyWriteExecute=` (argument filters
+    /// on calls the daemon makes only as any program does), `UMask=`, and the unit's
+    /// check-config `ExecStartPre=` (the lab passes `--interface` on the command line).
+    pub fn start_under_unit<I, S>(
+        lab: &Lab,
+        bin: &Path,
+        config: &Path,
+        extra: I,
+        unit: &Path,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let sandbox = ServiceSandbox::from_unit(unit)?;
+        for pre in &sandbox.privileged_pre {
+            let out = lab
+                .gateway_command("sh")?
+                .arg("-c")
+                .arg(pre)
+                .output()
+                .with_context(|| format!("cannot run ExecStartPre=+{pre}"))?;
+            ensure!(
+                out.status.success(),
+                "ExecStartPre=+{pre} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Self::launch(lab, bin, config, extra, Some(&sandbox))
+    }
+
+    fn launch<I, S>(
+        lab: &Lab,
+        bin: &Path,
+        config: &Path,
+        extra: I,
+        sandbox: Option<&ServiceSandbox>,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         ensure!(bin.exists(), "no daemon binary at {}", bin.display());
         ensure!(config.exists(), "no configuration at {}", config.display());
         let bin = bin
@@ -61,7 +122,19 @@ impl Daemon {
         let stderr = File::create(dir.path().join("stderr"))?;
         let instance = format!("sni-filter-{}", lab.name());
         let host = lab.gateway_host()?;
-        let mut cmd = lab.gateway_command(&bin)?;
+        let mut cmd = match sandbox {
+            None => lab.gateway_command(&bin)?,
+            Some(sandbox) => {
+                let mut cmd = Command::new(&bin);
+                let runtime: Vec<String> = sandbox
+                    .runtime_directories
+                    .iter()
+                    .map(|_| instance.clone())
+                    .collect();
+                sandbox::confine(&mut cmd, host, sandbox, &runtime)?;
+                cmd
+            }
+        };
         cmd.arg("--instance")
             .arg(&instance)
             .arg("run")

@@ -20,9 +20,11 @@ pub mod quic_craft;
 mod registry;
 mod rsyslog;
 mod run;
+mod sandbox;
 mod scratch;
 mod status;
 mod tls_server;
+mod unit_file;
 mod vlan;
 
 pub use bpf::attach_xdp_pass;
@@ -37,6 +39,7 @@ pub use rsyslog::{Listen, Rsyslog};
 pub use scratch::ScratchDir;
 pub use status::{Status, StatusRow};
 pub use tls_server::{HTTPS_PORT, TlsServer, response_body};
+pub use unit_file::{ServiceSandbox, syscall_group};
 pub use vlan::VlanTagging;
 
 /// Debian's python3 when present (a version manager's shim in `PATH` costs a start-up).

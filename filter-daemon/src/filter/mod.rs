@@ -451,8 +451,7 @@ fn verifier_message(e: &aya::programs::ProgramError) -> String {
             .map(|path| format!("the whole log is in {}", path.to_string_lossy()));
         let tail: Vec<&str> = log.lines().rev().take(25).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "unknown".into(), |r| r.trim().to_string());
+        let kernel = crate::preflight::kernel_release().unwrap_or_else(|| "unknown".into());
         return format!(
             "the verifier of kernel {kernel} refused the program:\n{}\n\
              Nothing was attached or changed: a filter already running stays in force. This \
