@@ -315,6 +315,17 @@ mod tests {
             assert_eq!(r.get(k), Some(v), "{k}");
         }
         assert_eq!(r.get("client_port"), None);
+        assert_eq!(r.get("mode"), None, "enforced: no marker");
+        let dry_run = Event {
+            flags: filter_common::EVENT_MONITOR,
+            ..e
+        };
+        let r = record(&dry_run, &apps, "lan0", &client, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            (r.get("action"), r.get("mode")),
+            (Some("drop"), Some("monitor"))
+        );
+        assert!(r.text.ends_with(" mode=monitor"), "{}", r.text);
         let none = ClientView {
             addr: None,
             port: None,

@@ -12,8 +12,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use filter_common::{
-    Action, BlockedFlow, EVENT_MONITOR, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX, QUIC_CID_SLOT,
-    QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names, quic_cid_slot,
+    Action, BlockedFlow, EVENT_MONITOR, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX,
+    QUIC_CID_SLOT, QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names,
+    quic_cid_slot,
 };
 
 use super::{Client, Datagram, Matcher, Outcome, Reassembly, ReassemblyStats, Verdict};
