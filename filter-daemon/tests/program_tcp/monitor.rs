@@ -6,7 +6,7 @@ use filter_common::{EVENT_MONITOR, EventAction, Note, Reason};
 use sni_filter::filter::Filter;
 use sni_filter_lab::hello::IpPair;
 
-use super::common::program::{XDP_DROP, XDP_PASS, XDP_TX, load_with, reasons_moved};
+use super::common::program::{Case, XDP_DROP, XDP_PASS, XDP_TX, case, load_with, reasons_moved};
 use super::{banned_flow, chrome_name_last, counters, hello_frame, tcp};
 
 /// A drop app, a reject app, and no uninspectable hello passing.
@@ -54,39 +54,39 @@ fn outcome(f: &Filter, frames: &[Vec<u8>]) -> Outcome {
     }
 }
 
-/// The cases: a name, the frames, the reasons they count (in either mode), and the action
+/// The cases, each with the reasons its frames count in either mode and the action
 /// enforce mode takes on the last frame.
-fn cases() -> Vec<(&'static str, Vec<Vec<u8>>, Vec<(Reason, u64)>, u32)> {
+fn cases() -> Vec<Case> {
     let v4 = IpPair::v4_example();
     let (s, hello, later) = banned_flow(v4);
     let split = tcp(v4).frames_split(&chrome_name_last("www.tiktok.com"), &[600, 1200]);
     vec![
-        (
+        case(
             "a banned hello",
             vec![hello_frame("www.tiktok.com")],
-            vec![(Reason::HelloBlocked, 1)],
             XDP_DROP,
+            &[(Reason::HelloBlocked, 1)],
         ),
-        (
+        case(
             "a later packet of a blocked flow",
             vec![s.frame(&hello), later.frame(b"more")],
-            vec![(Reason::HelloBlocked, 1), (Reason::BlockedFlow, 1)],
             XDP_DROP,
+            &[(Reason::HelloBlocked, 1), (Reason::BlockedFlow, 1)],
         ),
-        (
+        case(
             "a hello segment after a gap (uninspectable = drop)",
             vec![split[0].clone(), split[2].clone()],
-            vec![
+            XDP_DROP,
+            &[
                 (Reason::HelloIncomplete, 1),
                 (Reason::UninspectableOutOfOrder, 1),
             ],
-            XDP_DROP,
         ),
-        (
+        case(
             "a reject app's hello",
             vec![hello_frame("www.bounce.example")],
-            vec![(Reason::HelloBlocked, 1)],
             XDP_TX,
+            &[(Reason::HelloBlocked, 1)],
         ),
     ]
 }
@@ -94,7 +94,14 @@ fn cases() -> Vec<(&'static str, Vec<Vec<u8>>, Vec<(Reason, u64)>, u32)> {
 #[test]
 fn monitor_mode_passes_untouched_what_enforce_drops_or_resets_counting_the_same_reasons() {
     let (enforce, monitor) = (filter_in("enforce"), filter_in("monitor"));
-    for (name, frames, moved, enforced) in cases() {
+    for Case {
+        name,
+        frames,
+        action: enforced,
+        counted: moved,
+        ..
+    } in cases()
+    {
         // Packets that would be dropped: every one of the case's but its allowed segments.
         let would_drop = moved
             .iter()
@@ -134,8 +141,8 @@ fn monitor_mode_events_keep_the_action_that_would_have_been_taken_and_say_monito
     for (mode, marker) in [("enforce", 0), ("monitor", EVENT_MONITOR)] {
         let mut f = filter_in(mode);
         let _ = f.drain_events().unwrap();
-        for (_, frames, _, _) in cases() {
-            for frame in &frames {
+        for c in cases() {
+            for frame in &c.frames {
                 f.run_frame(frame).unwrap();
             }
         }
