@@ -6,7 +6,8 @@
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
-    /// Of `packets`, those dropped (the `uninspectable` policy can go either way).
+    /// Of `packets`, those dropped (the `uninspectable` policy can go either way; none in
+    /// `mode = "monitor"`, where the note `monitor_passed` counts what would have been).
     pub dropped: u64,
 }
 
@@ -31,7 +32,8 @@ pub struct IfaceCounters {
 pub struct AppCounters {
     /// Flows whose hello matched the app (blocked or monitored).
     pub flows: u64,
-    /// Packets dropped: the hellos and every later packet of the flows.
+    /// Packets dropped: the hellos and every later packet of the flows (none in monitor
+    /// mode, where `flows` still counts the flows that would have been blocked).
     pub packets_dropped: u64,
     pub bytes_dropped: u64,
     /// TCP resets sent to clients (`reject`).

@@ -42,3 +42,6 @@ pub struct Event {
 pub const EVENT_SNI_LATER_SEGMENT: u8 = 1;
 /// The hello carried an `encrypted_client_hello` extension.
 pub const EVENT_ECH: u8 = 2;
+/// The filter ran in `mode = "monitor"`: the event's action is what would have happened,
+/// and the packet passed.
+pub const EVENT_MONITOR: u8 = 4;

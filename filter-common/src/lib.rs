@@ -62,7 +62,7 @@ pub use apps::{
     ExemptPrefix, SCOPE_IFACE, SCOPE_VLAN, ScopeKey, app_scope,
 };
 pub use counters::{AppCounters, Counter, IFACE_SLOTS, IfaceCounters};
-pub use events::{EVENT_ECH, EVENT_SNI_LATER_SEGMENT, Event, EventAction, NO_APP};
+pub use events::{EVENT_ECH, EVENT_MONITOR, EVENT_SNI_LATER_SEGMENT, Event, EventAction, NO_APP};
 pub use flows::{BlockedFlow, FlowKey, HELLOS_DEFAULT_MAX, VERDICTS_DEFAULT_MAX};
 pub use hints::{FlowTable, HINT_BITS_LOG2, HINT_WORDS, flow_hash, hint_bit, hint_word};
 pub use quic::{
@@ -85,7 +85,7 @@ pub use words::{copy_words, opaque_zero, zero_words};
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `aya::Pod` for each type userspace puts in a map.
 #[cfg(feature = "user")]
@@ -167,9 +167,9 @@ mod tests {
             ("hint bits", hint_bits_of_a_sample_flow()),
         ];
         let expected = [
-            ("version", 5),
+            ("version", 6),
             ("reasons", 40),
-            ("notes", 12),
+            ("notes", 13),
             ("iface slots", 1024),
             ("apps", 256),
             ("Counter", 24),

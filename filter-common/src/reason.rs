@@ -99,7 +99,8 @@ pub enum Reason {
 /// Number of reasons; the size of the counters array.
 pub const REASON_COUNT: u32 = Reason::InternalError as u32 + 1;
 
-/// What happens to a packet counted under a reason.
+/// What happens to a packet counted under a reason in `mode = "enforce"`. In `mode =
+/// "monitor"` a packet whose fate is to be dropped passes (the note `monitor_passed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
     Pass,
@@ -270,9 +271,12 @@ pub enum Note {
     /// A hello whole in one segment was read straight from the packet (the fast path)
     /// rather than by the walker.
     HelloReadFast,
+    /// A packet that would have been dropped or answered with a reset passed because the
+    /// filter runs in `mode = "monitor"`; its reason counts it as in enforce mode.
+    MonitorPassed,
 }
 
-pub const NOTE_COUNT: u32 = Note::HelloReadFast as u32 + 1;
+pub const NOTE_COUNT: u32 = Note::MonitorPassed as u32 + 1;
 
 impl Note {
     pub const ALL: [Note; NOTE_COUNT as usize] = [
@@ -288,6 +292,7 @@ impl Note {
         Note::ResetFailed,
         Note::EventLost,
         Note::HelloReadFast,
+        Note::MonitorPassed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -304,6 +309,7 @@ impl Note {
             Note::ResetFailed => "reset_failed",
             Note::EventLost => "event_lost",
             Note::HelloReadFast => "hello_read_fast",
+            Note::MonitorPassed => "monitor_passed",
         }
     }
 }

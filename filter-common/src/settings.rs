@@ -89,7 +89,11 @@ pub struct Settings {
     /// hello whole in one segment straight from the packet (`hello_fast_path = false`, for
     /// diagnosis; tests set it to compare the two).
     pub walker_only: u8,
-    pub _pad: [u8; 2],
+    /// 1: `mode = "monitor"`, the whole filter's dry run: every decision is made, counted
+    /// and logged as it would be, but a packet that would be dropped or answered with a
+    /// reset passes untouched (counted under the note `monitor_passed`).
+    pub monitor: u8,
+    pub _pad: u8,
     /// UDP destination ports inspected for QUIC; 0 marks an unused entry.
     pub quic_ports: [u16; QUIC_PORTS_MAX],
 }
@@ -108,7 +112,8 @@ impl Settings {
         quic_mode: 0,
         quic_hold: 0,
         walker_only: 0,
-        _pad: [0; 2],
+        monitor: 0,
+        _pad: 0,
         quic_ports: [0; QUIC_PORTS_MAX],
     };
 }

@@ -21,7 +21,7 @@ use checks::{
 pub use logging::{APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging};
 use logging::{parse_logging, parse_metrics};
 use raw::RawConfig;
-pub use settings::{ActionSetting, App, QUIC_PORT_DEFAULT, Quic, Uninspectable, XdpMode};
+pub use settings::{ActionSetting, App, Mode, QUIC_PORT_DEFAULT, Quic, Uninspectable, XdpMode};
 
 use crate::Error;
 
@@ -33,6 +33,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The file's bytes, hashed to tell whether a running filter uses this configuration.
     pub text: String,
+    /// `enforce`, or `monitor`: the whole filter's dry run (nothing dropped or reset).
+    pub mode: Mode,
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub generic_fallback: bool,
@@ -149,6 +151,7 @@ impl Config {
         Ok(Self {
             path: path.to_owned(),
             text: text.to_owned(),
+            mode: f.mode,
             interfaces: f.interfaces.into_iter().map(Spanned::into_inner).collect(),
             xdp_mode: f.xdp_mode,
             generic_fallback: f.generic_fallback,
@@ -233,6 +236,17 @@ mod tests {
             let e = refused_at(text, line);
             assert!(e.contains(says), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_mode_enforces_unless_set_to_monitor() {
+        assert_eq!(parse("").unwrap().mode, Mode::Enforce);
+        assert_eq!(
+            parse("[filter]\nmode = \"monitor\"\n").unwrap().mode,
+            Mode::Monitor
+        );
+        let e = refused_at("[filter]\n\nmode = \"dry-run\"\n", 3);
+        assert!(e.contains("dry-run") && e.contains("monitor"), "{e}");
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub fn line(e: &Event, apps: &[String], iface: &str, client: &ClientView) -> Str
     if e.flow.proto == 17 {
         let _ = write!(s, " transport=quic");
     }
+    if e.flags & filter_common::EVENT_MONITOR != 0 {
+        let _ = write!(s, " mode=monitor");
+    }
     s
 }
 
@@ -148,6 +151,10 @@ pub fn record(
     }
     if e.flags & filter_common::EVENT_SNI_LATER_SEGMENT != 0 {
         r = r.param("sni_segment", "later");
+    }
+    // The action is what enforcement would have done; this says it was not done.
+    if e.flags & filter_common::EVENT_MONITOR != 0 {
+        r = r.param("mode", "monitor");
     }
     r
 }
@@ -308,6 +315,17 @@ mod tests {
             assert_eq!(r.get(k), Some(v), "{k}");
         }
         assert_eq!(r.get("client_port"), None);
+        assert_eq!(r.get("mode"), None, "enforced: no marker");
+        let dry_run = Event {
+            flags: filter_common::EVENT_MONITOR,
+            ..e
+        };
+        let r = record(&dry_run, &apps, "lan0", &client, SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            (r.get("action"), r.get("mode")),
+            (Some("drop"), Some("monitor"))
+        );
+        assert!(r.text.ends_with(" mode=monitor"), "{}", r.text);
         let none = ClientView {
             addr: None,
             port: None,

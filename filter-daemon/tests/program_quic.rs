@@ -2,8 +2,9 @@
 //! see `filter-daemon/tests/README.md`).
 //!
 //! The QUIC path of the real compiled program and the daemon's judge together, through
-//! `BPF_PROG_TEST_RUN`: Initials handed on, verdicts written, later packets dropped, and
-//! the program's own decisions (ports, sizes, versions, budget, heartbeat, policies).
+//! `BPF_PROG_TEST_RUN`: Initials handed on, verdicts written, later packets dropped, the
+//! program's own decisions (ports, sizes, versions, budget, heartbeat, policies), and
+//! monitor mode passing all it would drop.
 //! Needs root (loading BPF programs).
 
 mod common;
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use common::program::{XDP_DROP, XDP_PASS, case, load_with, run_frames, run_table};
 use filter_common::{
-    QUIC_INITIALS_PER_FLOW, Reason,
+    EVENT_MONITOR, EventAction, Note, QUIC_INITIALS_PER_FLOW, Reason,
     wire::{QUIC_V1, QUIC_V2},
 };
 use sni_filter::{
@@ -255,6 +256,53 @@ fn without_a_live_daemon_quic_initials_are_dropped() {
             .0,
         XDP_PASS
     );
+}
+
+#[test]
+fn monitor_mode_passes_what_it_would_drop_and_counts_the_same_reasons() {
+    let monitor_passed = |r: &Rig| r.filter.notes().unwrap()[Note::MonitorPassed as usize];
+    let mut r = rig("mode = \"monitor\"\nquic_hold = true");
+    r.judge.beat(false).unwrap();
+    let frame = |name| flow().frame(&initial(name, QUIC_V1));
+    assert_eq!(
+        r.run(&[frame("www.example.org")]),
+        (XDP_PASS, vec![(Reason::QuicDaemonAbsent, 1)]),
+        "no live daemon"
+    );
+    r.judge.beat(true).unwrap();
+    let f = flow();
+    assert_eq!(
+        r.run(&[f.frame(&initial("www.tiktok.com", QUIC_V1))]),
+        (XDP_PASS, vec![(Reason::QuicInitialHeld, 1)]),
+        "held for its verdict"
+    );
+    let judged = r.judge.drain(&r.matcher, r.policy);
+    let e = judged[0].event.expect("a blocked flow is logged");
+    assert_eq!(
+        (judged[0].verdict.reason, e.action, e.flags & EVENT_MONITOR),
+        (Reason::HelloBlocked, EventAction::Drop as u8, EVENT_MONITOR),
+        "the daemon's verdict is written and logged as a drop, marked monitor"
+    );
+    assert_eq!(
+        r.run(&[f.frame(&short_packet())]),
+        (XDP_PASS, vec![(Reason::BlockedFlow, 1)]),
+        "a packet of the blocked flow"
+    );
+    assert_eq!(monitor_passed(&r), 3);
+    let dropped = r
+        .filter
+        .counters()
+        .unwrap()
+        .iter()
+        .map(|c| c.dropped)
+        .sum::<u64>();
+    assert_eq!(dropped, 0);
+    let r = rig("mode = \"monitor\"\nquic = \"block\"");
+    assert_eq!(
+        r.run(&[frame("www.example.org")]),
+        (XDP_PASS, vec![(Reason::QuicBlockedByPolicy, 1)])
+    );
+    assert_eq!(monitor_passed(&r), 1);
 }
 
 #[test]

@@ -67,14 +67,18 @@ pub fn note(n: Note) {
     }
 }
 
-/// Adds a dropped packet (and its flow, when `new_flow`) to the app's counters.
+/// Adds a dropped packet (and its flow, when `new_flow`) to the app's counters. In monitor
+/// mode nothing is dropped: only the flow is counted.
 #[inline(always)]
 pub fn app_dropped(app: u16, bytes: u64, new_flow: bool) {
+    let dropped = !crate::settings::monitoring();
     if let Some(c) = APP_COUNTERS.get_ptr_mut(app as u32) {
         // SAFETY: a per-CPU slot, written only by this CPU while the program runs.
         unsafe {
-            (*c).packets_dropped += 1;
-            (*c).bytes_dropped += bytes;
+            if dropped {
+                (*c).packets_dropped += 1;
+                (*c).bytes_dropped += bytes;
+            }
             if new_flow {
                 (*c).flows += 1;
             }
@@ -113,12 +117,23 @@ pub fn linear_len(ctx: &XdpContext) -> usize {
 }
 
 /// The single exit: counts the packet under its reason and interface, returns the action.
+/// The one place a verdict becomes a drop: in monitor mode a packet whose reason would drop
+/// it passes instead, counted under its reason as ever and under `monitor_passed`. A packet
+/// already rewritten into a reset (`transmit`) is sent: its hello no longer exists, and
+/// monitor mode never asks for the rewrite (`verdict::conclude`).
 #[inline(always)]
 pub fn record(ctx: &XdpContext, seen: &Seen, exit: Exit) -> u32 {
-    let drop = match exit.reason.fate() {
+    let settings = crate::settings::settings();
+    let verdict_drops = match exit.reason.fate() {
         Fate::Pass => false,
         Fate::Drop => true,
-        Fate::Policy => crate::settings::settings().is_some_and(|s| s.uninspectable_drop != 0),
+        Fate::Policy => settings.is_some_and(|s| s.uninspectable_drop != 0),
+    };
+    let drop = if verdict_drops && settings.is_some_and(|s| s.monitor != 0) {
+        note(Note::MonitorPassed);
+        false
+    } else {
+        verdict_drops
     };
     let bytes = u64::from(seen.len);
     if let Some(c) = COUNTERS.get_ptr_mut(exit.reason as u32) {

@@ -2,7 +2,7 @@
 //! per allowed flow and never per packet. The daemon formats and rate-limits them.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::map, maps::RingBuf, programs::XdpContext};
-use filter_common::{Event, EventAction, FlowKey, Note, Reason, name::NAME_BUF};
+use filter_common::{EVENT_MONITOR, Event, EventAction, FlowKey, Note, Reason, name::NAME_BUF};
 
 use crate::counters;
 
@@ -41,7 +41,12 @@ pub fn emit(
         (*e).reason = reason as u8;
         (*e).flow = *flow;
         (*e).sni_len = name_len;
-        (*e).flags = flags;
+        // What a SIEM needs to tell a dry run from enforcement, on every event.
+        (*e).flags = if crate::settings::monitoring() {
+            flags | EVENT_MONITOR
+        } else {
+            flags
+        };
         (*e)._pad = [0; 5];
         // The name sits at an aligned offset of an aligned value, as `sni` does.
         filter_common::copy_words(&raw mut (*e).sni, name);

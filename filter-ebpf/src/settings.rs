@@ -27,3 +27,9 @@ pub fn port_inspected(port: u16) -> bool {
 pub fn settings() -> Option<&'static Settings> {
     side().map(|s| &s.settings)
 }
+
+/// Whether the filter runs in `mode = "monitor"`: nothing is dropped, reset or rewritten.
+#[inline(always)]
+pub fn monitoring() -> bool {
+    settings().is_some_and(|s| s.monitor != 0)
+}

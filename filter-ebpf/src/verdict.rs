@@ -61,6 +61,11 @@ pub fn conclude(seg: &Segment, reason: Reason) -> Exit {
             let action = Action::from_u8(action).unwrap_or(Action::Drop);
             flows::block(flow, app, action, now);
             counters::app_dropped(app, u64::from(seg.frame_len), true);
+            // Monitor mode leaves the packet as it came: the event still says `reject`.
+            if action == Action::Reject && crate::settings::monitoring() {
+                report(seg, reason, app, EventAction::Reject, flags);
+                return Exit::of(reason);
+            }
             if action == Action::Reject {
                 if crate::reset::answer_with_rst(ctx, tcp) {
                     counters::note(Note::ResetSent);

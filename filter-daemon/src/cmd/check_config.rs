@@ -32,6 +32,15 @@ pub fn check_config(path: &Path, interfaces: &[String]) -> Result<(), Error> {
             format!("{} (from --interface)", interfaces.join(", "))
         }
     );
+    println!(
+        "  mode: {}{}",
+        config.mode.name(),
+        if config.mode == crate::config::Mode::Monitor {
+            " (dry run: verdicts counted and logged, nothing dropped or reset)"
+        } else {
+            ""
+        }
+    );
     let ports: Vec<String> = config.quic_ports.iter().map(u16::to_string).collect();
     println!(
         "  quic: {} on UDP {}{}",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{ActionSetting, Quic, Uninspectable, XdpMode};
+use super::{ActionSetting, Mode, Quic, Uninspectable, XdpMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +45,8 @@ pub(super) struct RawMetrics {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFilter {
+    #[serde(default)]
+    pub(super) mode: Mode,
     #[serde(default)]
     pub(super) interfaces: Vec<Spanned<String>>,
     #[serde(default)]

@@ -26,6 +26,27 @@ impl XdpMode {
     }
 }
 
+/// Whether the filter acts on its verdicts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Verdicts are carried out: blocked flows dropped, `reject` apps' clients reset.
+    #[default]
+    Enforce,
+    /// A dry run of the whole filter: every verdict is made, counted and logged as in
+    /// `enforce`, and every packet passes untouched (counted as `monitor_passed`).
+    Monitor,
+}
+
+impl Mode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
 /// What an app's rules do to a matching flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

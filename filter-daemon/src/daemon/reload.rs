@@ -83,6 +83,7 @@ impl Daemon<'_> {
                     set.apps.len()
                 ),
             )
+            .param("mode", config.mode.name())
             .param("rules", set.rule_count())
             .param("apps", set.apps.len()),
         );

@@ -280,7 +280,8 @@ impl<'a> Daemon<'a> {
         let interval = out.last_at.elapsed();
         let dropped = out.metrics.sink_dropped();
         let sink = (dropped - out.last_sink_dropped.min(dropped), dropped);
-        let mut summary = metrics::summary(&out.last, &now, interval, sink);
+        let mut summary = metrics::summary(&out.last, &now, interval, sink)
+            .param("mode", self.running.config.mode.name());
         if let Ok(q) = quic.shared().stats.lock() {
             let us = |p| q.latency_percentile(p).map_or(0, |ns| ns / 1000);
             summary = summary

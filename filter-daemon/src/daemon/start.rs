@@ -132,6 +132,7 @@ pub(super) fn start(
         ),
     )
     .param("version", env!("CARGO_PKG_VERSION"))
+    .param("mode", running.config.mode.name())
     .param("interfaces", interfaces.join(","))
     .param("rules", running.set.rule_count())
     .param("apps", running.set.apps.len())

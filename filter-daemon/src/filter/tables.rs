@@ -13,7 +13,7 @@ use filter_common::{
 use super::Filter;
 use crate::{
     Error,
-    config::{Config, Uninspectable},
+    config::{Config, Mode, Uninspectable},
     rules::{AppRules, RuleSet},
 };
 
@@ -258,8 +258,8 @@ impl Filter {
         Ok(())
     }
 
-    /// Applies the policy keys of a configuration (the `uninspectable` policy, the blocked
-    /// flows' idle timeout, the inspected ports), keeping the rule set.
+    /// Applies the policy keys of a configuration (the mode, the `uninspectable` policy, the
+    /// blocked flows' idle timeout, the inspected ports), keeping the rule set.
     pub fn set_policy(&mut self, config: &Config) -> Result<(), Error> {
         self.apply(Some(config), None)
     }
@@ -276,6 +276,7 @@ impl Filter {
         next.quic_mode = config.quic.mode();
         next.quic_hold = u8::from(config.quic_hold);
         next.walker_only = u8::from(!config.hello_fast_path);
+        next.monitor = u8::from(config.mode == Mode::Monitor);
         next.quic_ports = [0; filter_common::QUIC_PORTS_MAX];
         for (slot, &p) in next.quic_ports.iter_mut().zip(&config.quic_ports) {
             *slot = p;

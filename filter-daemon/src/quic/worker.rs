@@ -16,14 +16,15 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use filter_common::{
-    Action, BlockedFlow, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX, QUIC_CID_SLOT,
-    QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names, quic_cid_slot,
+    Action, BlockedFlow, EVENT_MONITOR, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX,
+    QUIC_CID_SLOT, QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names,
+    quic_cid_slot,
 };
 
 use super::{Client, Datagram, Matcher, Outcome, Reassembly, ReassemblyStats, Verdict};
 use crate::{
     Error,
-    config::{Config, Uninspectable},
+    config::{Config, Mode, Uninspectable},
     events,
     fault::{self, Hang},
     filter::{Filter, monotonic_ns},
@@ -132,6 +133,9 @@ pub struct Policy {
     pub uninspectable_drop: bool,
     /// An event for every judged flow (replay only).
     pub trace_all: bool,
+    /// `mode = "monitor"`: verdicts are written as ever (the program passes the packets);
+    /// events carry `EVENT_MONITOR`.
+    pub monitor: bool,
 }
 
 impl Policy {
@@ -140,6 +144,7 @@ impl Policy {
         Self {
             uninspectable_drop: config.uninspectable == Uninspectable::Drop,
             trace_all: false,
+            monitor: config.mode == Mode::Monitor,
         }
     }
 }
@@ -288,7 +293,11 @@ impl Judge {
             reason: v.reason as u8,
             flow: r.flow,
             sni_len: 0,
-            flags: v.flags,
+            flags: if policy.monitor {
+                v.flags | EVENT_MONITOR
+            } else {
+                v.flags
+            },
             _pad: [0; 5],
             sni: [0; NAME_BUF],
         };

@@ -7,8 +7,8 @@
 //!
 //! This file holds the rules and the fixtures every part shares, and runs the table; the
 //! table's rows are in `cases_*.rs`, the frame rewriters they use in `frames.rs`, and the
-//! program's behaviour around the table in `reload.rs`, `reading.rs`, `actions.rs` and
-//! `cpu_cache.rs`.
+//! program's behaviour around the table in `reload.rs`, `reading.rs`, `actions.rs`,
+//! `monitor.rs` and `cpu_cache.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -19,6 +19,7 @@ mod cases_packets;
 mod cases_segments;
 mod cpu_cache;
 mod frames;
+mod monitor;
 mod reading;
 mod reload;
 

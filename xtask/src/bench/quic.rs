@@ -82,6 +82,7 @@ fn policy() -> Policy {
     Policy {
         uninspectable_drop: false,
         trace_all: false,
+        monitor: false,
     }
 }
 
