@@ -346,7 +346,7 @@ fn under_the_units_capabilities_the_daemon_filters_and_keeps_only_cap_bpf() {
 #[test]
 fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit_file().replace("/usr/local/sbin/sni-filter", &bin().display().to_string());
+    let unit = unit_file().replace("/usr/sbin/sni-filter", &bin().display().to_string());
     let path = dir.path().join("sni-filter.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
