@@ -1,6 +1,8 @@
 #!/bin/sh
-# The throwaway root of `cargo xtask deb --install-test`. Run in a private mount namespace
-# (unshare --mount --propagation private), so every mount below ends with this process:
+# The throwaway root of `cargo xtask deb --install-test`. Run as PID 1 of private mount,
+# network and PID namespaces (unshare --mount --net --pid --fork --propagation private), so
+# every mount and process below ends with this one, and the filter the checks attach to lo
+# is attached to this namespace's lo alone:
 #   fresh_root.sh SCRATCH DEB CHECKS VERSION
 # SCRATCH gets a tmpfs holding an overlay whose lower layer is the host's / and whose upper
 # layer takes every write; CHECKS runs chrooted in it against DEB. The host's files are only
@@ -16,10 +18,13 @@ mount -t overlay overlay \
 root=$scratch/root
 
 mount --rbind /dev "$root/dev"
-mount --bind /proc "$root/proc"
+# This PID namespace's processes only.
+mount -t proc proc "$root/proc"
 # Not recursive: the host's bpffs (pins of a running filter) and cgroups stay out of reach of
-# the maintainer scripts.
+# the maintainer scripts; a bpffs of its own takes the pins of the filter the checks run.
 mount --bind /sys "$root/sys"
+mount -t bpf bpf "$root/sys/fs/bpf"
+ip link set lo up
 # A /run of its own: no systemd runs here, and the host's /run/sni-filter stays out.
 mount -t tmpfs -o mode=0755 run "$root/run"
 mkdir -p "$root/run/lock"

@@ -1,7 +1,7 @@
 //! The package's install test: `dpkg -i` into a copy-on-write root of this very system (an
-//! overlay over `/` on a tmpfs, in a private mount namespace, chrooted), the checks of
-//! `package_checks.sh` there, then a check that the host's own files and dpkg records are as
-//! they were. Mounts end with the namespace's last process, on failure too.
+//! overlay over `/` on a tmpfs, in private mount, network and PID namespaces, chrooted), the
+//! checks of `package_checks.sh` there, then a check that the host's own files and dpkg
+//! records are as they were. Mounts and processes end with the namespaces, on failure too.
 
 use std::path::Path;
 
@@ -50,6 +50,10 @@ pub fn run(deb: &Path) -> Result<()> {
             TIMEOUT_SECS,
             "unshare",
             "--mount",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
             "--propagation",
             "private",
             "sh",

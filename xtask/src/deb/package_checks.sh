@@ -109,9 +109,27 @@ if echo "$out" | grep -q "set the LAN interfaces"; then
     fail "an upgrade printed the first-install advice"
 fi
 
-step "dpkg --remove keeps an edited configuration"
+step "a daemon filtering lo, as the service would run it"
+sni-filter run --config /etc/sni-filter/filter-lo.toml --xdp-mode generic >/tmp/daemon.log 2>&1 &
+daemon=$!
+tries=0
+# The pinned link: the filter is on lo.
+until [ -e /sys/fs/bpf/sni-filter/link-lo ]; do
+    tries=$((tries + 1))
+    [ $tries -lt 100 ] || fail "the daemon did not come up: $(cat /tmp/daemon.log)"
+    kill -0 $daemon 2>/dev/null || fail "the daemon died: $(cat /tmp/daemon.log)"
+    sleep 0.1
+done
+ip link show lo | grep -q xdp || fail "no XDP program on lo: $(ip link show lo)"
+sni-filter status | grep -q lo || fail "status does not show lo: $(sni-filter status 2>&1)"
+
+step "dpkg --remove stops the daemon, takes the filter off and keeps an edited configuration"
 echo "# edited by the administrator" >>$config
 dpkg --remove sni-filter
+if kill -0 $daemon 2>/dev/null; then fail "the daemon still runs after remove"; fi
+wait $daemon || true
+if ip link show lo | grep -q xdp; then fail "remove left the filter on lo: $(ip link show lo)"; fi
+[ ! -e /sys/fs/bpf/sni-filter ] || fail "remove left pins: $(ls /sys/fs/bpf/sni-filter)"
 status=$(dpkg-query -W -f='${Status}' sni-filter)
 [ "$status" = "deinstall ok config-files" ] || fail "after remove, dpkg status is: $status"
 [ ! -e /usr/sbin/sni-filter ] || fail "remove left /usr/sbin/sni-filter"
