@@ -67,6 +67,7 @@ pub fn build(maintainer: &str) -> Result<PathBuf> {
 
     let mut entries = shipped_files(&root)?;
     entries.extend(generated_files(&binary)?);
+    entries.push(changelog(&root, maintainer)?);
     for entry in &entries {
         write(&tree.join(&entry.path), &entry.bytes, entry.mode)?;
     }
@@ -161,25 +162,57 @@ fn generated_files(binary: &Path) -> Result<Vec<Entry>> {
         bail!("`sni-filter generate man` wrote no sni-filter.8 (wrote: {names:?})");
     }
     for name in names {
-        // -n: no name or time stamp inside, so the same page packs to the same bytes.
-        let mut gzip = cmd("gzip", ["-9n", "-c"]);
-        let out = gzip
-            .arg(pages.path().join(&name))
-            .output()
-            .context("cannot run gzip")?;
-        if !out.status.success() {
-            bail!(
-                "gzip of {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let page = fs::read(pages.path().join(&name))?;
         entries.push(entry(
             &format!("usr/share/man/man8/{name}.gz"),
-            out.stdout,
+            gzip(&page)?,
             0o644,
         ));
     }
     Ok(entries)
+}
+
+/// The changelog Debian wants of a native package: one entry naming the commit built, dated
+/// by it (the same commit gives the same bytes).
+fn changelog(root: &Path, maintainer: &str) -> Result<Entry> {
+    let git = |args: &[&str]| {
+        let mut git = cmd("git", args);
+        shell::output(git.current_dir(root)).map(|out| out.trim().to_owned())
+    };
+    let commit = git(&["describe", "--always", "--dirty"])
+        .context("the changelog names the commit: git must run in the workspace")?;
+    let date = git(&["log", "-1", "--format=%cD"])?;
+    let text = format!(
+        "{NAME} ({VERSION}) unstable; urgency=medium\n\n  * Built from commit {commit}.\n\n \
+         -- {maintainer}  {date}\n"
+    );
+    Ok(entry(
+        "usr/share/doc/sni-filter/changelog.gz",
+        gzip(text.as_bytes())?,
+        0o644,
+    ))
+}
+
+/// `bytes` gzipped, with no name or time stamp inside: the same input packs to the same bytes.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd("gzip", ["-9n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start gzip")?;
+    child
+        .stdin
+        .take()
+        .context("a piped stdin")?
+        .write_all(bytes)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("gzip failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
 }
 
 /// DEBIAN/control: the libraries' minimum versions come from `dpkg-shlibdeps`.

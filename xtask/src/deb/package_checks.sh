@@ -39,7 +39,8 @@ for file in /usr/sbin/sni-filter $config /etc/sni-filter/lists/tiktok.txt \
     /usr/share/fish/vendor_completions.d/sni-filter.fish \
     /usr/share/man/man8/sni-filter.8.gz /usr/share/man/man8/sni-filter-run.8.gz \
     /usr/share/man/man8/sni-filter-check-config.8.gz \
-    /usr/share/doc/sni-filter/README.md /usr/share/doc/sni-filter/copyright; do
+    /usr/share/doc/sni-filter/README.md /usr/share/doc/sni-filter/copyright \
+    /usr/share/doc/sni-filter/changelog.gz; do
     [ -f "$file" ] || fail "$file was not installed"
 done
 [ -x /usr/sbin/sni-filter ] || fail "/usr/sbin/sni-filter is not executable"
