@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use sni_filter::{
     cmd,
     config::XdpMode,
@@ -160,6 +160,12 @@ enum Command {
         #[arg(required = true, value_name = "CAPTURE")]
         captures: Vec<PathBuf>,
     },
+    /// Write shell completions or man pages made from these definitions (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: cmd::generate::Generate,
+    },
 }
 
 /// The `--watch` interval: seconds, at least 0.1.
@@ -239,6 +245,7 @@ fn main() -> ExitCode {
             json,
             captures,
         }),
+        Command::Generate { what } => cmd::generate::generate(Cli::command(), &what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

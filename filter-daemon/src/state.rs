@@ -61,6 +61,9 @@ pub struct RunState {
     /// When the daemon started, seconds since the Unix epoch.
     #[serde(default)]
     pub started_at: u64,
+    /// The configuration's `mode`: "enforce", or "monitor" (a dry run: nothing dropped).
+    #[serde(default)]
+    pub mode: String,
     pub config: PathBuf,
     pub config_fingerprint: String,
     pub program_id: Option<u32>,

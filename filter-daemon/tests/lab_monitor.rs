@@ -185,6 +185,24 @@ fn monitor_mode_serves_every_banned_client_counting_and_logging_it_then_enforce_
     );
     wait_for_line(&r.rsyslog, &daemon, &[" SUMMARY [", "mode=\"monitor\""]);
 
+    // The CLI says it too: `status` names the mode, and `check` answers "passes" (exit 1)
+    // for a name the rules block, since nothing is dropped.
+    let out = daemon.command(["status", "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["mode"], "monitor", "{status}");
+    let out = std::process::Command::new(bin())
+        .args(["check", "--json", "--config"])
+        .arg(&r.config)
+        .arg(BANNED)
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{check}");
+    assert_eq!(
+        (check["would_block"].as_bool(), check["blocked"].as_bool()),
+        (Some(true), Some(false))
+    );
+
     // A reload to enforce: the same clients are blocked.
     write_config(&r.config, "enforce", &r.lab.server_v4().to_string());
     assert!(daemon.command(["reload"]).status().unwrap().success());

@@ -1,11 +1,12 @@
 //! `cargo xtask`: the project's tasks — installing the tools, the demo lab, the test suites,
-//! the kernel matrix, the benchmarks.
+//! the kernel matrix, the benchmarks, the Debian package.
 //! This file parses arguments and dispatches; each task lives in a file of its own.
 
 #[cfg(feature = "bench")]
 mod bench;
 mod bench_args;
 mod bench_launch;
+mod deb;
 mod demo;
 #[cfg(test)]
 mod layout;
@@ -42,7 +43,8 @@ enum Task {
     /// Example (as root): cargo xtask demo
     Demo(demo::Args),
     /// Run every check in order, stopping at the first failure: formatting, clippy, the
-    /// unit, BPF and namespace tests, the kernel matrix and a quick benchmark run. Needs root.
+    /// unit, BPF and namespace tests, the Debian package's install test, the kernel matrix and a quick
+    /// benchmark run. Needs root.
     ///
     /// Example (as root): cargo xtask test
     Test(test::Args),
@@ -63,6 +65,14 @@ enum Task {
     ///
     /// Example (as root): cargo xtask bench --quick
     Bench(bench_args::Args),
+    /// Build the Debian package target/debian/sni-filter_VERSION_ARCH.deb: the release
+    /// binary in /usr/sbin, the configuration and lists as conffiles in /etc/sni-filter, the
+    /// systemd unit, bash/zsh/fish completions and man pages written by the binary.
+    /// `--install-test` then installs it in a throwaway copy of this system, checks it and
+    /// purges it. Needs dpkg-dev; the install test needs root.
+    ///
+    /// Example: cargo xtask deb --install-test
+    Deb(deb::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +83,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::Matrix(args) => matrix::run(&args),
         Task::Bench(args) => bench_launch::run(&args),
+        Task::Deb(args) => deb::run(&args),
     };
     match result {
         Ok(code) => code,

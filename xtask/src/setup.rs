@@ -55,6 +55,8 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["kmod"],
     // `xz`: 6.12's modules are compressed, busybox's insmod wants them plain.
     &["xz-utils"],
+    // `cargo xtask deb`: dpkg-shlibdeps (the package's library versions) and `strip`.
+    &["dpkg-dev"],
 ];
 
 /// Python packages the lab uses, as (module to import, requirement to install): installed with

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every check the project has, in order, stopping at the first failure —
-//! setup, formatting, clippy, then the unit, BPF and namespace tests, the program on Debian's
-//! kernels under QEMU (the kernel matrix), and last the quick benchmark run (every class
+//! setup, formatting, clippy, then the unit, BPF and namespace tests, the Debian package
+//! installed and purged in a throwaway root, the program on Debian's kernels under QEMU (the
+//! kernel matrix), and last the quick benchmark run (every class
 //! measured and counted as intended; timings never fail it).
 //!
 //! A test binary killed by Ctrl-C cannot drop its labs, so namespaces of dead test runs are
@@ -29,6 +30,8 @@ enum Stage {
     Cargo(&'static [&'static str]),
     /// `cargo xtask matrix`.
     Matrix,
+    /// `cargo xtask deb --install-test`.
+    Package,
     /// `cargo xtask bench --quick`.
     BenchQuick,
 }
@@ -67,6 +70,7 @@ const STAGES: &[(&str, Stage)] = &[
         ]),
     ),
     ("tests", Stage::Cargo(&["test"])),
+    ("package", Stage::Package),
     ("matrix", Stage::Matrix),
     ("bench-quick", Stage::BenchQuick),
 ];
@@ -100,6 +104,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 shell::run(&mut cargo)
             }
             Stage::Matrix => crate::matrix::run(&crate::matrix::Args::default()).map(|_| ()),
+            Stage::Package => crate::deb::check(),
             Stage::BenchQuick => {
                 remove_stale_labs();
                 crate::bench_launch::quick_check()

@@ -7,14 +7,20 @@ use std::path::Path;
 use filter_common::Action;
 use serde_json::json;
 
-use crate::{Error, config::Config, rules::RuleSet, state::Instance};
+use crate::{
+    Error,
+    config::{Config, Mode},
+    rules::RuleSet,
+    state::Instance,
+};
 
 /// What the configuration does with the name, as `check`'s exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// 0: an enabled app with action drop or reject matches: its flows are blocked.
     Blocked,
-    /// 1: the name passes: no rule matches, or the app is disabled or only monitored.
+    /// 1: the name passes: no rule matches, the app is disabled or only monitored, or the
+    /// whole filter is in monitor mode (a dry run).
     Passes,
 }
 
@@ -36,9 +42,13 @@ pub fn check(
     let config = Config::load(config_path)?;
     let set = RuleSet::compile(&config)?;
     let matched = set.lookup(host);
-    let verdict = match matched {
-        Some((app, _)) if app.enabled && app.action != Action::Monitor => Verdict::Blocked,
-        _ => Verdict::Passes,
+    let would_block =
+        matches!(matched, Some((app, _)) if app.enabled && app.action != Action::Monitor);
+    let dry_run = config.mode == Mode::Monitor;
+    let verdict = if would_block && !dry_run {
+        Verdict::Blocked
+    } else {
+        Verdict::Passes
     };
     let state = instance.read_state();
     let loaded = state
@@ -51,6 +61,8 @@ pub fn check(
             json!({
                 "sni": host,
                 "blocked": verdict == Verdict::Blocked,
+                "would_block": would_block,
+                "mode": config.mode.name(),
                 "app": app.map(|a| &a.name),
                 "action": app.map(|a| a.action.name()),
                 "enabled": app.map(|a| a.enabled),
@@ -78,6 +90,9 @@ pub fn check(
         );
     } else {
         println!("{host}: no rule matches; passes");
+    }
+    if would_block && dry_run {
+        println!("mode monitor: a dry run, so it passes and is logged as blocked");
     }
     match &state {
         Some(state) if loaded => {

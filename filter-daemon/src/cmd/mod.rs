@@ -4,6 +4,7 @@ pub mod check;
 pub mod check_config;
 pub mod doctor;
 pub mod flows;
+pub mod generate;
 pub mod reload;
 pub mod replay;
 pub mod run;

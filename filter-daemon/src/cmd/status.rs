@@ -155,6 +155,7 @@ fn to_json(instance: &Instance, r: &Report) -> Value {
             "version": s.version,
             "started_at": s.started_at,
         },
+        "mode": s.mode,
         "config": { "path": s.config, "fingerprint": s.config_fingerprint },
         "reload": s.reload,
         "interfaces": interfaces,
@@ -175,6 +176,11 @@ fn print_table(instance: &Instance, r: &Report) {
         s.config.display(),
         s.config_fingerprint
     );
+    if s.mode == "monitor" {
+        println!(
+            "mode monitor: a dry run, verdicts are counted and logged, nothing is dropped or reset"
+        );
+    }
     if let Some(reload) = &s.reload {
         println!(
             "last reload: {:?} ({} reloads)",

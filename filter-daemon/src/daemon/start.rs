@@ -252,6 +252,7 @@ pub(super) fn state(r: &Running) -> RunState {
         pid: std::process::id(),
         version: build_info::LONG_VERSION.into(),
         started_at: r.started_at,
+        mode: r.config.mode.name().into(),
         config: r.config.path.clone(),
         config_fingerprint: r.config.fingerprint(),
         program_id: r.filter.program_id(),

@@ -24,7 +24,7 @@ use aya::maps::MapData;
 
 use crate::{
     Error,
-    config::Config,
+    config::{Config, Mode},
     counters::{AppInfo, CounterMaps, Snapshot},
     filter::Filter,
     quic::worker::Shared,
@@ -65,6 +65,8 @@ struct Rules {
     /// Rules of every app, and the most the configuration allows.
     loaded: usize,
     max: u32,
+    /// The configuration's `mode`: enforce (true) or monitor (a dry run).
+    enforcing: bool,
 }
 
 /// Reloads asked for and how they ended. The start counts as the first successful load.
@@ -137,6 +139,7 @@ impl DaemonMetrics {
             per_app: set.apps.iter().map(|a| a.rules.len()).collect(),
             loaded: set.rule_count(),
             max,
+            enforcing: config.mode == Mode::Enforce,
         };
     }
 

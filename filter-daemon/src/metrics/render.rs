@@ -236,6 +236,13 @@ fn write_rules(out: &mut String, s: &Scrape) {
     let apps = || r.apps.iter().zip(r.enabled.iter().zip(&r.per_app));
     gauge(
         out,
+        "sni_filter_enforcing",
+        "1: the filter acts on its verdicts (mode = \"enforce\"); 0: a dry run (mode = \"monitor\"): \
+         verdicts are counted and logged, nothing is dropped.",
+        [(String::new(), if r.enforcing { 1.0 } else { 0.0 })],
+    );
+    gauge(
+        out,
         "sni_filter_app_info",
         "Each app of the rule set in force, with its action and whether it is enabled (always 1).",
         apps().map(|(a, (enabled, _))| {
@@ -525,6 +532,7 @@ mod tests {
                 per_app: vec![12],
                 loaded: 12,
                 max: 1000,
+                enforcing: false,
             },
             tables: vec![Fill {
                 table: "blocked_flows",
@@ -598,6 +606,7 @@ mod tests {
             r#"sni_filter_app_flows_total{app="tik\"tok"} 4"#,
             r#"sni_filter_app_info{app="tik\"tok",action="drop",enabled="true"} 1"#,
             r#"sni_filter_app_rules{app="tik\"tok"} 12"#,
+            "sni_filter_enforcing 0",
             r#"sni_filter_table_entries{table="blocked_flows"} 9"#,
             r#"sni_filter_table_max_entries{table="blocked_flows"} 65536"#,
             "sni_filter_quic_verdict_p50_seconds NaN",
