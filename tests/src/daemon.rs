@@ -67,8 +67,7 @@ impl Daemon {
     /// `ProtectKernelModules=`, `ProtectClock=` and `ProtectControlGroups=` (the system call
     /// filter already refuses what they guard), `RestrictNamespaces=`, `RestrictRealtime=`,
     /// `RestrictSUIDSGID=`, `LockPersonality=`, `MemoryDenyWriteExecute=` (argument filters
-    /// on calls the daemon makes only as any program does), `UMask=`, and the unit's
-    /// check-config `ExecStartPre=` (the lab passes `--interface` on the command line).
+    /// on calls the daemon makes only as any program does) and `UMask=`.
     pub fn start_under_unit<I, S>(
         lab: &Lab,
         bin: &Path,
