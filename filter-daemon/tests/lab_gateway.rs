@@ -143,8 +143,12 @@ fn flows_lists_the_blocked_flow_and_a_bad_reload_keeps_the_rules() {
     assert!(flows.contains("1 blocked flows"), "{flows}");
 
     // An invalid configuration is refused with its file and line; the rules stay in force.
+    // `reload` says so too, and exits 78 (EX_CONFIG).
     std::fs::write(&config, "[filter]\nxdp_mdoe = \"native\"\n").unwrap();
-    assert!(daemon.command(["reload"]).status().unwrap().success());
+    let out = daemon.command(["reload"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{said}");
+    assert!(said.contains("filter.toml:2"), "{said}");
     assert!(
         wait_for_log(&daemon, "filter.toml:2"),
         "no refusal naming the line:\n{}",
