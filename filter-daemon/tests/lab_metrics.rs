@@ -246,7 +246,10 @@ fn the_dashboard_names_exported_metrics_and_the_series_follow_traffic_and_reload
 
     // A refused reload: last success 0, the time moves on, the rules stay.
     fs::write(&config, "[filter]\nno_such_key = 1\n").unwrap();
-    assert_eq!(daemon.command(["reload"]).status().unwrap().code(), Some(78));
+    assert_eq!(
+        daemon.command(["reload"]).status().unwrap().code(),
+        Some(78)
+    );
     let text = scrape_until(&lab, addr, "the reload refused", |t| {
         metric(t, r#"sni_filter_reloads_total{result="refused"}"#) == Some(1.0)
     });
