@@ -242,16 +242,17 @@ fn reloads_report_their_outcome(
         (Some(1), Some("applied"))
     );
 
-    // A reload that is refused: exit 78 with the reason, the rules in force stay.
-    std::fs::write(
-        config,
-        with_example.replacen("uninspectable = \"drop\"", "uninspectable = \"maybe\"", 1),
-    )
-    .unwrap();
+    // A reload that is refused: exit 78 with the file and line, the rules in force stay.
+    let broken = with_example.replacen("uninspectable = \"drop\"", "uninspectable = \"maybe\"", 1);
+    let line = 1 + broken
+        .lines()
+        .position(|l| l.contains("\"maybe\""))
+        .unwrap();
+    std::fs::write(config, broken).unwrap();
     let out = gw(&["reload"]);
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(
-        text(&out).contains("refused") && text(&out).contains("filter.toml:27"),
+        text(&out).contains("refused") && text(&out).contains(&format!("filter.toml:{line}")),
         "{}",
         text(&out)
     );
