@@ -330,12 +330,12 @@ fn the_table_has_a_header_and_the_summary_counts_the_packets() {
 fn an_unreadable_capture_is_an_error_that_names_the_file() {
     let missing = captures_dir().join("no-such-capture.pcap");
     let out = run_replay(&[missing.to_str().expect("UTF-8 path")]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(66), "EX_NOINPUT");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no-such-capture.pcap"), "{stderr}");
     let not_a_capture = captures_dir().join("README.md");
     let out = run_replay(&[not_a_capture.to_str().expect("UTF-8 path")]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(66));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("README.md"),
         "{}",
