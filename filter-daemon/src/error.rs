@@ -8,6 +8,10 @@ pub enum Error {
     /// A configuration or rule-list problem: `at` is `file:line` (or the file alone).
     #[error("{at}: {reason}")]
     Config { at: String, reason: String },
+    /// A rule list that cannot be read or holds a line that is not a rule: `at` is
+    /// `file:line` of the list (or the configuration line naming a missing list).
+    #[error("{at}: {reason}")]
+    List { at: String, reason: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -99,9 +103,21 @@ impl Error {
     /// The exit status a command ends with on this error ([`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config { .. } | Self::ReloadRefused { .. } => exit::CONFIG,
+            Self::Config { .. } | Self::List { .. } | Self::ReloadRefused { .. } => exit::CONFIG,
             Self::Read { .. } => exit::NO_INPUT,
             _ => exit::FAILURE,
+        }
+    }
+
+    /// Why a reload was refused, as the `reason` label of
+    /// `sni_filter_reload_failures_total`: `config` (the configuration file), `list` (a rule
+    /// list), `signature` (a list's signature does not verify), `rollback` (a list older
+    /// than the loaded one), `other` (anything else: a sink, the QUIC worker, a map).
+    pub fn reload_reason(&self) -> &'static str {
+        match self {
+            Self::Config { .. } | Self::Read { .. } => "config",
+            Self::List { .. } => "list",
+            _ => "other",
         }
     }
 

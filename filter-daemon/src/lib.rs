@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod fault;
 pub mod filter;
+pub mod identity;
 pub mod iface;
 pub mod metrics;
 pub mod preflight;

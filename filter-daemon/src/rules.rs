@@ -1,7 +1,11 @@
 //! Rule lists and the compiled rule set: lines of plain domains, hosts files and
 //! AdGuard/uBlock syntax become normalised names per app, ready for the program's map.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use filter_common::{
     Action, AppPolicy, RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue, WILDCARDS_MAX,
@@ -43,8 +47,25 @@ pub struct Rule {
 #[derive(Debug, Default, Clone)]
 pub struct RuleSet {
     pub apps: Vec<AppRules>,
-    /// Duplicates and shadowed rules, as `file:line: what`.
+    /// Duplicates, shadowed rules and skipped list lines, as `file:line: what`.
     pub warnings: Vec<String>,
+    /// The lists read, in the configuration's order (a list named twice, once).
+    pub lists: Vec<ListInfo>,
+}
+
+/// A rule list as read: where, and the version its header gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListInfo {
+    pub path: PathBuf,
+    pub version: Option<String>,
+}
+
+/// A rule list's rules, its header's version, and the lines skipped with why.
+pub struct ListFile {
+    pub rules: Vec<Rule>,
+    pub version: Option<String>,
+    /// `file:line: why` of each line skipped.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,26 +213,56 @@ fn suffix_scope(name: &str) -> Scope {
     }
 }
 
-/// Reads a rule list, naming file and line in every error.
-pub fn read_list(path: &Path) -> Result<Vec<Rule>, Error> {
-    let text = fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut rules = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let origin = format!("{}:{}", path.display(), i + 1);
-        let parsed = parse_line(line).map_err(|reason| Error::config(&origin, reason))?;
-        rules.extend(parsed.into_iter().map(|(name, scope)| Rule {
-            name,
-            scope,
-            origin: origin.clone(),
-        }));
+/// Why a line of a published AdGuard/uBlock list is skipped rather than refused: these
+/// rules are not about blocking a server name (an exception, a rule narrowed by modifiers
+/// to some requests, a cosmetic filter for pages), and real lists mix them with `||name^`.
+pub fn skipped_line(line: &str) -> Option<&'static str> {
+    let line = line.trim();
+    if line.starts_with("@@") {
+        Some("an exception rule (`@@`) unblocks requests; exceptions are not supported")
+    } else if ["##", "#@#", "#?#", "#$#"].iter().any(|c| line.contains(c)) {
+        Some("a cosmetic filter applies to pages, not to server names")
+    } else if line.contains('$') && !line.starts_with(['!', '#']) {
+        Some("a rule with modifiers (`$...`) applies to some requests only, not to every flow")
+    } else {
+        None
     }
-    Ok(rules)
 }
 
-fn app_rules(config: &Config, app: &App) -> Result<Vec<Rule>, Error> {
+/// Reads a rule list, naming file and line in every error; lines of published lists that
+/// do not apply to server names are skipped, each with a warning.
+pub fn read_list(path: &Path) -> Result<ListFile, Error> {
+    let text = fs::read_to_string(path).map_err(|source| Error::List {
+        at: path.display().to_string(),
+        reason: format!("cannot read: {source}"),
+    })?;
+    let mut list = ListFile {
+        rules: Vec::new(),
+        version: crate::identity::list_version(&text),
+        skipped: Vec::new(),
+    };
+    for (i, line) in text.lines().enumerate() {
+        let origin = format!("{}:{}", path.display(), i + 1);
+        if let Some(why) = skipped_line(line) {
+            list.skipped.push(format!("{origin}: skipped: {why}"));
+            continue;
+        }
+        let parsed = parse_line(line).map_err(|reason| Error::List {
+            at: origin.clone(),
+            reason,
+        })?;
+        list.rules
+            .extend(parsed.into_iter().map(|(name, scope)| Rule {
+                name,
+                scope,
+                origin: origin.clone(),
+            }));
+    }
+    Ok(list)
+}
+
+/// An app's rules, inline and from its lists; the lists read are added to `set`.
+fn app_rules(config: &Config, app: &App, set: &mut RuleSet) -> Result<Vec<Rule>, Error> {
     let mut rules = Vec::new();
     for (domain, line) in &app.domains {
         let origin = format!("{}:{line}", config.path.display());
@@ -228,12 +279,21 @@ fn app_rules(config: &Config, app: &App) -> Result<Vec<Rule>, Error> {
     for (list, line) in &app.lists {
         let origin = format!("{}:{line}", config.path.display());
         if !list.is_file() {
-            return Err(Error::config(
-                origin,
-                format!("rule list {} does not exist", list.display()),
-            ));
+            return Err(Error::List {
+                at: origin,
+                reason: format!("rule list {} does not exist", list.display()),
+            });
         }
-        rules.extend(read_list(list)?);
+        let file = read_list(list)?;
+        rules.extend(file.rules);
+        // A list two apps share is read twice and warned about once.
+        if !set.lists.iter().any(|l| &l.path == list) {
+            set.warnings.extend(file.skipped);
+            set.lists.push(ListInfo {
+                path: list.clone(),
+                version: file.version,
+            });
+        }
     }
     Ok(rules)
 }
@@ -258,7 +318,7 @@ impl RuleSet {
         let mut seen: HashMap<String, (usize, Scope, String)> = HashMap::new();
         for (index, app) in config.apps.iter().enumerate() {
             let mut kept = Vec::new();
-            for rule in app_rules(config, app)? {
+            for rule in app_rules(config, app, &mut set)? {
                 if let Some((other, _, first)) = seen.get(&rule.name) {
                     let owner = &config.apps[*other].name;
                     set.warnings.push(format!(
@@ -582,6 +642,66 @@ mod tests {
         }
         let long = format!("{}.com", "a".repeat(64));
         assert!(parse_line(&long).unwrap_err().contains("63"));
+    }
+
+    #[test]
+    fn published_adguard_lists_skip_what_is_not_a_name_rule() {
+        let list = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/lists/adguard.txt"
+        ));
+        let toml = format!(
+            "[apps.t]\naction = \"drop\"\nlists = [{:?}, {:?}]\n[apps.u]\naction = \"drop\"\nlists = [{:?}]\n",
+            list.display().to_string(),
+            list.display().to_string(),
+            list.display().to_string(),
+        );
+        let cfg = Config::parse(Path::new("/x/f.toml"), &toml).unwrap();
+        let set = RuleSet::compile(&cfg).unwrap();
+        let names: Vec<(&str, Scope)> = set.apps[0]
+            .rules
+            .iter()
+            .map(|r| (r.name.as_str(), r.scope))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("blocked-one.example", Scope::Suffix),
+                ("blocked-two.example", Scope::Suffix),
+                ("exact.example", Scope::Exact),
+            ]
+        );
+        let skipped: Vec<&String> = set
+            .warnings
+            .iter()
+            .filter(|w| w.contains("skipped"))
+            .collect();
+        // One warning per line, though two apps and one app twice name the list.
+        assert_eq!(skipped.len(), 3, "{:?}", set.warnings);
+        for (line, why) in [(13, "exception"), (14, "modifiers"), (16, "cosmetic")] {
+            let at = format!("{}:{line}: skipped: ", list.display());
+            assert!(
+                skipped
+                    .iter()
+                    .any(|w| w.starts_with(&at) && w.contains(why)),
+                "{at} {why}: {skipped:?}"
+            );
+        }
+        assert_eq!(
+            set.lists,
+            [ListInfo {
+                path: list.to_owned(),
+                version: Some("2026.12.07".into())
+            }]
+        );
+        // Inline domains the administrator typed are still refused.
+        let cfg = Config::parse(
+            Path::new("/x/f.toml"),
+            "[apps.t]\naction = \"drop\"\ndomains = [\"||a.example^$third-party\"]\n",
+        )
+        .unwrap();
+        let e = RuleSet::compile(&cfg).unwrap_err().to_string();
+        assert!(e.contains("/x/f.toml:3") && e.contains("modifiers"), "{e}");
     }
 
     #[test]
