@@ -31,7 +31,7 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
-    /// The file's bytes, hashed to tell whether a running filter uses this configuration.
+    /// The file's bytes.
     pub text: String,
     /// `enforce`, or `monitor`: the whole filter's dry run (nothing dropped or reset).
     pub mode: Mode,
@@ -171,16 +171,6 @@ impl Config {
             logging: parse_logging(&raw.logging, text, &at, base)?,
             metrics_listen: parse_metrics(&raw.metrics, &at)?,
         })
-    }
-
-    /// A short fingerprint of the file, to tell which configuration a filter runs.
-    pub fn fingerprint(&self) -> String {
-        // FNV-1a 64 of the text: enough to tell files apart, not a security measure.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.text.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")
     }
 }
 

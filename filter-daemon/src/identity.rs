@@ -12,11 +12,8 @@
 
 use std::fmt::Write as _;
 
+pub use crate::rules::list_version;
 use crate::{config::Config, rules::RuleSet};
-
-/// Comment lines read at the top of a list for its version, at most: list headers are a
-/// few dozen lines (title, version, expiry, homepage, licence).
-const HEADER_LINES_MAX: usize = 100;
 
 /// Hex digits of the hash that FLOW records carry ([`RuleSetId::short`]).
 pub const SHORT_HEX: usize = 12;
@@ -60,6 +57,15 @@ impl RuleSetId {
     /// spare, and the full hash is in SUMMARY, LIFECYCLE, `status` and `/metrics` beside it.
     pub fn short(&self) -> &str {
         &self.sha256[..SHORT_HEX.min(self.sha256.len())]
+    }
+}
+
+/// `, version V` after a hash, when the lists carry a version.
+pub fn version_note(version: &str) -> String {
+    if version.is_empty() {
+        String::new()
+    } else {
+        format!(", version {version}")
     }
 }
 
@@ -110,29 +116,6 @@ fn canonical(config: &Config, set: &RuleSet) -> String {
         );
     }
     s
-}
-
-/// The publisher's version in a list's header: `! Version: X` (AdGuard, uBlock) or
-/// `# Version: X` (hosts files), among the comment lines the list opens with.
-pub fn list_version(text: &str) -> Option<String> {
-    for line in text.lines().take(HEADER_LINES_MAX) {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('[') {
-            // Blank lines and `[Adblock Plus 2.0]` sit among the header's comments.
-            continue;
-        }
-        let Some(comment) = line.strip_prefix('!').or_else(|| line.strip_prefix('#')) else {
-            return None;
-        };
-        let comment = comment.trim_start();
-        if let Some((key, value)) = comment.split_once(':')
-            && key.trim().eq_ignore_ascii_case("version")
-        {
-            let value = value.trim();
-            return (!value.is_empty()).then(|| value.to_owned());
-        }
-    }
-    None
 }
 
 #[cfg(test)]

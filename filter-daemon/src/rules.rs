@@ -1,11 +1,7 @@
 //! Rule lists and the compiled rule set: lines of plain domains, hosts files and
 //! AdGuard/uBlock syntax become normalised names per app, ready for the program's map.
 
-use std::{
-    collections::HashMap,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::collections::HashMap;
 
 use filter_common::{
     Action, AppPolicy, RULE_EXACT, RULE_SUFFIX, RULE_WILD_PARENT, RuleValue, WILDCARDS_MAX,
@@ -16,6 +12,9 @@ use crate::{
     Error,
     config::{App, Config},
 };
+
+mod lists;
+pub use lists::{ListFile, ListInfo, list_version, read_list, skipped_line};
 
 /// Longest name in text form (RFC 1035 §2.3.4: 255 octets on the wire, 253 in text).
 const NAME_TEXT_MAX: usize = 253;
@@ -51,21 +50,6 @@ pub struct RuleSet {
     pub warnings: Vec<String>,
     /// The lists read, in the configuration's order (a list named twice, once).
     pub lists: Vec<ListInfo>,
-}
-
-/// A rule list as read: where, and the version its header gives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListInfo {
-    pub path: PathBuf,
-    pub version: Option<String>,
-}
-
-/// A rule list's rules, its header's version, and the lines skipped with why.
-pub struct ListFile {
-    pub rules: Vec<Rule>,
-    pub version: Option<String>,
-    /// `file:line: why` of each line skipped.
-    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,54 +195,6 @@ fn suffix_scope(name: &str) -> Scope {
     } else {
         Scope::Suffix
     }
-}
-
-/// Why a line of a published AdGuard/uBlock list is skipped rather than refused: these
-/// rules are not about blocking a server name (an exception, a rule narrowed by modifiers
-/// to some requests, a cosmetic filter for pages), and real lists mix them with `||name^`.
-pub fn skipped_line(line: &str) -> Option<&'static str> {
-    let line = line.trim();
-    if line.starts_with("@@") {
-        Some("an exception rule (`@@`) unblocks requests; exceptions are not supported")
-    } else if ["##", "#@#", "#?#", "#$#"].iter().any(|c| line.contains(c)) {
-        Some("a cosmetic filter applies to pages, not to server names")
-    } else if line.contains('$') && !line.starts_with(['!', '#']) {
-        Some("a rule with modifiers (`$...`) applies to some requests only, not to every flow")
-    } else {
-        None
-    }
-}
-
-/// Reads a rule list, naming file and line in every error; lines of published lists that
-/// do not apply to server names are skipped, each with a warning.
-pub fn read_list(path: &Path) -> Result<ListFile, Error> {
-    let text = fs::read_to_string(path).map_err(|source| Error::List {
-        at: path.display().to_string(),
-        reason: format!("cannot read: {source}"),
-    })?;
-    let mut list = ListFile {
-        rules: Vec::new(),
-        version: crate::identity::list_version(&text),
-        skipped: Vec::new(),
-    };
-    for (i, line) in text.lines().enumerate() {
-        let origin = format!("{}:{}", path.display(), i + 1);
-        if let Some(why) = skipped_line(line) {
-            list.skipped.push(format!("{origin}: skipped: {why}"));
-            continue;
-        }
-        let parsed = parse_line(line).map_err(|reason| Error::List {
-            at: origin.clone(),
-            reason,
-        })?;
-        list.rules
-            .extend(parsed.into_iter().map(|(name, scope)| Rule {
-                name,
-                scope,
-                origin: origin.clone(),
-            }));
-    }
-    Ok(list)
 }
 
 /// An app's rules, inline and from its lists; the lists read are added to `set`.
@@ -552,6 +488,8 @@ fn rule_covers(rule: &Rule, host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::{fs, path::Path};
+
     use super::*;
 
     /// Each line with the rules it must give.

@@ -65,7 +65,17 @@ pub struct RunState {
     #[serde(default)]
     pub mode: String,
     pub config: PathBuf,
-    pub config_fingerprint: String,
+    /// The identity of the rule set in force ([`crate::identity::RuleSetId`]): `check`
+    /// compares it with the one a configuration and its lists compile to.
+    #[serde(default)]
+    pub rules_sha256: String,
+    /// The lists' versions (`FILE VERSION, ...`), empty when none carries one.
+    #[serde(default)]
+    pub rules_version: String,
+    /// When the rule set in force was loaded (the start or the last applied reload),
+    /// seconds since the Unix epoch.
+    #[serde(default)]
+    pub rules_loaded_at: u64,
     pub program_id: Option<u32>,
     pub interfaces: Vec<Attachment>,
     pub apps: Vec<AppSummary>,

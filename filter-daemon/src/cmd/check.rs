@@ -1,6 +1,7 @@
 //! `sni-filter check HOST [--json]`: which app and rule of a configuration match a server
-//! name, and whether that configuration is the one the running filter uses. Its exit status
-//! is the verdict ([`Verdict`]), as grep's is the match.
+//! name, and whether the rule set that configuration and its lists compile to is the one the
+//! running filter enforces (by [`RuleSetId`], so an edited list counts as a change). Its exit
+//! status is the verdict ([`Verdict`]), as grep's is the match.
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use serde_json::json;
 use crate::{
     Error,
     config::{Config, Mode},
+    identity::{self, RuleSetId},
     rules::RuleSet,
     state::Instance,
 };
@@ -50,10 +52,9 @@ pub fn check(
     } else {
         Verdict::Passes
     };
+    let id = RuleSetId::of(&config, &set);
     let state = instance.read_state();
-    let loaded = state
-        .as_ref()
-        .is_some_and(|s| s.config_fingerprint == config.fingerprint());
+    let loaded = state.as_ref().is_some_and(|s| s.rules_sha256 == id.sha256);
     if json {
         let (app, rule) = matched.map_or((None, None), |(a, r)| (Some(a), Some(r)));
         println!(
@@ -69,7 +70,13 @@ pub fn check(
                 "rule": rule.map(|r| &r.name),
                 "origin": rule.map(|r| &r.origin),
                 "config": config_path,
+                "rules": { "sha256": id.sha256, "version": id.version },
                 "loaded": loaded,
+                "loaded_rules": state.as_ref().map(|s| json!({
+                    "sha256": s.rules_sha256,
+                    "version": s.rules_version,
+                    "loaded_at": s.rules_loaded_at,
+                })),
                 "pid": state.as_ref().map(|s| s.pid),
             })
         );
@@ -94,13 +101,20 @@ pub fn check(
     if would_block && dry_run {
         println!("mode monitor: a dry run, so it passes and is logged as blocked");
     }
+    println!(
+        "rules sha256 {}{}",
+        id.sha256,
+        identity::version_note(&id.version)
+    );
     match &state {
         Some(state) if loaded => {
-            println!("this configuration is the one loaded (pid {})", state.pid);
+            println!("this rule set is the one loaded (pid {})", state.pid);
         }
         Some(state) => println!(
-            "the running filter (pid {}) uses {} with other contents; run `sni-filter reload` or restart to apply",
+            "the running filter (pid {}) enforces another rule set (sha256 {}{}, from {}); run `sni-filter reload` or restart to apply",
             state.pid,
+            state.rules_sha256,
+            identity::version_note(&state.rules_version),
             state.config.display()
         ),
         None => println!("no filter is running (instance {})", instance.name),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     Error,
     counters::{self, AppInfo, CounterMaps, Snapshot},
+    identity,
     state::{Instance, RunState, daemon_alive},
 };
 
@@ -156,7 +157,12 @@ fn to_json(instance: &Instance, r: &Report) -> Value {
             "started_at": s.started_at,
         },
         "mode": s.mode,
-        "config": { "path": s.config, "fingerprint": s.config_fingerprint },
+        "config": { "path": s.config },
+        "rules": {
+            "sha256": s.rules_sha256,
+            "version": s.rules_version,
+            "loaded_at": s.rules_loaded_at,
+        },
         "reload": s.reload,
         "interfaces": interfaces,
         "apps": apps,
@@ -171,10 +177,14 @@ fn to_json(instance: &Instance, r: &Report) -> Value {
 fn print_table(instance: &Instance, r: &Report) {
     let s = &r.state;
     print_header(instance, r);
+    println!("config {}", s.config.display());
     println!(
-        "config {} (fingerprint {})",
-        s.config.display(),
-        s.config_fingerprint
+        "rules sha256 {}{}, loaded {}",
+        s.rules_sha256,
+        identity::version_note(&s.rules_version),
+        crate::syslog::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.rules_loaded_at)
+        )
     );
     if s.mode == "monitor" {
         println!(

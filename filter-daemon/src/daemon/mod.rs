@@ -16,6 +16,7 @@ use crate::{
     Error,
     config::{Config, XdpMode},
     filter::Filter,
+    identity::RuleSetId,
     metrics::{self, DaemonMetrics},
     quic::worker::Worker,
     rules::RuleSet,
@@ -40,11 +41,15 @@ struct Running {
     filter: Filter,
     config: Config,
     set: RuleSet,
+    /// The identity of `set` under `config`.
+    id: RuleSetId,
     attached: Vec<Attachment>,
     /// Judges QUIC Initials and beats the heartbeat the program checks.
     quic: Worker,
     /// Seconds since the Unix epoch.
     started_at: u64,
+    /// When `set` was put in force, seconds since the Unix epoch.
+    rules_loaded_at: u64,
     last_reload: Option<ReloadOutcome>,
 }
 
@@ -93,7 +98,7 @@ pub fn run(instance: &Instance, opts: &RunOptions) -> Result<(), Error> {
     start::drop_privileges(&logger);
     let result = result.map(|m| {
         let m = Arc::new(m);
-        m.set_rules(&running.config, &running.set);
+        m.set_rules(&running.config, &running.set, &running.id);
         m.set_interfaces(running.attached.iter().map(|a| a.ifindex).collect());
         m.set_sink(logger.sink().map(|s| s.stats().clone()));
         if let Some(l) = listener {

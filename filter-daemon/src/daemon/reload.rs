@@ -9,6 +9,7 @@ use crate::{
     Error,
     config::{Config, Logging},
     events,
+    identity::{self, RuleSetId},
     privacy::ClientAnonymizer,
     quic::{Matcher, worker::Policy},
     rules::RuleSet,
@@ -42,20 +43,30 @@ impl Daemon<'_> {
         let (config, set, sink, matcher) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
+                let reason = e.reload_reason();
+                self.out.logger.emit(refused(&e, &r.id));
                 self.out.logger.emit(
                     lifecycle(
                         "reload_refused",
                         Severity::Error,
                         format!("reload refused, the running rules stay in force: {e}"),
                     )
-                    .param("error", &e),
+                    .param("error", &e)
+                    .param("reason", reason)
+                    .param("rules_sha256", &r.id.sha256)
+                    .param("rules_version", &r.id.version),
                 );
                 self.out.metrics.record_reload(false);
+                self.out.metrics.record_reload_failure(reason);
                 r.last_reload = Some(outcome(r, ReloadResult::Refused, Some(e.to_string())));
                 return self.instance.write_state(&state(r));
             }
         };
         r.filter.apply_config(&config, &set)?;
+        for w in &set.warnings {
+            self.out.logger.emit(super::warning(w));
+        }
+        let id = RuleSetId::of(&config, &set);
         let shared = r.quic.shared();
         if let (Ok(mut m), Ok(mut p)) = (shared.matcher.lock(), shared.policy.lock()) {
             *m = Arc::new(matcher);
@@ -77,23 +88,48 @@ impl Daemon<'_> {
                 "reloaded",
                 Severity::Notice,
                 format!(
-                    "reloaded {}: {} rules in {} apps",
+                    "reloaded {}: {} rules in {} apps, rules sha256 {}{}",
                     config.path.display(),
                     set.rule_count(),
-                    set.apps.len()
+                    set.apps.len(),
+                    id.sha256,
+                    identity::version_note(&id.version)
                 ),
             )
             .param("mode", config.mode.name())
             .param("rules", set.rule_count())
-            .param("apps", set.apps.len()),
+            .param("apps", set.apps.len())
+            .param("rules_sha256", &id.sha256)
+            .param("rules_version", &id.version)
+            .param("previous_rules_sha256", &r.id.sha256),
         );
-        self.out.metrics.set_rules(&config, &set);
+        self.out.metrics.set_rules(&config, &set, &id);
         self.out.metrics.record_reload(true);
         r.config = config;
         r.set = set;
+        r.id = id;
+        r.rules_loaded_at = unix_now();
         r.last_reload = Some(outcome(r, ReloadResult::Applied, None));
         self.instance.write_state(&state(r))
     }
+}
+
+/// The `CONFIG` record of a refused configuration: why, which kind of fault
+/// ([`Error::reload_reason`]), and the rule set that stays in force.
+fn refused(e: &Error, in_force: &RuleSetId) -> Record {
+    Record::new(
+        MsgId::Config,
+        Severity::Error,
+        format!(
+            "refused: {e}; the rule set in force stays (sha256 {}{})",
+            in_force.sha256,
+            identity::version_note(&in_force.version)
+        ),
+    )
+    .param("refused", e.reload_reason())
+    .param("error", e)
+    .param("rules_sha256", &in_force.sha256)
+    .param("rules_version", &in_force.version)
 }
 
 /// The outcome of the reload that follows `r`'s last one, as `sni-filter reload` reads it.

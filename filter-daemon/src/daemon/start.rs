@@ -5,6 +5,7 @@ use crate::{
     Error, build_info,
     config::{Config, Logging, XdpMode},
     filter::{Attached, Filter},
+    identity::RuleSetId,
     quic::{
         Matcher,
         worker::{Policy, Worker},
@@ -111,12 +112,14 @@ pub(super) fn start(
         shutdown.clone(),
     )?;
     let running = Running {
+        id: RuleSetId::of(&config, &set),
         filter,
         config,
         set,
         attached,
         quic,
         started_at: unix_now(),
+        rules_loaded_at: unix_now(),
         last_reload: None,
     };
     instance.write_state(&state(&running))?;
@@ -141,7 +144,9 @@ pub(super) fn start(
         "client_privacy",
         running.config.logging.client_privacy.name(),
     )
-    .param("quic", running.config.quic.name());
+    .param("quic", running.config.quic.name())
+    .param("rules_sha256", &running.id.sha256)
+    .param("rules_version", &running.id.version);
     // The verifier's margin on this kernel, per program (`sni-filter doctor` prints the same).
     for v in running.filter.verification() {
         if let Some(n) = v.instructions {
@@ -254,7 +259,9 @@ pub(super) fn state(r: &Running) -> RunState {
         started_at: r.started_at,
         mode: r.config.mode.name().into(),
         config: r.config.path.clone(),
-        config_fingerprint: r.config.fingerprint(),
+        rules_sha256: r.id.sha256.clone(),
+        rules_version: r.id.version.clone(),
+        rules_loaded_at: r.rules_loaded_at,
         program_id: r.filter.program_id(),
         interfaces: r.attached.clone(),
         apps: r

@@ -3,6 +3,7 @@
 //! (`render`) served on an optional `/metrics` (`http`), with the flow tables' fill and the
 //! QUIC worker's heartbeat read by `tables`.
 
+mod exposition;
 mod http;
 mod render;
 mod summary;
@@ -27,6 +28,7 @@ use crate::{
     config::{Config, Mode},
     counters::{AppInfo, CounterMaps, Snapshot},
     filter::Filter,
+    identity::RuleSetId,
     quic::worker::Shared,
     rules::RuleSet,
     state::Instance,
@@ -67,7 +69,14 @@ struct Rules {
     max: u32,
     /// The configuration's `mode`: enforce (true) or monitor (a dry run).
     enforcing: bool,
+    /// The rule set's identity, and when it was put in force (seconds since the epoch).
+    id: RuleSetId,
+    loaded_at: f64,
 }
+
+/// The `reason` labels of `sni_filter_reload_failures_total` shown from the start, at 0
+/// until a refusal of that kind ([`Error::reload_reason`]).
+const RELOAD_FAILURE_REASONS: [&str; 5] = ["config", "list", "signature", "rollback", "other"];
 
 /// Reloads asked for and how they ended. The start counts as the first successful load.
 struct Reloads {
@@ -76,6 +85,8 @@ struct Reloads {
     /// Seconds since the Unix epoch, as `f64` bits.
     last_at: AtomicU64,
     last_ok: AtomicBool,
+    /// Refused reloads by reason, in the order first seen (the known reasons first).
+    failures: Mutex<Vec<(&'static str, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,14 +121,16 @@ impl DaemonMetrics {
                 refused: AtomicU64::new(0),
                 last_at: AtomicU64::new(now.to_bits()),
                 last_ok: AtomicBool::new(true),
+                failures: Mutex::new(RELOAD_FAILURE_REASONS.map(|r| (r, 0)).to_vec()),
             },
             started: now,
         })
     }
 
     /// The rule set in force (at start and after each applied reload): apps in slot order,
-    /// their actions, whether they are enabled, their rules, and the configured maximum.
-    pub fn set_rules(&self, config: &Config, set: &RuleSet) {
+    /// their actions, whether they are enabled, their rules, the configured maximum, and
+    /// the rule set's identity.
+    pub fn set_rules(&self, config: &Config, set: &RuleSet, id: &RuleSetId) {
         let mut rules = lock(&self.rules);
         // `rules_max` takes effect at the next start: the value of the first configuration
         // is the one the table was made with.
@@ -140,6 +153,8 @@ impl DaemonMetrics {
             loaded: set.rule_count(),
             max,
             enforcing: config.mode == Mode::Enforce,
+            id: id.clone(),
+            loaded_at: unix_now(),
         };
     }
 
@@ -160,6 +175,16 @@ impl DaemonMetrics {
         self.reloads
             .last_at
             .store(unix_now().to_bits(), Ordering::Relaxed);
+    }
+
+    /// A refused reload's reason ([`Error::reload_reason`]), counted beside
+    /// [`record_reload`](Self::record_reload)'s total.
+    pub fn record_reload_failure(&self, reason: &'static str) {
+        let mut failures = lock(&self.reloads.failures);
+        match failures.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => failures.push((reason, 1)),
+        }
     }
 
     /// The sink whose numbers are reported; the dropped records of the one it replaces stay

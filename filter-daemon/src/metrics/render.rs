@@ -3,11 +3,15 @@
 //! text's shape (HELP and TYPE of every family, `_total` on counters alone, escaped label
 //! values) is tested without a kernel.
 
-use std::{fmt::Write as _, sync::atomic::Ordering};
+use std::sync::atomic::Ordering;
 
 use filter_common::{AppCounters, Counter, IfaceCounters, Note, Reason};
 
-use super::{DaemonMetrics, Fill, Rules, lock};
+use super::{
+    DaemonMetrics, Fill, Rules,
+    exposition::{counter, gauge, labels, one, real},
+    lock,
+};
 use crate::{Error, build_info, counters::Snapshot, iface};
 
 /// Everything one scrape shows.
@@ -53,6 +57,7 @@ struct ReloadView {
     refused: u64,
     last_at: f64,
     last_ok: bool,
+    failures: Vec<(&'static str, u64)>,
 }
 
 impl DaemonMetrics {
@@ -116,6 +121,7 @@ impl DaemonMetrics {
                 refused: r.refused.load(Ordering::Relaxed),
                 last_at: f64::from_bits(r.last_at.load(Ordering::Relaxed)),
                 last_ok: r.last_ok.load(Ordering::Relaxed),
+                failures: lock(&r.failures).clone(),
             },
             started: self.started,
         })
@@ -240,6 +246,24 @@ fn write_rules(out: &mut String, s: &Scrape) {
         "1: the filter acts on its verdicts (mode = \"enforce\"); 0: a dry run (mode = \"monitor\"): \
          verdicts are counted and logged, nothing is dropped.",
         [(String::new(), if r.enforcing { 1.0 } else { 0.0 })],
+    );
+    gauge(
+        out,
+        "sni_filter_rules_info",
+        "The rule set in force (always 1): sha256 over its compiled rules and the settings that \
+         change verdicts, and the versions its lists' headers give (FILE VERSION, ...; empty \
+         when none does). Gateways enforcing the same rules show the same sha256.",
+        [(
+            labels(&[("version", &r.id.version), ("sha256", &r.id.sha256)]),
+            1.0,
+        )],
+    );
+    gauge(
+        out,
+        "sni_filter_rules_loaded_timestamp_seconds",
+        "When the rule set in force was put in force (the start or the last applied reload), \
+         in seconds since the Unix epoch.",
+        one(r.loaded_at),
     );
     gauge(
         out,
@@ -386,6 +410,16 @@ fn write_daemon(out: &mut String, s: &Scrape) {
     );
     counter(
         out,
+        "sni_filter_reload_failures_total",
+        "Refused reloads by reason: config (the configuration file), list (a rule list), \
+         signature (a list's signature does not verify), rollback (a list older than the one \
+         in force), other. The running rules stayed in force each time.",
+        r.failures
+            .iter()
+            .map(|(k, v)| (labels(&[("reason", k)]), *v)),
+    );
+    counter(
+        out,
         "sni_filter_events_logged_total",
         "Flow events logged.",
         one(s.events_logged),
@@ -427,78 +461,10 @@ fn write_daemon(out: &mut String, s: &Scrape) {
     );
 }
 
-/// A count as a gauge's value: exact below 2^53, far beyond any table or queue here.
-#[allow(clippy::cast_precision_loss)]
-fn real(n: u64) -> f64 {
-    n as f64
-}
-
-/// The one sample of a family without labels.
-fn one<T>(v: T) -> [(String, T); 1] {
-    [(String::new(), v)]
-}
-
-/// `{a="x",b="y"}` with values escaped as the exposition format wants (`\`, `"`, newline).
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::from("{");
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let v = v
-            .replace('\\', r"\\")
-            .replace('"', "\\\"")
-            .replace('\n', r"\n");
-        let _ = write!(out, "{k}=\"{v}\"");
-    }
-    out.push('}');
-    out
-}
-
-/// HELP (escaped as the format wants: `\` and newline) and TYPE of a family.
-fn head(out: &mut String, name: &str, help: &str, kind: &str) {
-    let help = help.replace('\\', r"\\").replace('\n', r"\n");
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// One counter family: HELP, TYPE and a sample per label set.
-fn counter(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, u64)>,
-) {
-    debug_assert!(name.ends_with("_total"), "counter {name} without _total");
-    head(out, name, help, "counter");
-    for (labels, v) in samples {
-        let _ = writeln!(out, "{name}{labels} {v}");
-    }
-}
-
-/// One gauge family: HELP, TYPE and a sample per label set.
-fn gauge(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (String, f64)>,
-) {
-    debug_assert!(!name.ends_with("_total"), "gauge {name} named as a counter");
-    head(out, name, help, "gauge");
-    for (labels, v) in samples {
-        let v = match v {
-            v if v.is_nan() => "NaN".to_owned(),
-            f64::INFINITY => "+Inf".to_owned(),
-            f64::NEG_INFINITY => "-Inf".to_owned(),
-            v => v.to_string(),
-        };
-        let _ = writeln!(out, "{name}{labels} {v}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::AppInfo;
+    use crate::{counters::AppInfo, identity::RuleSetId};
 
     fn scrape(action: &str) -> Scrape {
         let app = AppInfo {
@@ -533,6 +499,11 @@ mod tests {
                 loaded: 12,
                 max: 1000,
                 enforcing: false,
+                id: RuleSetId {
+                    sha256: "ab".repeat(32),
+                    version: "tiktok.txt 2026.12.07".into(),
+                },
+                loaded_at: 1_700_000_100.0,
             },
             tables: vec![Fill {
                 table: "blocked_flows",
@@ -553,6 +524,7 @@ mod tests {
                 refused: 1,
                 last_at: 1_700_000_000.5,
                 last_ok: false,
+                failures: vec![("config", 0), ("list", 1)],
             },
             started: 1_700_000_000.0,
         }
@@ -617,7 +589,17 @@ mod tests {
             "sni_filter_reload_last_timestamp_seconds 1700000000.5",
             r#"sni_filter_reloads_total{result="refused"} 1"#,
             "sni_filter_start_time_seconds 1700000000",
+            r#"sni_filter_reload_failures_total{reason="list"} 1"#,
+            r#"sni_filter_reload_failures_total{reason="config"} 0"#,
+            "sni_filter_rules_loaded_timestamp_seconds 1700000100",
         ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        let info = format!(
+            r#"sni_filter_rules_info{{version="tiktok.txt 2026.12.07",sha256="{}"}} 1"#,
+            "ab".repeat(32)
+        );
+        for line in [info.as_str()] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
         let build = format!(
@@ -638,24 +620,5 @@ mod tests {
         assert_eq!(counters(&text), counters(&after));
         // Without a sink no syslog family is shown.
         assert!(!text.contains("sni_filter_syslog_"));
-    }
-
-    #[test]
-    fn label_values_and_help_are_escaped() {
-        assert_eq!(
-            labels(&[("app", "a\"b\\c\nd"), ("x", "y")]),
-            r#"{app="a\"b\\c\nd",x="y"}"#
-        );
-        let mut out = String::new();
-        counter(
-            &mut out,
-            "m_total",
-            "Help \\ x.",
-            [(labels(&[("k", "v")]), 3)],
-        );
-        assert_eq!(
-            out,
-            "# HELP m_total Help \\\\ x.\n# TYPE m_total counter\nm_total{k=\"v\"} 3\n"
-        );
     }
 }
