@@ -34,7 +34,10 @@ pub struct Event {
     pub sni_len: u16,
     /// `EVENT_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    pub _pad0: u8,
+    /// The innermost VLAN ID of the frame, 0 without tags.
+    pub vlan: u16,
+    pub _pad1: u16,
     pub sni: [u8; name::NAME_BUF],
 }
 

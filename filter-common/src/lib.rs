@@ -85,7 +85,7 @@ pub use words::{copy_words, opaque_zero, zero_words};
 /// this one, and the CLI reads only maps of this layout. Raise it with any change to a
 /// pinned map's type, key or value, or to what a value means; the test
 /// `pinned_layout_matches_its_version` lists what it covers.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// `aya::Pod` for each type userspace puts in a map.
 #[cfg(feature = "user")]
@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<ExemptPrefix>(), 20);
         assert_eq!(size_of::<ScopeKey>(), 8);
-        assert_eq!(size_of::<Event>(), 8 + 4 + 2 + 1 + 1 + 40 + 2 + 1 + 5 + 256);
+        assert_eq!(
+            size_of::<Event>(),
+            8 + 4 + 2 + 1 + 1 + 40 + 2 + 1 + 1 + 2 + 2 + 256
+        );
         assert_eq!(size_of::<Counter>(), 24);
         assert_eq!(size_of::<BlockedFlow>(), 24);
         assert_eq!(size_of::<hello::HelloFlow>() % 8, 0);
@@ -167,7 +170,7 @@ mod tests {
             ("hint bits", hint_bits_of_a_sample_flow()),
         ];
         let expected = [
-            ("version", 6),
+            ("version", 7),
             ("reasons", 40),
             ("notes", 13),
             ("iface slots", 1024),

@@ -10,7 +10,9 @@ use std::{
 use filter_common::{Event, EventAction, FlowKey, NO_APP, reason_from_u32};
 
 use crate::{
+    identity::RuleSetId,
     privacy::ClientView,
+    rules::{RuleIndex, RuleSet},
     syslog::{MsgId, Record, Severity},
 };
 
@@ -125,6 +127,9 @@ pub fn record(
         .param("app", app_name(e, apps))
         .param("reason", reason_from_u32(u32::from(e.reason)).name())
         .param("iface", iface);
+    if e.vlan != 0 {
+        r = r.param("vlan", e.vlan);
+    }
     if let Some(a) = &client.addr {
         r = r.param("client", a);
     }
@@ -157,6 +162,30 @@ pub fn record(
         r = r.param("mode", "monitor");
     }
     r
+}
+
+/// The rule set in force as FLOW records name it.
+pub struct RulesInForce<'a> {
+    pub set: &'a RuleSet,
+    pub index: &'a RuleIndex,
+    pub id: &'a RuleSetId,
+}
+
+/// Adds what a FLOW record says of the rule set: `rule`, the rule the name matched (the
+/// program reports the app; its rule is found again by name, the longest of that app's
+/// rules that covers it), and `rules_sha256`, the rule set's hash cut to
+/// [`crate::identity::SHORT_HEX`] digits ([`RuleSetId::short`]).
+pub fn with_rules(mut r: Record, e: &Event, rules: &RulesInForce) -> Record {
+    if e.app != NO_APP {
+        let len = usize::from(e.sni_len).min(e.sni.len());
+        let rule = std::str::from_utf8(&e.sni[..len])
+            .ok()
+            .and_then(|host| rules.index.rule(rules.set, usize::from(e.app), host));
+        if let Some(rule) = rule {
+            r = r.param("rule", &rule.name);
+        }
+    }
+    r.param("rules_sha256", rules.id.short())
 }
 
 /// Converts the program's `CLOCK_MONOTONIC` timestamps to wall-clock time by the offset
@@ -276,7 +305,9 @@ mod tests {
             },
             sni_len: name.len() as u16,
             flags: filter_common::EVENT_ECH,
-            _pad: [0; 5],
+            _pad0: 0,
+            vlan: 0,
+            _pad1: 0,
             sni: [0; filter_common::name::NAME_BUF],
         };
         e.flow.saddr[..4].copy_from_slice(&[10, 1, 1, 2]);
@@ -316,6 +347,10 @@ mod tests {
         }
         assert_eq!(r.get("client_port"), None);
         assert_eq!(r.get("mode"), None, "enforced: no marker");
+        assert_eq!(r.get("vlan"), None, "untagged: no VLAN");
+        let tagged = Event { vlan: 42, ..e };
+        let r2 = record(&tagged, &apps, "lan0", &client, SystemTime::UNIX_EPOCH);
+        assert_eq!(r2.get("vlan"), Some("42"));
         let dry_run = Event {
             flags: filter_common::EVENT_MONITOR,
             ..e
@@ -333,6 +368,41 @@ mod tests {
         let r = record(&e, &apps, "lan0", &none, SystemTime::UNIX_EPOCH);
         assert!(r.text.contains(" client=- "), "{}", r.text);
         assert_eq!(r.get("client"), None);
+    }
+
+    #[test]
+    fn flow_records_name_the_rule_and_the_rule_set() {
+        let cfg = crate::config::Config::parse(
+            std::path::Path::new("/x/f.toml"),
+            "[apps.tiktok]\naction = \"drop\"\ndomains = [\"tiktok.com\", \"p16-*.tiktok.com\"]\n",
+        )
+        .unwrap();
+        let set = RuleSet::compile(&cfg).unwrap();
+        let id = RuleSetId::of(&cfg, &set);
+        let rules = RulesInForce {
+            set: &set,
+            index: &RuleIndex::new(&set),
+            id: &id,
+        };
+        let none = ClientView {
+            addr: None,
+            port: None,
+        };
+        let apps = ["tiktok".to_string()];
+        let rule_of = |name: &[u8], app| {
+            let e = Event { app, ..event(name) };
+            let r = record(&e, &apps, "lan0", &none, SystemTime::UNIX_EPOCH);
+            let r = with_rules(r, &e, &rules);
+            assert_eq!(r.get("rules_sha256"), Some(&id.sha256[..12]));
+            r.get("rule").map(str::to_owned)
+        };
+        assert_eq!(rule_of(b"WWW.TikTok.com", 0).as_deref(), Some("tiktok.com"));
+        assert_eq!(
+            rule_of(b"a.p16-va.tiktok.com", 0).as_deref(),
+            Some("p16-*.tiktok.com")
+        );
+        assert_eq!(rule_of(b"www.tiktok.com", NO_APP), None);
+        assert_eq!(rule_of(b"", 0), None);
     }
 
     #[test]

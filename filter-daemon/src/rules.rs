@@ -13,7 +13,9 @@ use crate::{
     config::{App, Config},
 };
 
+mod index;
 mod lists;
+pub use index::RuleIndex;
 pub use lists::{ListFile, ListInfo, list_version, read_list, skipped_line};
 
 /// Longest name in text form (RFC 1035 §2.3.4: 255 octets on the wire, 253 in text).
@@ -678,6 +680,18 @@ mod tests {
             set.lookup("a.p16-va.ibyteimg.com").unwrap().1.name,
             "p16-*.ibyteimg.com"
         );
+        // The index FLOW records use finds the same rules from the app.
+        let index = RuleIndex::new(&set);
+        for host in [
+            "a.p16-va.ibyteimg.com",
+            "q-x.ibyteimg.com",
+            "other.ibyteimg.com",
+        ] {
+            let (app, rule) = set.lookup(host).unwrap();
+            let at = set.apps.iter().position(|a| a.name == app.name).unwrap();
+            assert_eq!(index.rule(&set, at, host), Some(rule), "{host}");
+        }
+        assert_eq!(index.rule(&set, 1, "other.ibyteimg.com"), None);
         assert_eq!(set.lookup("q-x.ibyteimg.com").unwrap().0.name, "u");
         assert_eq!(
             set.lookup("other.ibyteimg.com").unwrap().1.name,

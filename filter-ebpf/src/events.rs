@@ -26,6 +26,7 @@ pub fn emit(
     name: &[u8; NAME_BUF],
     name_len: u16,
     flags: u8,
+    vlan: u16,
 ) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         counters::note(Note::EventLost);
@@ -47,7 +48,9 @@ pub fn emit(
         } else {
             flags
         };
-        (*e)._pad = [0; 5];
+        (*e)._pad0 = 0;
+        (*e).vlan = vlan;
+        (*e)._pad1 = 0;
         // The name sits at an aligned offset of an aligned value, as `sni` does.
         filter_common::copy_words(&raw mut (*e).sni, name);
     }

@@ -131,5 +131,6 @@ pub fn report(seg: &Segment, reason: Reason, app: u16, action: EventAction, flag
         &j.walk.name,
         len,
         flags,
+        seg.tcp.vlan,
     );
 }

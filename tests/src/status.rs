@@ -180,7 +180,8 @@ mod tests {
 
     const SAMPLE: &str = "\
 sni-filter (sni-filter-e2e-13055-0): running (pid 13136), program id 1344
-config /work/main/config/filter.toml (fingerprint 17ec8c87d16ccfef)
+config /work/main/config/filter.toml
+rules sha256 4f1c0b6e2d9a8f7e3c5b1a0d9e8f7c6b5a4d3c2b1a0f9e8d7c6b5a4d3c2b1a0f, loaded 2026-01-05T10:00:00.000000Z
 
 interface        mode             ipv4         ipv6        other         vlan      dropped
 e2ea2n0gwc       native             15            3            0            2            5

@@ -422,7 +422,9 @@ mod tests {
             },
             sni_len: sni.len() as u16,
             flags: 0,
-            _pad: [0; 5],
+            _pad0: 0,
+            vlan: 0,
+            _pad1: 0,
             sni: name,
         }
     }

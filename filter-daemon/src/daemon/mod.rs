@@ -19,7 +19,7 @@ use crate::{
     identity::RuleSetId,
     metrics::{self, DaemonMetrics},
     quic::worker::Worker,
-    rules::RuleSet,
+    rules::{RuleIndex, RuleSet},
     shutdown::Shutdown,
     state::{Attachment, Instance, ReloadOutcome},
     syslog::{Logger, MsgId, Record, Severity},
@@ -43,6 +43,8 @@ struct Running {
     set: RuleSet,
     /// The identity of `set` under `config`.
     id: RuleSetId,
+    /// `set`'s rules by name, to name the matched rule in FLOW records.
+    index: RuleIndex,
     attached: Vec<Attachment>,
     /// Judges QUIC Initials and beats the heartbeat the program checks.
     quic: Worker,

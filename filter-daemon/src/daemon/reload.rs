@@ -12,7 +12,7 @@ use crate::{
     identity::{self, RuleSetId},
     privacy::ClientAnonymizer,
     quic::{Matcher, worker::Policy},
-    rules::RuleSet,
+    rules::{RuleIndex, RuleSet},
     state::{ReloadOutcome, ReloadResult, unix_now},
     syslog::{MsgId, Record, Severity, sink::Sink},
 };
@@ -106,6 +106,7 @@ impl Daemon<'_> {
         self.out.metrics.set_rules(&config, &set, &id);
         self.out.metrics.record_reload(true);
         r.config = config;
+        r.index = RuleIndex::new(&set);
         r.set = set;
         r.id = id;
         r.rules_loaded_at = unix_now();

@@ -281,7 +281,9 @@ impl<'a> Daemon<'a> {
         let dropped = out.metrics.sink_dropped();
         let sink = (dropped - out.last_sink_dropped.min(dropped), dropped);
         let mut summary = metrics::summary(&out.last, &now, interval, sink)
-            .param("mode", self.running.config.mode.name());
+            .param("mode", self.running.config.mode.name())
+            .param("rules_sha256", &self.running.id.sha256)
+            .param("rules_version", &self.running.id.version);
         if let Ok(q) = quic.shared().stats.lock() {
             let us = |p| q.latency_percentile(p).map_or(0, |ns| ns / 1000);
             summary = summary
@@ -317,6 +319,11 @@ impl<'a> Daemon<'a> {
         let r = &mut self.running;
         let out = &mut self.out;
         let apps: Vec<String> = r.set.apps.iter().map(|a| a.name.clone()).collect();
+        let rules = events::RulesInForce {
+            set: &r.set,
+            index: &r.index,
+            id: &r.id,
+        };
         let now = Instant::now();
         let mut drained = r.filter.drain_events()?;
         drained.extend(r.quic.events.try_iter());
@@ -326,13 +333,9 @@ impl<'a> Daemon<'a> {
                     .clients
                     .view(events::addr(&e.flow, true), e.flow.sport, now);
                 let time = out.clock.wall(e.ts_ns);
-                out.logger.emit(events::record(
-                    &e,
-                    &apps,
-                    &crate::iface::name(e.ifindex),
-                    &client,
-                    time,
-                ));
+                let record =
+                    events::record(&e, &apps, &crate::iface::name(e.ifindex), &client, time);
+                out.logger.emit(events::with_rules(record, &e, &rules));
                 out.metrics.events_logged.fetch_add(1, Ordering::Relaxed);
             }
         }

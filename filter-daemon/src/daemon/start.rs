@@ -10,7 +10,7 @@ use crate::{
         Matcher,
         worker::{Policy, Worker},
     },
-    rules::RuleSet,
+    rules::{RuleIndex, RuleSet},
     shutdown::Shutdown,
     state::{AppSummary, Attachment, Instance, RunState, daemon_alive, unix_now},
     syslog::{
@@ -113,6 +113,7 @@ pub(super) fn start(
     )?;
     let running = Running {
         id: RuleSetId::of(&config, &set),
+        index: RuleIndex::new(&set),
         filter,
         config,
         set,

@@ -71,7 +71,6 @@ pub(super) fn gauge(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -298,7 +298,9 @@ impl Judge {
             } else {
                 v.flags
             },
-            _pad: [0; 5],
+            _pad0: 0,
+            vlan: r.vlan,
+            _pad1: 0,
             sni: [0; NAME_BUF],
         };
         let n = v.name.len().min(NAME_BUF);

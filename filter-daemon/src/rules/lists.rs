@@ -53,7 +53,7 @@ pub fn read_list(path: &Path) -> Result<ListFile, Error> {
     })?;
     let mut list = ListFile {
         rules: Vec::new(),
-        version: crate::identity::list_version(&text),
+        version: list_version(&text),
         skipped: Vec::new(),
     };
     for (i, line) in text.lines().enumerate() {
@@ -76,7 +76,7 @@ pub fn read_list(path: &Path) -> Result<ListFile, Error> {
     Ok(list)
 }
 
-/// The publisher's version in a list's header: `! Version: X` (AdGuard, uBlock) or
+/// The publisher's version in a list's header: `! Version: X` (`AdGuard`, `uBlock`) or
 /// `# Version: X` (hosts files), among the comment lines the list opens with.
 pub fn list_version(text: &str) -> Option<String> {
     for line in text.lines().take(HEADER_LINES_MAX) {
@@ -85,9 +85,7 @@ pub fn list_version(text: &str) -> Option<String> {
             // Blank lines and `[Adblock Plus 2.0]` sit among the header's comments.
             continue;
         }
-        let Some(comment) = line.strip_prefix('!').or_else(|| line.strip_prefix('#')) else {
-            return None;
-        };
+        let comment = line.strip_prefix('!').or_else(|| line.strip_prefix('#'))?;
         let comment = comment.trim_start();
         if let Some((key, value)) = comment.split_once(':')
             && key.trim().eq_ignore_ascii_case("version")
