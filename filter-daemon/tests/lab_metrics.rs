@@ -5,7 +5,9 @@
 //! (`config/grafana/sni-filter.json`): every query of the dashboard names metrics the daemon
 //! exports; per-interface counters and the blocked-flow table follow a blocked client; a
 //! reload that changes an app's action changes its info series and keeps its counters'
-//! labels; a refused reload shows as such. Needs root.
+//! labels; a refused reload shows as such. The rule set's identity: an edited list is a
+//! new rule set for `check` until reloaded, and `status`, `check` and `sni_filter_rules_info`
+//! agree on it. Needs root.
 
 // Exported values here are small whole numbers, exact in f64.
 #![allow(clippy::float_cmp)]
@@ -256,11 +258,138 @@ fn the_dashboard_names_exported_metrics_and_the_series_follow_traffic_and_reload
     assert_eq!(value(&text, "sni_filter_reload_last_success"), 0.0);
     assert!(value(&text, "sni_filter_reload_last_timestamp_seconds") >= applied_at);
     assert_eq!(
+        value(
+            &text,
+            r#"sni_filter_reload_failures_total{reason="config"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
         value(&text, r#"sni_filter_table_entries{table="rules"}"#),
         3.0
     );
     let (status, log) = daemon.stop().unwrap();
     assert!(status.success(), "{log}");
+}
+
+/// `sni-filter ARGS --json` of the daemon's instance, read as JSON; `codes` are the exit
+/// statuses expected.
+fn json_of<const N: usize>(daemon: &Daemon, args: [&str; N], codes: &[i32]) -> Value {
+    let out = daemon.command(args).output().unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        codes.contains(&code),
+        "{args:?}: exit {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn an_edited_list_is_a_new_rule_set_until_reloaded() {
+    let lab = Lab::new("mri").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("filter.toml");
+    let list = dir.path().join("tiktok.txt");
+    let published = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lists/adguard.txt"),
+    )
+    .unwrap();
+    fs::write(&list, &published).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "[apps.tiktok]\naction = \"drop\"\nlists = [\"tiktok.txt\"]\n\n\
+             [metrics]\nlisten = \"{METRICS}\"\n"
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&lab, &bin(), &config, Vec::<String>::new()).unwrap();
+    let addr: SocketAddr = METRICS.parse().unwrap();
+    let config_arg = config.to_str().unwrap();
+    let check = |host| {
+        json_of(
+            &daemon,
+            ["check", "--json", "--config", config_arg, host],
+            &[0, 1],
+        )
+    };
+    let rules_of = |daemon: &Daemon| json_of(daemon, ["status", "--json"], &[0])["rules"].clone();
+    let info = |rules: &Value| {
+        format!(
+            r#"sni_filter_rules_info{{version="{}",sha256="{}"}}"#,
+            rules["version"].as_str().unwrap(),
+            rules["sha256"].as_str().unwrap()
+        )
+    };
+
+    // As started: the list's version, one hash everywhere.
+    let first = rules_of(&daemon);
+    assert_eq!(first["version"], "tiktok.txt 2026.12.07", "{first}");
+    assert_eq!(first["sha256"].as_str().unwrap().len(), 64, "{first}");
+    let c = check("www.blocked-two.example");
+    assert_eq!(
+        (&c["blocked"], &c["loaded"]),
+        (&Value::Bool(true), &Value::Bool(true)),
+        "{c}"
+    );
+    assert_eq!(c["rules"]["sha256"], first["sha256"], "{c}");
+    let text = scrape(&lab, addr);
+    assert_eq!(metric(&text, &info(&first)), Some(1.0), "{text}");
+    let loaded_at = metric(&text, "sni_filter_rules_loaded_timestamp_seconds").unwrap();
+
+    // The list edited, the configuration untouched: `check` sees a rule set the running
+    // filter does not enforce (it used to compare the configuration's text only).
+    // Appended, so the skipped lines keep their numbers.
+    let edited = published.replace("! Version: 2026.12.07", "! Version: 2026.12.08")
+        + "||new-name.example^\n";
+    fs::write(&list, &edited).unwrap();
+    let c = check("new-name.example");
+    assert_eq!(c["blocked"], true, "{c}");
+    assert_eq!(
+        c["loaded"], false,
+        "an edited list still read as loaded: {c}"
+    );
+    assert_ne!(c["rules"]["sha256"], first["sha256"], "{c}");
+    assert_eq!(c["loaded_rules"]["sha256"], first["sha256"], "{c}");
+    let new_sha = c["rules"]["sha256"].clone();
+
+    // Reloaded: `status`, `check` and `/metrics` show the new hash and version.
+    thread::sleep(Duration::from_millis(1100));
+    assert!(daemon.command(["reload"]).status().unwrap().success());
+    let second = rules_of(&daemon);
+    assert_eq!(second["sha256"], new_sha, "{second}");
+    assert_eq!(second["version"], "tiktok.txt 2026.12.08", "{second}");
+    assert_eq!(check("new-name.example")["loaded"], true);
+    let text = scrape_until(&lab, addr, "the new rule set", |t| {
+        metric(t, &info(&second)) == Some(1.0)
+    });
+    assert!(!text.contains(first["sha256"].as_str().unwrap()), "{text}");
+    assert!(metric(&text, "sni_filter_rules_loaded_timestamp_seconds").unwrap() > loaded_at);
+    assert_eq!(
+        metric(&text, r#"sni_filter_reload_failures_total{reason="list"}"#),
+        Some(0.0)
+    );
+
+    // A broken list: refused and counted as a list failure; the rule set stays.
+    fs::write(&list, format!("{edited}bad name.example\n")).unwrap();
+    assert_eq!(
+        daemon.command(["reload"]).status().unwrap().code(),
+        Some(78)
+    );
+    let text = scrape_until(&lab, addr, "the list refusal counted", |t| {
+        metric(t, r#"sni_filter_reload_failures_total{reason="list"}"#) == Some(1.0)
+    });
+    assert_eq!(metric(&text, &info(&second)), Some(1.0), "{text}");
+    assert_eq!(rules_of(&daemon)["sha256"], new_sha);
+    let (status, log) = daemon.stop().unwrap();
+    assert!(status.success(), "{log}");
+    // One warning per skipped line of the list, at start and at the reload.
+    for line in [13, 14, 16] {
+        let at = format!("tiktok.txt:{line}: skipped: ");
+        assert_eq!(log.matches(&at).count(), 2, "{at}\n{log}");
+    }
 }
 
 #[test]
