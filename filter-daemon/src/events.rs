@@ -67,6 +67,9 @@ pub fn line(e: &Event, apps: &[String], iface: &str, client: &ClientView) -> Str
         endpoint(addr(&e.flow, false), e.flow.dport),
         sni(e).unwrap_or_else(|| "-".into()),
     );
+    if e.vlan != 0 {
+        let _ = write!(s, " vlan={}", e.vlan);
+    }
     if e.flags & filter_common::EVENT_ECH != 0 {
         let _ = write!(s, " ech=yes");
     }
@@ -351,6 +354,11 @@ mod tests {
         let tagged = Event { vlan: 42, ..e };
         let r2 = record(&tagged, &apps, "lan0", &client, SystemTime::UNIX_EPOCH);
         assert_eq!(r2.get("vlan"), Some("42"));
+        assert!(
+            r2.text.contains(" sni=www.tiktok.com vlan=42 "),
+            "{}",
+            r2.text
+        );
         let dry_run = Event {
             flags: filter_common::EVENT_MONITOR,
             ..e

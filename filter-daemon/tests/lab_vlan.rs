@@ -124,4 +124,14 @@ fn tagged_frames_are_read_through_their_vlan_header() {
     }
     assert_never_served(&server, BANNED);
     println!("{}", daemon.status().unwrap().text);
+    // Each blocked flow's record names the tag its frames carried.
+    let (_, log) = daemon.stop().unwrap();
+    let flows: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event action=drop"))
+        .collect();
+    assert!(
+        flows.len() >= 4 && flows.iter().all(|l| l.contains(&format!(" vlan={VID}"))),
+        "blocked flows without vlan={VID}:\n{log}"
+    );
 }
