@@ -39,6 +39,13 @@ pub fn check_flow(m: &Message, lab: &Lab) {
     );
     assert_eq!(m.own("server_port"), Some("443"), "{m:?}");
     assert_eq!(m.own("proto"), Some("tcp"), "{m:?}");
+    // The rule that matched, and the rule set: 12 hex digits of its hash.
+    assert_eq!(m.own("rule"), Some("tiktok.com"), "{m:?}");
+    let sha = m.own("rules_sha256").unwrap_or_default();
+    assert!(
+        sha.len() == 12 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{m:?}"
+    );
     // notice (5) for a drop, facility daemon (3).
     assert_eq!(m.pri, 3 * 8 + 5, "{m:?}");
     assert!(m.msg.starts_with("event action=drop app=tiktok"), "{m:?}");
