@@ -19,6 +19,7 @@ pub mod privileges;
 pub mod quic;
 pub mod rules;
 pub mod shutdown;
+pub mod signature;
 pub mod state;
 pub mod syslog;
 
