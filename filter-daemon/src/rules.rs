@@ -233,6 +233,7 @@ fn app_rules(config: &Config, app: &App) -> Result<Vec<Rule>, Error> {
                 format!("rule list {} does not exist", list.display()),
             ));
         }
+        crate::signature::verify_list(&config.trusted_keys, list)?;
         rules.extend(read_list(list)?);
     }
     Ok(rules)

@@ -46,6 +46,8 @@ struct Running {
     /// Seconds since the Unix epoch.
     started_at: u64,
     last_reload: Option<ReloadOutcome>,
+    /// The versions of the signed lists in force: a reload may not go back from them.
+    list_versions: crate::signature::ListVersions,
 }
 
 /// A `LIFECYCLE` record.

@@ -29,6 +29,11 @@ impl Daemon<'_> {
         let loaded = Config::load(&self.opts.config)
             .and_then(|c| RuleSet::compile(&c).map(|s| (c, s)))
             .and_then(|(c, s)| {
+                let versions = c.list_versions()?;
+                r.list_versions.refuse_rollback(&versions)?;
+                Ok((c, s, versions))
+            })
+            .and_then(|(c, s, versions)| {
                 // A new sink and the QUIC worker's rules are made before anything changes,
                 // so a failure of either refuses the reload.
                 let sink = if c.logging == r.config.logging {
@@ -37,11 +42,18 @@ impl Daemon<'_> {
                     Some(sink_for(&c.logging, &c)?)
                 };
                 let matcher = Matcher::new(&s)?;
-                Ok((c, s, sink, matcher))
+                Ok((c, s, sink, matcher, versions))
             });
-        let (config, set, sink, matcher) = match loaded {
+        let (config, set, sink, matcher, versions) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
+                if matches!(e, Error::Signature { .. } | Error::Rollback { .. }) {
+                    // The list is refused: a CONFIG record names it, beside the refusal.
+                    let text = format!("rule list refused: {e}");
+                    self.out
+                        .logger
+                        .emit(Record::new(MsgId::Config, Severity::Error, text).param("error", &e));
+                }
                 self.out.logger.emit(
                     lifecycle(
                         "reload_refused",
@@ -91,6 +103,7 @@ impl Daemon<'_> {
         self.out.metrics.record_reload(true);
         r.config = config;
         r.set = set;
+        r.list_versions = versions;
         r.last_reload = Some(outcome(r, ReloadResult::Applied, None));
         self.instance.write_state(&state(r))
     }
