@@ -69,7 +69,9 @@ pub fn update_lists(instance: &Instance, config_path: &Path) -> Result<(), Error
                 updated = true;
                 println!(
                     "{name}: updated {}",
-                    version.as_deref().unwrap_or("(the list has no version line)")
+                    version
+                        .as_deref()
+                        .unwrap_or("(the list has no version line)")
                 );
             }
             Err(e) => {
@@ -80,9 +82,9 @@ pub fn update_lists(instance: &Instance, config_path: &Path) -> Result<(), Error
     }
     if updated {
         match reload(instance) {
-            Err(Error::NotRunning { reason, .. }) => println!(
-                "no daemon to reload ({reason}): the lists take effect when it starts"
-            ),
+            Err(Error::NotRunning { reason, .. }) => {
+                println!("no daemon to reload ({reason}): the lists take effect when it starts")
+            }
             other => other?,
         }
     }
@@ -283,7 +285,10 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        for path in [Some(&self.list), self.signature.as_ref()].into_iter().flatten() {
+        for path in [Some(&self.list), self.signature.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if !path.as_os_str().is_empty() {
                 let _ = fs::remove_file(path);
             }
