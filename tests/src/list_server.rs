@@ -1,5 +1,5 @@
 //! A rule-list server: nginx serving a folder over plain HTTP on the lab's server, with the
-//! ETag and Last-Modified validators nginx gives static files, and an access log of each
+//! `ETag` and `Last-Modified` validators nginx gives static files, and an access log of each
 //! request's status (200, 304, 404) to tell full downloads from conditional ones.
 
 use std::{
@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use crate::child::ChildGuard;
 use crate::lab::Lab;
 use crate::scratch::ScratchDir;
-use crate::tls_server::start_nginx;
+use crate::tls_server::{nginx_prelude, start_nginx};
 
 /// The port lists are served on (plain HTTP).
 pub const LIST_PORT: u16 = 8080;
@@ -78,26 +78,9 @@ impl ListServer {
 
 fn config(dir: &Path) -> String {
     let d = dir.display();
-    format!(
-        r#"# Written by sni-filter-lab; every path lives in {d}.
-daemon off;
-user root;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-
-events {{
-    worker_connections 64;
-}}
-
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    log_format lists '$remote_addr "$request" $status';
+    nginx_prelude(dir)
+        + &format!(
+            r#"    log_format lists '$remote_addr "$request" $status';
 
     server {{
         listen {LIST_PORT} default_server;
@@ -108,5 +91,5 @@ http {{
     }}
 }}
 "#
-    )
+        )
 }

@@ -203,10 +203,12 @@ pub(crate) fn issue_certificates(dir: &Path, names: &[&str]) -> Result<()> {
     openssl("verify -CAfile ca.crt server.crt", &[])
 }
 
-fn nginx_config(dir: &Path) -> String {
+/// The opening of an nginx configuration whose every path lives in `dir`, up to inside its
+/// `http` block: no daemon, one worker, no log outside `dir`.
+pub(crate) fn nginx_prelude(dir: &Path) -> String {
     let d = dir.display();
     format!(
-        r#"# Written by sni-filter-lab; every path lives in {d}.
+        r"# Written by sni-filter-lab; every path lives in {d}.
 daemon off;
 user root;
 worker_processes 1;
@@ -225,7 +227,15 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    log_format lab '$remote_addr sni=$ssl_server_name host=$host "$request" $status';
+"
+    )
+}
+
+fn nginx_config(dir: &Path) -> String {
+    let d = dir.display();
+    nginx_prelude(dir)
+        + &format!(
+            r#"    log_format lab '$remote_addr sni=$ssl_server_name host=$host "$request" $status';
 
     server {{
         listen 443 ssl default_server;
@@ -243,5 +253,5 @@ http {{
     }}
 }}
 "#
-    )
+        )
 }

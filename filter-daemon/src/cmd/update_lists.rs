@@ -83,7 +83,7 @@ pub fn update_lists(instance: &Instance, config_path: &Path) -> Result<(), Error
     if updated {
         match reload(instance) {
             Err(Error::NotRunning { reason, .. }) => {
-                println!("no daemon to reload ({reason}): the lists take effect when it starts")
+                println!("no daemon to reload ({reason}): the lists take effect when it starts");
             }
             other => other?,
         }
