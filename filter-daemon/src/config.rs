@@ -5,6 +5,7 @@ mod checks;
 mod logging;
 mod raw;
 mod settings;
+mod updates;
 
 use std::{
     fs,
@@ -22,6 +23,8 @@ pub use logging::{APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging};
 use logging::{parse_logging, parse_metrics};
 use raw::RawConfig;
 pub use settings::{ActionSetting, App, Mode, QUIC_PORT_DEFAULT, Quic, Uninspectable, XdpMode};
+pub use updates::ListSource;
+use updates::{parse_signatures, parse_updates};
 
 use crate::Error;
 
@@ -62,6 +65,10 @@ pub struct Config {
     pub logging: Logging,
     /// Where `/metrics` listens; `None`: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[signatures]`: when not empty, every rule list must carry a signature by one of these.
+    pub trusted_keys: Vec<crate::signature::TrustedKey>,
+    /// `[updates.urls]`: the lists `update-lists` downloads.
+    pub list_sources: Vec<ListSource>,
 }
 
 /// A blocked flow silent this long is forgotten (its ports may be reused).
@@ -167,9 +174,11 @@ impl Config {
             quic_ports,
             quic_hold: f.quic_hold,
             hello_fast_path: f.hello_fast_path.unwrap_or(true),
-            apps,
             logging: parse_logging(&raw.logging, text, &at, base)?,
             metrics_listen: parse_metrics(&raw.metrics, &at)?,
+            trusted_keys: parse_signatures(&raw.signatures, &at)?,
+            list_sources: parse_updates(&raw.updates, &apps, &at, base, text)?,
+            apps,
         })
     }
 }

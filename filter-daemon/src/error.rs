@@ -69,6 +69,23 @@ pub enum Error {
     /// The daemon refused a reload: its configuration is invalid, the running rules stay.
     #[error("the daemon (pid {pid}) refused the reload, the running rules stay in force: {reason}")]
     ReloadRefused { pid: u32, reason: String },
+    /// A rule list's minisign signature is missing, malformed or made by no trusted key.
+    #[error("{}: signature refused: {reason}", list.display())]
+    Signature { list: PathBuf, reason: String },
+    /// A signed rule list older than the one loaded (or on disk) was offered.
+    #[error(
+        "{}: version {offered} is older than {loaded}, the version in force: rollback refused",
+        list.display()
+    )]
+    Rollback {
+        list: PathBuf,
+        loaded: String,
+        offered: String,
+    },
+    /// A rule list could not be downloaded (`update-lists`): the server, the network or the
+    /// HTTP status.
+    #[error("downloading {url}: {reason}")]
+    Download { url: String, reason: String },
 }
 
 /// Exit statuses beside 0 (success) and 2 (a usage error, clap's), from sysexits.h where one
@@ -103,7 +120,11 @@ impl Error {
     /// The exit status a command ends with on this error ([`exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config { .. } | Self::List { .. } | Self::ReloadRefused { .. } => exit::CONFIG,
+            Self::Config { .. }
+            | Self::List { .. }
+            | Self::ReloadRefused { .. }
+            | Self::Signature { .. }
+            | Self::Rollback { .. } => exit::CONFIG,
             Self::Read { .. } => exit::NO_INPUT,
             _ => exit::FAILURE,
         }
@@ -117,6 +138,8 @@ impl Error {
         match self {
             Self::Config { .. } | Self::Read { .. } => "config",
             Self::List { .. } => "list",
+            Self::Signature { .. } => "signature",
+            Self::Rollback { .. } => "rollback",
             _ => "other",
         }
     }

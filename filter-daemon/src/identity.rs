@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 
-pub use crate::rules::list_version;
+pub use crate::versions::list_version;
 use crate::{config::Config, rules::RuleSet};
 
 /// Hex digits of the hash that FLOW records carry ([`RuleSetId::short`]).

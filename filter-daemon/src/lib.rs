@@ -20,7 +20,9 @@ pub mod privileges;
 pub mod quic;
 pub mod rules;
 pub mod shutdown;
+pub mod signature;
 pub mod state;
 pub mod syslog;
+pub mod versions;
 
 pub use error::Error;

@@ -128,6 +128,22 @@ enum Command {
     ///
     /// Example: sni-filter reload
     Reload,
+    /// Download the rule lists the configuration gives a URL for ([updates.urls]), each
+    /// with a conditional request (an unchanged list costs a 304), check its minisign
+    /// signature, compile the configuration with it as check-config does, refuse an older
+    /// version, move it in atomically and ask the running daemon to reload. On any failure
+    /// the last good list stays. One line per list: `unchanged (304)`, `updated VERSION`, or
+    /// the refusal.
+    ///
+    /// Exit status: 0 every list is current; 78 a list was refused (signature, rollback,
+    /// invalid list) or the reload was; 1 a download failed or no daemon answered.
+    ///
+    /// Example: sni-filter update-lists --config /etc/sni-filter/filter.toml
+    UpdateLists {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/sni-filter/filter.toml")]
+        config: PathBuf,
+    },
     /// List the blocked flows whose later packets are being dropped.
     ///
     /// Example: sni-filter flows --flush
@@ -232,6 +248,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::UpdateLists { config } => cmd::update_lists::update_lists(&instance, &config),
         Command::Flows { flush, json } => cmd::flows::flows(&instance, flush, json),
         Command::CheckConfig { file, interfaces } => {
             cmd::check_config::check_config(&file, &interfaces)

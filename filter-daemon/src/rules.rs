@@ -16,7 +16,7 @@ use crate::{
 mod index;
 mod lists;
 pub use index::RuleIndex;
-pub use lists::{ListFile, ListInfo, list_version, read_list, skipped_line};
+pub use lists::{ListFile, ListInfo, read_list, skipped_line};
 
 /// Longest name in text form (RFC 1035 §2.3.4: 255 octets on the wire, 253 in text).
 const NAME_TEXT_MAX: usize = 253;
@@ -222,6 +222,7 @@ fn app_rules(config: &Config, app: &App, set: &mut RuleSet) -> Result<Vec<Rule>,
                 reason: format!("rule list {} does not exist", list.display()),
             });
         }
+        crate::signature::verify_list(&config.trusted_keys, list)?;
         let file = read_list(list)?;
         rules.extend(file.rules);
         // A list two apps share is read twice and warned about once.

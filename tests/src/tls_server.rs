@@ -48,56 +48,11 @@ impl TlsServer {
         );
         let dir = ScratchDir::new("tls")?;
         issue_certificates(dir.path(), names).context("cannot issue the lab certificates")?;
-        let conf = dir.path().join("nginx.conf");
-        fs::write(&conf, nginx_config(dir.path())).context("cannot write nginx.conf")?;
-
-        let stdout = fs::File::create(dir.path().join("nginx.out"))?;
-        let stderr = stdout.try_clone()?;
-        let mut prefix = dir.path().as_os_str().to_owned();
-        prefix.push("/");
-        let mut nginx = ChildGuard::spawn(
-            lab.exec(crate::Node::Server, NGINX)
-                .arg("-p")
-                .arg(&prefix)
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(stdout)
-                .stderr(stderr),
-        )?
-        // SIGQUIT is nginx's graceful shutdown; its workers are in the same group.
-        .graceful(libc::SIGQUIT, Duration::from_secs(2));
-
         let targets = [
             SocketAddr::new(lab.server_v4().into(), HTTPS_PORT),
             SocketAddr::new(lab.server_v6().into(), HTTPS_PORT),
         ];
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = nginx.try_wait()? {
-                bail!(
-                    "nginx exited ({status}) before listening:\n{}",
-                    read_logs(dir.path())
-                );
-            }
-            let ready = run_in_netns(lab.server_ns(), || {
-                targets.iter().all(|addr| {
-                    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
-                })
-            })?;
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "nginx did not listen on port {HTTPS_PORT} within {START_TIMEOUT:?}:\n{}",
-                    read_logs(dir.path())
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let nginx = start_nginx(lab, dir.path(), &nginx_config(dir.path()), &targets)?;
         Ok(Self {
             nginx,
             dir,
@@ -138,6 +93,60 @@ impl TlsServer {
     /// nginx's pid (the master process).
     pub fn pid(&self) -> u32 {
         self.nginx.id()
+    }
+}
+
+/// Starts nginx with `conf` (written to `dir/nginx.conf`; its paths in `dir`) in `lab`'s
+/// server namespace and returns once it accepts connections on every one of `targets`.
+pub(crate) fn start_nginx(
+    lab: &Lab,
+    dir: &Path,
+    conf: &str,
+    targets: &[SocketAddr],
+) -> Result<ChildGuard> {
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf).context("cannot write nginx.conf")?;
+    let stdout = fs::File::create(dir.join("nginx.out"))?;
+    let stderr = stdout.try_clone()?;
+    let mut prefix = dir.as_os_str().to_owned();
+    prefix.push("/");
+    let mut nginx = ChildGuard::spawn(
+        lab.exec(crate::Node::Server, NGINX)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr),
+    )?
+    // SIGQUIT is nginx's graceful shutdown; its workers are in the same group.
+    .graceful(libc::SIGQUIT, Duration::from_secs(2));
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = nginx.try_wait()? {
+            bail!(
+                "nginx exited ({status}) before listening:\n{}",
+                read_logs(dir)
+            );
+        }
+        let ready = run_in_netns(lab.server_ns(), || {
+            targets
+                .iter()
+                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok())
+        })?;
+        if ready {
+            return Ok(nginx);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "nginx did not listen on {targets:?} within {START_TIMEOUT:?}:\n{}",
+                read_logs(dir)
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -194,10 +203,12 @@ pub(crate) fn issue_certificates(dir: &Path, names: &[&str]) -> Result<()> {
     openssl("verify -CAfile ca.crt server.crt", &[])
 }
 
-fn nginx_config(dir: &Path) -> String {
+/// The opening of an nginx configuration whose every path lives in `dir`, up to inside its
+/// `http` block: no daemon, one worker, no log outside `dir`.
+pub(crate) fn nginx_prelude(dir: &Path) -> String {
     let d = dir.display();
     format!(
-        r#"# Written by sni-filter-lab; every path lives in {d}.
+        r"# Written by sni-filter-lab; every path lives in {d}.
 daemon off;
 user root;
 worker_processes 1;
@@ -216,7 +227,15 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    log_format lab '$remote_addr sni=$ssl_server_name host=$host "$request" $status';
+"
+    )
+}
+
+fn nginx_config(dir: &Path) -> String {
+    let d = dir.display();
+    nginx_prelude(dir)
+        + &format!(
+            r#"    log_format lab '$remote_addr sni=$ssl_server_name host=$host "$request" $status';
 
     server {{
         listen 443 ssl default_server;
@@ -234,5 +253,5 @@ http {{
     }}
 }}
 "#
-    )
+        )
 }

@@ -37,6 +37,8 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["rsyslog"],
     // rsyslog's TLS listener (RFC 5425) for the syslog-over-TLS test.
     &["rsyslog-gnutls"],
+    // Keys and signatures of the signed rule-list tests (`minisign -G`, `-S`).
+    &["minisign"],
     // `gnutls-cli`, a second TLS client.
     &["gnutls-bin"],
     // Python's ssl module as a client.

@@ -11,3 +11,4 @@ pub mod run;
 pub mod stats;
 pub mod status;
 pub mod unload;
+pub mod update_lists;

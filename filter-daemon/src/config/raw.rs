@@ -19,6 +19,10 @@ pub(super) struct RawConfig {
     pub(super) logging: RawLogging,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) signatures: super::updates::RawSignatures,
+    #[serde(default)]
+    pub(super) updates: super::updates::RawUpdates,
 }
 
 #[derive(Debug, Default, Deserialize)]

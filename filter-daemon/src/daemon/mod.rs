@@ -53,6 +53,8 @@ struct Running {
     /// When `set` was put in force, seconds since the Unix epoch.
     rules_loaded_at: u64,
     last_reload: Option<ReloadOutcome>,
+    /// The versions of the signed lists in force: a reload may not go back from them.
+    list_versions: crate::signature::ListVersions,
 }
 
 /// A `LIFECYCLE` record.

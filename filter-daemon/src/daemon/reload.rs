@@ -30,6 +30,11 @@ impl Daemon<'_> {
         let loaded = Config::load(&self.opts.config)
             .and_then(|c| RuleSet::compile(&c).map(|s| (c, s)))
             .and_then(|(c, s)| {
+                let versions = c.list_versions()?;
+                r.list_versions.refuse_rollback(&versions)?;
+                Ok((c, s, versions))
+            })
+            .and_then(|(c, s, versions)| {
                 // A new sink and the QUIC worker's rules are made before anything changes,
                 // so a failure of either refuses the reload.
                 let sink = if c.logging == r.config.logging {
@@ -38,9 +43,9 @@ impl Daemon<'_> {
                     Some(sink_for(&c.logging, &c)?)
                 };
                 let matcher = Matcher::new(&s)?;
-                Ok((c, s, sink, matcher))
+                Ok((c, s, sink, matcher, versions))
             });
-        let (config, set, sink, matcher) = match loaded {
+        let (config, set, sink, matcher, versions) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 let reason = e.reload_reason();
@@ -110,6 +115,7 @@ impl Daemon<'_> {
         r.set = set;
         r.id = id;
         r.rules_loaded_at = unix_now();
+        r.list_versions = versions;
         r.last_reload = Some(outcome(r, ReloadResult::Applied, None));
         self.instance.write_state(&state(r))
     }

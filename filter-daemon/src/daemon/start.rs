@@ -67,6 +67,7 @@ pub(super) fn start(
     shutdown: &Shutdown,
 ) -> Result<Running, Error> {
     let set = RuleSet::compile(&config)?;
+    let list_versions = config.list_versions()?;
     for w in &set.warnings {
         logger.emit(warning(w));
     }
@@ -122,6 +123,7 @@ pub(super) fn start(
         started_at: unix_now(),
         rules_loaded_at: unix_now(),
         last_reload: None,
+        list_versions,
     };
     instance.write_state(&state(&running))?;
     let mut started = lifecycle(

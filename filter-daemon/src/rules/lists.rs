@@ -9,10 +9,6 @@ use std::{
 use super::{Rule, parse_line};
 use crate::Error;
 
-/// Comment lines read at the top of a list for its version, at most: list headers are a
-/// few dozen lines (title, version, expiry, homepage, licence).
-const HEADER_LINES_MAX: usize = 100;
-
 /// A rule list as read: where, and the version its header gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListInfo {
@@ -53,7 +49,7 @@ pub fn read_list(path: &Path) -> Result<ListFile, Error> {
     })?;
     let mut list = ListFile {
         rules: Vec::new(),
-        version: list_version(&text),
+        version: crate::versions::list_version(&text),
         skipped: Vec::new(),
     };
     for (i, line) in text.lines().enumerate() {
@@ -74,25 +70,4 @@ pub fn read_list(path: &Path) -> Result<ListFile, Error> {
             }));
     }
     Ok(list)
-}
-
-/// The publisher's version in a list's header: `! Version: X` (`AdGuard`, `uBlock`) or
-/// `# Version: X` (hosts files), among the comment lines the list opens with.
-pub fn list_version(text: &str) -> Option<String> {
-    for line in text.lines().take(HEADER_LINES_MAX) {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('[') {
-            // Blank lines and `[Adblock Plus 2.0]` sit among the header's comments.
-            continue;
-        }
-        let comment = line.strip_prefix('!').or_else(|| line.strip_prefix('#'))?;
-        let comment = comment.trim_start();
-        if let Some((key, value)) = comment.split_once(':')
-            && key.trim().eq_ignore_ascii_case("version")
-        {
-            let value = value.trim();
-            return (!value.is_empty()).then(|| value.to_owned());
-        }
-    }
-    None
 }

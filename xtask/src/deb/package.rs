@@ -111,6 +111,17 @@ fn shipped_files(root: &Path) -> Result<Vec<Entry>> {
             0o644,
         ),
         entry(UNIT, unit, 0o644),
+        // The list updates: not enabled by the package (`[updates.urls]` must be set first).
+        entry(
+            "lib/systemd/system/sni-filter-update-lists.service",
+            read("config/sni-filter-update-lists.service")?,
+            0o644,
+        ),
+        entry(
+            "lib/systemd/system/sni-filter-update-lists.timer",
+            read("config/sni-filter-update-lists.timer")?,
+            0o644,
+        ),
         entry(
             "usr/share/doc/sni-filter/README.md",
             read("README.md")?,

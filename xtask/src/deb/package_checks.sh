@@ -34,6 +34,8 @@ status=$(dpkg-query -W -f='${Status} ${Version}' sni-filter)
 step "the files"
 for file in /usr/sbin/sni-filter $config /etc/sni-filter/lists/tiktok.txt \
     /etc/sni-filter/lists/bytedance.txt /lib/systemd/system/sni-filter.service \
+    /lib/systemd/system/sni-filter-update-lists.service \
+    /lib/systemd/system/sni-filter-update-lists.timer \
     /usr/share/bash-completion/completions/sni-filter \
     /usr/share/zsh/vendor-completions/_sni-filter \
     /usr/share/fish/vendor_completions.d/sni-filter.fish \
