@@ -31,6 +31,9 @@ pub struct Logging {
     pub events_per_second: u32,
     /// Whether records also go to stderr.
     pub stderr: bool,
+    /// The private enterprise number of every SD-ID (`sni-filter@N`); by default RFC 5612's
+    /// documentation number, 32473.
+    pub sd_enterprise_number: u32,
 }
 
 /// Default APP-NAME and journal `SYSLOG_IDENTIFIER`.
@@ -48,6 +51,7 @@ impl Default for Logging {
             client_privacy: ClientPrivacy::default(),
             events_per_second: EVENTS_PER_SECOND_DEFAULT as u32,
             stderr: true,
+            sd_enterprise_number: syslog::SD_ENTERPRISE_DEFAULT,
         }
     }
 }
@@ -116,7 +120,8 @@ pub(super) fn parse_logging(
         l.app_name.clone_from(name);
     }
     // Key rotation up to a year: longer keys make hashed addresses a lasting identifier.
-    let [v4_prefix, v6_prefix, rotation_hours, events_per_second] = checked_numbers(
+    // An enterprise number is positive; five digits keep every SD-ID within RFC 5424's 32.
+    let [v4_prefix, v6_prefix, rotation_hours, events_per_second, enterprise] = checked_numbers(
         [
             (
                 &raw.privacy_v4_prefix,
@@ -142,11 +147,18 @@ pub(super) fn parse_logging(
                 EVENTS_PER_SECOND_DEFAULT,
                 (1, 100_000),
             ),
+            (
+                &raw.sd_enterprise_number,
+                "sd_enterprise_number",
+                syslog::SD_ENTERPRISE_DEFAULT.into(),
+                (1, syslog::SD_ENTERPRISE_MAX.into()),
+            ),
         ],
         at,
     )?;
     let (v4_prefix, v6_prefix) = (v4_prefix as u8, v6_prefix as u8);
     l.events_per_second = events_per_second as u32;
+    l.sd_enterprise_number = enterprise as u32;
     l.client_privacy = match raw
         .client_privacy
         .as_ref()
@@ -260,6 +272,8 @@ mod tests {
         );
         assert_eq!(c.logging.events_per_second, 100);
         assert!(c.logging.stderr);
+        // RFC 5612's documentation number.
+        assert_eq!(c.logging.sd_enterprise_number, 32473);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(parse("[metrics]\n").unwrap().metrics_listen, None);
     }
@@ -270,7 +284,7 @@ mod tests {
             "[logging]\ndestination = \"tls://logs.example.org\"\nca_file = \"ca.pem\"\n\
              facility = \"local3\"\napp_name = \"gw-filter\"\nclient_privacy = \"hashed\"\n\
              hash_key_rotation_hours = 6\nevents_per_second = 20\nstderr = false\n\
-             [metrics]\nlisten = \"[::1]:9464\"\n",
+             sd_enterprise_number = 64999\n[metrics]\nlisten = \"[::1]:9464\"\n",
         )
         .unwrap();
         let l = &c.logging;
@@ -295,6 +309,7 @@ mod tests {
         );
         assert_eq!(l.events_per_second, 20);
         assert!(!l.stderr);
+        assert_eq!(l.sd_enterprise_number, 64_999);
         assert_eq!(c.metrics_listen, Some("[::1]:9464".parse().unwrap()));
         let c = parse("[logging]\nprivacy_v4_prefix = 16\nprivacy_v6_prefix = 56\n").unwrap();
         assert_eq!(
@@ -318,6 +333,9 @@ mod tests {
             ("privacy_v6_prefix = 129", "privacy_v6_prefix = 129"),
             ("hash_key_rotation_hours = 0", "hash_key_rotation_hours"),
             ("events_per_second = 0", "events_per_second"),
+            ("sd_enterprise_number = 0", "sd_enterprise_number = 0 is outside 1..=99999"),
+            ("sd_enterprise_number = 100000", "sd_enterprise_number = 100000"),
+            ("sd_enterprise_number = -1", "integer `-1`"),
         ];
         let metrics: &[(&str, &str)] = &[
             ("listen = \"localhost\"", "localhost"),
