@@ -9,18 +9,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-/// The SD-ID of every record's own parameters. 32473 is the example enterprise number that
-/// RFC 5612 reserves for documentation; elements of counters per reason use
-/// `REASON@32473`. Records are built under it; [`rfc5424`] writes the number the
-/// configuration names instead (`[logging] sd_enterprise_number`, [`Origin::enterprise`]).
+/// The SD-ID records are built with (counters per reason: `REASON@32473`); [`rfc5424`] writes
+/// [`Origin::enterprise`] (`[logging] sd_enterprise_number`) in place of 32473.
 pub const SD_ID: &str = "sni-filter@32473";
 /// The enterprise number after `@` in every SD-ID records are built with.
 pub const SD_ENTERPRISE: &str = "32473";
-/// The default of `sd_enterprise_number`: RFC 5612's documentation number.
-pub const SD_ENTERPRISE_DEFAULT: u32 = 32_473;
-/// The largest `sd_enterprise_number`: five digits keep the longest SD-ID
-/// (`uninspectable_quic_version@NNNNN`) within [`SD_NAME_MAX`].
-pub const SD_ENTERPRISE_MAX: u32 = 99_999;
 /// RFC 5424 §6.3.2: SD-NAME (SD-IDs and parameter names) is at most 32 characters.
 pub const SD_NAME_MAX: usize = 32;
 /// RFC 5424 §6.2.5: APP-NAME is at most 48 printable ASCII characters.
@@ -219,7 +212,6 @@ pub struct Origin {
     pub hostname: String,
     pub app_name: String,
     pub procid: u32,
-    /// The private enterprise number written after `@` in every SD-ID.
     pub enterprise: u32,
 }
 
@@ -329,8 +321,7 @@ fn header_field(v: &str, max: usize) -> String {
     if s.is_empty() { "-".into() } else { s }
 }
 
-/// The STRUCTURED-DATA part: `[ID NAME="VALUE" ...]...`, or `-` without elements; SD-IDs
-/// built under [`SD_ENTERPRISE`] carry `enterprise` instead.
+/// `[ID NAME="VALUE" ...]...` (`-` without elements), `ID@32473` written `ID@{enterprise}`.
 pub fn structured_data(sd: &[SdElement], enterprise: u32) -> String {
     if sd.is_empty() {
         return "-".into();
@@ -338,12 +329,11 @@ pub fn structured_data(sd: &[SdElement], enterprise: u32) -> String {
     let mut out = String::new();
     for e in sd {
         out.push('[');
-        match e.id.strip_suffix(SD_ENTERPRISE) {
-            Some(name) if name.ends_with('@') => {
-                out.push_str(&sd_name(&format!("{name}{enterprise}")));
-            }
-            _ => out.push_str(&sd_name(&e.id)),
-        }
+        let id = match e.id.strip_suffix(SD_ENTERPRISE) {
+            Some(name) if name.ends_with('@') => format!("{name}{enterprise}"),
+            _ => e.id.clone(),
+        };
+        out.push_str(&sd_name(&id));
         for (name, value) in &e.params {
             let _ = write!(out, " {}=\"{}\"", sd_name(name), escape_param_value(value));
         }
@@ -510,6 +500,7 @@ impl Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SD_ENTERPRISE_DEFAULT, SD_ENTERPRISE_MAX};
 
     fn origin() -> Origin {
         Origin {

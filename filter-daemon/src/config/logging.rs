@@ -40,6 +40,11 @@ pub struct Logging {
 pub const APP_NAME_DEFAULT: &str = "sni-filter";
 /// Default bound of flow events logged per second.
 pub const EVENTS_PER_SECOND_DEFAULT: u64 = 100;
+/// `sd_enterprise_number`'s default: the number RFC 5612 reserves for documentation.
+pub const SD_ENTERPRISE_DEFAULT: u32 = 32_473;
+/// The largest `sd_enterprise_number`: five digits keep every SD-ID (the longest is
+/// `uninspectable_quic_version@NNNNN`) within RFC 5424's 32 characters.
+pub const SD_ENTERPRISE_MAX: u32 = 99_999;
 
 impl Default for Logging {
     fn default() -> Self {
@@ -51,7 +56,7 @@ impl Default for Logging {
             client_privacy: ClientPrivacy::default(),
             events_per_second: EVENTS_PER_SECOND_DEFAULT as u32,
             stderr: true,
-            sd_enterprise_number: syslog::SD_ENTERPRISE_DEFAULT,
+            sd_enterprise_number: SD_ENTERPRISE_DEFAULT,
         }
     }
 }
@@ -120,8 +125,7 @@ pub(super) fn parse_logging(
         l.app_name.clone_from(name);
     }
     // Key rotation up to a year: longer keys make hashed addresses a lasting identifier.
-    // An enterprise number is positive; five digits keep every SD-ID within RFC 5424's 32.
-    let [v4_prefix, v6_prefix, rotation_hours, events_per_second, enterprise] = checked_numbers(
+    let [v4_prefix, v6_prefix, rotation_hours, events_per_second] = checked_numbers(
         [
             (
                 &raw.privacy_v4_prefix,
@@ -147,18 +151,12 @@ pub(super) fn parse_logging(
                 EVENTS_PER_SECOND_DEFAULT,
                 (1, 100_000),
             ),
-            (
-                &raw.sd_enterprise_number,
-                "sd_enterprise_number",
-                syslog::SD_ENTERPRISE_DEFAULT.into(),
-                (1, syslog::SD_ENTERPRISE_MAX.into()),
-            ),
         ],
         at,
     )?;
     let (v4_prefix, v6_prefix) = (v4_prefix as u8, v6_prefix as u8);
     l.events_per_second = events_per_second as u32;
-    l.sd_enterprise_number = enterprise as u32;
+    l.sd_enterprise_number = parse_enterprise_number(raw, at)?;
     l.client_privacy = match raw
         .client_privacy
         .as_ref()
@@ -184,6 +182,22 @@ pub(super) fn parse_logging(
     };
     l.stderr = parse_stderr(raw.stderr.as_ref(), &l.destination, at)?;
     Ok(l)
+}
+
+/// `sd_enterprise_number`: positive, and at most [`SD_ENTERPRISE_MAX`].
+fn parse_enterprise_number(raw: &RawLogging, at: &impl Fn(usize) -> String) -> Result<u32, Error> {
+    let key = &raw.sd_enterprise_number;
+    let range = (1, SD_ENTERPRISE_MAX.into());
+    let [n] = checked_numbers(
+        [(
+            key,
+            "sd_enterprise_number",
+            SD_ENTERPRISE_DEFAULT.into(),
+            range,
+        )],
+        at,
+    )?;
+    Ok(n as u32)
 }
 
 /// `stderr`: true, false, or "auto" (the default, [`stderr_by_default`]).
@@ -333,8 +347,14 @@ mod tests {
             ("privacy_v6_prefix = 129", "privacy_v6_prefix = 129"),
             ("hash_key_rotation_hours = 0", "hash_key_rotation_hours"),
             ("events_per_second = 0", "events_per_second"),
-            ("sd_enterprise_number = 0", "sd_enterprise_number = 0 is outside 1..=99999"),
-            ("sd_enterprise_number = 100000", "sd_enterprise_number = 100000"),
+            (
+                "sd_enterprise_number = 0",
+                "sd_enterprise_number = 0 is outside 1..=99999",
+            ),
+            (
+                "sd_enterprise_number = 100000",
+                "sd_enterprise_number = 100000",
+            ),
             ("sd_enterprise_number = -1", "integer `-1`"),
         ];
         let metrics: &[(&str, &str)] = &[
