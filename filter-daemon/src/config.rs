@@ -19,7 +19,9 @@ pub use checks::line_of;
 use checks::{
     check_interfaces, checked_numbers, parse_app, parse_inspected_ports, parse_quic_ports,
 };
-pub use logging::{APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging};
+pub use logging::{
+    APP_NAME_DEFAULT, EVENTS_PER_SECOND_DEFAULT, Logging, SD_ENTERPRISE_DEFAULT, SD_ENTERPRISE_MAX,
+};
 use logging::{parse_logging, parse_metrics};
 use raw::RawConfig;
 pub use settings::{ActionSetting, App, Mode, QUIC_PORT_DEFAULT, Quic, Uninspectable, XdpMode};

@@ -9,11 +9,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-/// The SD-ID of every record's own parameters. 32473 is the example enterprise number that
-/// RFC 5612 reserves for documentation; elements of counters per reason use
-/// `REASON@32473`.
+/// The SD-ID records are built with (counters per reason: `REASON@32473`); [`rfc5424`] writes
+/// [`Origin::enterprise`] (`[logging] sd_enterprise_number`) in place of 32473.
 pub const SD_ID: &str = "sni-filter@32473";
-/// The enterprise number after `@` in every SD-ID.
+/// The enterprise number after `@` in every SD-ID records are built with.
 pub const SD_ENTERPRISE: &str = "32473";
 /// RFC 5424 §6.3.2: SD-NAME (SD-IDs and parameter names) is at most 32 characters.
 pub const SD_NAME_MAX: usize = 32;
@@ -213,15 +212,17 @@ pub struct Origin {
     pub hostname: String,
     pub app_name: String,
     pub procid: u32,
+    pub enterprise: u32,
 }
 
 impl Origin {
-    pub fn new(facility: Facility, app_name: &str) -> Self {
+    pub fn new(facility: Facility, app_name: &str, enterprise: u32) -> Self {
         Self {
             facility,
             hostname: hostname(),
             app_name: app_name.into(),
             procid: std::process::id(),
+            enterprise,
         }
     }
 
@@ -320,15 +321,19 @@ fn header_field(v: &str, max: usize) -> String {
     if s.is_empty() { "-".into() } else { s }
 }
 
-/// The STRUCTURED-DATA part: `[ID NAME="VALUE" ...]...`, or `-` without elements.
-pub fn structured_data(sd: &[SdElement]) -> String {
+/// `[ID NAME="VALUE" ...]...` (`-` without elements), `ID@32473` written `ID@{enterprise}`.
+pub fn structured_data(sd: &[SdElement], enterprise: u32) -> String {
     if sd.is_empty() {
         return "-".into();
     }
     let mut out = String::new();
     for e in sd {
         out.push('[');
-        out.push_str(&sd_name(&e.id));
+        let id = match e.id.strip_suffix(SD_ENTERPRISE) {
+            Some(name) if name.ends_with('@') => format!("{name}{enterprise}"),
+            _ => e.id.clone(),
+        };
+        out.push_str(&sd_name(&id));
         for (name, value) in &e.params {
             let _ = write!(out, " {}=\"{}\"", sd_name(name), escape_param_value(value));
         }
@@ -348,7 +353,7 @@ pub fn rfc5424(origin: &Origin, r: &Record) -> String {
         header_field(&origin.app_name, APP_NAME_MAX),
         origin.procid,
         r.msgid.name(),
-        structured_data(&r.sd),
+        structured_data(&r.sd, origin.enterprise),
         one_line(&r.text)
     )
 }
@@ -495,6 +500,7 @@ impl Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{SD_ENTERPRISE_DEFAULT, SD_ENTERPRISE_MAX};
 
     fn origin() -> Origin {
         Origin {
@@ -502,6 +508,7 @@ mod tests {
             hostname: "gw1".into(),
             app_name: "sni-filter".into(),
             procid: 4242,
+            enterprise: SD_ENTERPRISE_DEFAULT,
         }
     }
 
@@ -560,7 +567,36 @@ mod tests {
             ),
             "{line}"
         );
-        assert_eq!(structured_data(&[]), "-");
+        assert_eq!(structured_data(&[], SD_ENTERPRISE_DEFAULT), "-");
+    }
+
+    #[test]
+    fn the_configured_enterprise_number_names_every_sd_id() {
+        let r = Record::new(MsgId::Summary, Severity::Info, "s")
+            .at(at(0, 0))
+            .param("interval_secs", 60)
+            .element("hello_blocked", vec![("packets".into(), "3".into())]);
+        let origin = Origin {
+            enterprise: 64_999,
+            ..origin()
+        };
+        let line = rfc5424(&origin, &r);
+        assert!(
+            line.ends_with(
+                r#"SUMMARY [sni-filter@64999 interval_secs="60"][hello_blocked@64999 packets="3"] s"#
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("32473"), "{line}");
+        // An element named by someone else keeps its SD-ID as it is.
+        let other = SdElement {
+            id: "origin".into(),
+            params: vec![("ip".into(), "192.0.2.1".into())],
+        };
+        assert_eq!(
+            structured_data(&[other], 64_999),
+            r#"[origin ip="192.0.2.1"]"#
+        );
     }
 
     #[test]
@@ -620,6 +656,9 @@ mod tests {
         // Summaries carry one element per reason, named `REASON@32473`.
         for r in filter_common::Reason::ALL {
             let id = format!("{}@{SD_ENTERPRISE}", r.name());
+            assert!(id.len() <= SD_NAME_MAX, "{id} is longer than {SD_NAME_MAX}");
+            // ... and so does the largest enterprise number the configuration accepts.
+            let id = format!("{}@{SD_ENTERPRISE_MAX}", r.name());
             assert!(id.len() <= SD_NAME_MAX, "{id} is longer than {SD_NAME_MAX}");
         }
     }

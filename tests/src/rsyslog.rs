@@ -1,10 +1,12 @@
 //! rsyslogd, the syslog server administrators run, started in the lab's server namespace to
-//! receive what the daemon sends: every message written raw, one per line.
+//! receive what the daemon sends: every message written raw, one per line. Or started in any
+//! node with a configuration of the test's own (a relay of the shipped RELP snippets), and
+//! stopped and started again to take a syslog server away for a while.
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,8 +29,11 @@ pub enum Listen {
 /// A running rsyslogd writing every message it receives, raw, one per line, to a file.
 pub struct Rsyslog {
     // Field order is drop order: stop rsyslog before its folder goes.
-    _process: ChildGuard,
+    process: Option<ChildGuard>,
     dir: PathBuf,
+    node: Node,
+    /// The TCP listener that answers once rsyslogd is up.
+    listens: SocketAddr,
 }
 
 impl Rsyslog {
@@ -36,10 +41,6 @@ impl Rsyslog {
     /// `listen` says (TLS certificates `ca.crt`, `server.crt`, `server.key` in `dir`), and
     /// waits until it accepts connections.
     pub fn start(lab: &Lab, dir: &Path, listen: &Listen) -> Result<Self> {
-        ensure!(
-            Path::new(RSYSLOGD).exists(),
-            "{RSYSLOGD} is missing: run `cargo xtask setup` (Debian package rsyslog)"
-        );
         let certs = dir.display().to_string();
         let dir = dir.join("rsyslog");
         fs::create_dir_all(dir.join("work"))?;
@@ -74,10 +75,56 @@ impl Rsyslog {
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
              action(type=\"omfile\" file=\"{d}/received.log\" template=\"raw\")\n"
         );
+        // Both listeners come from one configuration: the TCP one answering means it is up.
+        let target = SocketAddr::new(IpAddr::V4(addr), port);
+        Self::start_with_config(lab, Node::Server, &dir, &conf, target)
+    }
+
+    /// Starts rsyslogd in `node` with the configuration `conf` (written to `dir`, which also
+    /// holds its console output and pid file), and waits until the TCP listener `listens`
+    /// (a plain `imtcp` or an `imrelp` one) accepts connections within that node. Paths in
+    /// `conf` are the caller's: [`Rsyslog::lines`] reads `dir/received.log`.
+    pub fn start_with_config(
+        lab: &Lab,
+        node: Node,
+        dir: &Path,
+        conf: &str,
+        listens: SocketAddr,
+    ) -> Result<Self> {
+        ensure!(
+            Path::new(RSYSLOGD).exists(),
+            "{RSYSLOGD} is missing: run `cargo xtask setup` (Debian package rsyslog)"
+        );
+        fs::create_dir_all(dir)?;
         fs::write(dir.join("rsyslog.conf"), conf)?;
-        let out = fs::File::create(dir.join("rsyslogd.out"))?;
+        let mut rsyslog = Self {
+            process: None,
+            dir: dir.to_owned(),
+            node,
+            listens,
+        };
+        rsyslog.restart(lab)?;
+        Ok(rsyslog)
+    }
+
+    /// Stops rsyslogd (SIGTERM, as systemd does: it saves what its disk-assisted queues
+    /// hold; SIGKILL after 5 s) and returns how it ended, `None` when it was not running.
+    /// Its files stay.
+    pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
+        self.process.take().map(ChildGuard::stop).transpose()
+    }
+
+    /// Starts rsyslogd again (or for the first time) with the same configuration and files,
+    /// and waits until it listens.
+    pub fn restart(&mut self, lab: &Lab) -> Result<()> {
+        self.stop()?;
+        let dir = &self.dir;
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("rsyslogd.out"))?;
         let process = ChildGuard::spawn(
-            lab.exec(Node::Server, RSYSLOGD)
+            lab.exec(self.node, RSYSLOGD)
                 .arg("-n")
                 .arg("-f")
                 .arg(dir.join("rsyslog.conf"))
@@ -87,25 +134,21 @@ impl Rsyslog {
                 .stdout(out.try_clone()?)
                 .stderr(out),
         )?
-        .graceful(libc::SIGTERM, Duration::from_secs(2));
-        let rsyslog = Self {
-            _process: process,
-            dir,
-        };
-        // Both listeners come from one configuration: the TCP one answering means it is up.
-        let target = SocketAddr::new(IpAddr::V4(addr), port);
+        .graceful(libc::SIGTERM, Duration::from_secs(5));
+        self.process = Some(process);
+        let target = self.listens;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !run_in_netns(lab.server_ns(), || {
+        while !run_in_netns(lab.ns(self.node), || {
             TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
         })? {
             ensure!(
                 Instant::now() < deadline,
                 "rsyslogd did not listen on {target}:\n{}",
-                rsyslog.console()
+                self.console()
             );
             thread::sleep(Duration::from_millis(50));
         }
-        Ok(rsyslog)
+        Ok(())
     }
 
     /// What rsyslogd itself printed.

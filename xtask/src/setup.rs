@@ -37,8 +37,9 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["rsyslog"],
     // rsyslog's TLS listener (RFC 5425) for the syslog-over-TLS test.
     &["rsyslog-gnutls"],
-    // Keys and signatures of the signed rule-list tests (`minisign -G`, `-S`).
-    &["minisign"],
+    // minisign (the signed-list tests), RELP for rsyslog (the shipped snippets, the
+    // no-event-lost test), promtool (the shipped Prometheus scrape job and alerts).
+    &["minisign", "rsyslog-relp", "prometheus"],
     // `gnutls-cli`, a second TLS client.
     &["gnutls-bin"],
     // Python's ssl module as a client.
@@ -49,13 +50,13 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
     &["chromium"],
     // `certutil`: the NSS database through which Chromium trusts the lab's CA.
     &["libnss3-tools"],
-    // The kernel matrix: QEMU and its virtiofsd, which shares the host's files with guests.
+    // The kernel matrix: QEMU and its virtiofsd, which shares the host's files with guests;
+    // the guests' first userland (it runs before any library is reachable, so static);
+    // `depmod`, which indexes an unpacked kernel's modules; `xz`: 6.12's modules are
+    // compressed, busybox's insmod wants them plain.
     &["qemu-system-x86"],
-    // The guests' first userland; it runs before any library is reachable, so static.
     &["busybox-static"],
-    // `depmod`, which indexes the modules of an unpacked kernel.
     &["kmod"],
-    // `xz`: 6.12's modules are compressed, busybox's insmod wants them plain.
     &["xz-utils"],
     // `cargo xtask deb`: dpkg-shlibdeps (the package's library versions) and `strip`.
     &["dpkg-dev"],
@@ -66,6 +67,8 @@ const DEBIAN_PACKAGES: &[&[&str]] = &[
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
     // The lab's QUIC (HTTP/3) server and one of its QUIC clients.
     ("aioquic", "aioquic==1.7.2"),
+    // `ansible-playbook`, which checks the shipped role (`python3 -m ansible.cli.playbook`).
+    ("ansible", "ansible-core==2.19.14"),
 ];
 
 /// The bpf-linker release the XDP program is built with.
@@ -410,10 +413,8 @@ fn debian_packages(check: bool, missing: &mut Vec<String>) -> Result<()> {
         .map(|choices| choices[0])
         .collect();
     if wanted.is_empty() {
-        report(
-            PIECE,
-            &format!("all {} present, skipped", DEBIAN_PACKAGES.len()),
-        );
+        let n = DEBIAN_PACKAGES.len();
+        report(PIECE, &format!("all {n} present, skipped"));
         return Ok(());
     }
     let list = wanted.join(" ");
@@ -454,10 +455,8 @@ fn python_packages(check: bool, missing: &mut Vec<String>) -> Result<()> {
         .map(|&(_, requirement)| requirement)
         .collect();
     if wanted.is_empty() {
-        report(
-            PIECE,
-            &format!("all {} present, skipped", PYTHON_PACKAGES.len()),
-        );
+        let n = PYTHON_PACKAGES.len();
+        report(PIECE, &format!("all {n} present, skipped"));
         return Ok(());
     }
     let list = wanted.join(" ");

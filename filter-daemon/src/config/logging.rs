@@ -31,12 +31,20 @@ pub struct Logging {
     pub events_per_second: u32,
     /// Whether records also go to stderr.
     pub stderr: bool,
+    /// The private enterprise number of every SD-ID (`sni-filter@N`); by default RFC 5612's
+    /// documentation number, 32473.
+    pub sd_enterprise_number: u32,
 }
 
 /// Default APP-NAME and journal `SYSLOG_IDENTIFIER`.
 pub const APP_NAME_DEFAULT: &str = "sni-filter";
 /// Default bound of flow events logged per second.
 pub const EVENTS_PER_SECOND_DEFAULT: u64 = 100;
+/// `sd_enterprise_number`'s default: the number RFC 5612 reserves for documentation.
+pub const SD_ENTERPRISE_DEFAULT: u32 = 32_473;
+/// The largest `sd_enterprise_number`: five digits keep every SD-ID (the longest is
+/// `uninspectable_quic_version@NNNNN`) within RFC 5424's 32 characters.
+pub const SD_ENTERPRISE_MAX: u32 = 99_999;
 
 impl Default for Logging {
     fn default() -> Self {
@@ -48,6 +56,7 @@ impl Default for Logging {
             client_privacy: ClientPrivacy::default(),
             events_per_second: EVENTS_PER_SECOND_DEFAULT as u32,
             stderr: true,
+            sd_enterprise_number: SD_ENTERPRISE_DEFAULT,
         }
     }
 }
@@ -147,6 +156,7 @@ pub(super) fn parse_logging(
     )?;
     let (v4_prefix, v6_prefix) = (v4_prefix as u8, v6_prefix as u8);
     l.events_per_second = events_per_second as u32;
+    l.sd_enterprise_number = parse_enterprise_number(raw, at)?;
     l.client_privacy = match raw
         .client_privacy
         .as_ref()
@@ -172,6 +182,22 @@ pub(super) fn parse_logging(
     };
     l.stderr = parse_stderr(raw.stderr.as_ref(), &l.destination, at)?;
     Ok(l)
+}
+
+/// `sd_enterprise_number`: positive, and at most [`SD_ENTERPRISE_MAX`].
+fn parse_enterprise_number(raw: &RawLogging, at: &impl Fn(usize) -> String) -> Result<u32, Error> {
+    let key = &raw.sd_enterprise_number;
+    let range = (1, SD_ENTERPRISE_MAX.into());
+    let [n] = checked_numbers(
+        [(
+            key,
+            "sd_enterprise_number",
+            SD_ENTERPRISE_DEFAULT.into(),
+            range,
+        )],
+        at,
+    )?;
+    Ok(n as u32)
 }
 
 /// `stderr`: true, false, or "auto" (the default, [`stderr_by_default`]).
@@ -260,6 +286,8 @@ mod tests {
         );
         assert_eq!(c.logging.events_per_second, 100);
         assert!(c.logging.stderr);
+        // RFC 5612's documentation number.
+        assert_eq!(c.logging.sd_enterprise_number, 32473);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(parse("[metrics]\n").unwrap().metrics_listen, None);
     }
@@ -270,7 +298,7 @@ mod tests {
             "[logging]\ndestination = \"tls://logs.example.org\"\nca_file = \"ca.pem\"\n\
              facility = \"local3\"\napp_name = \"gw-filter\"\nclient_privacy = \"hashed\"\n\
              hash_key_rotation_hours = 6\nevents_per_second = 20\nstderr = false\n\
-             [metrics]\nlisten = \"[::1]:9464\"\n",
+             sd_enterprise_number = 64999\n[metrics]\nlisten = \"[::1]:9464\"\n",
         )
         .unwrap();
         let l = &c.logging;
@@ -295,6 +323,7 @@ mod tests {
         );
         assert_eq!(l.events_per_second, 20);
         assert!(!l.stderr);
+        assert_eq!(l.sd_enterprise_number, 64_999);
         assert_eq!(c.metrics_listen, Some("[::1]:9464".parse().unwrap()));
         let c = parse("[logging]\nprivacy_v4_prefix = 16\nprivacy_v6_prefix = 56\n").unwrap();
         assert_eq!(
@@ -318,6 +347,15 @@ mod tests {
             ("privacy_v6_prefix = 129", "privacy_v6_prefix = 129"),
             ("hash_key_rotation_hours = 0", "hash_key_rotation_hours"),
             ("events_per_second = 0", "events_per_second"),
+            (
+                "sd_enterprise_number = 0",
+                "sd_enterprise_number = 0 is outside 1..=99999",
+            ),
+            (
+                "sd_enterprise_number = 100000",
+                "sd_enterprise_number = 100000",
+            ),
+            ("sd_enterprise_number = -1", "integer `-1`"),
         ];
         let metrics: &[(&str, &str)] = &[
             ("listen = \"localhost\"", "localhost"),

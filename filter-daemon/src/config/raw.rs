@@ -38,6 +38,7 @@ pub(super) struct RawLogging {
     pub(super) hash_key_rotation_hours: Option<Spanned<u64>>,
     pub(super) events_per_second: Option<Spanned<u64>>,
     pub(super) stderr: Option<Spanned<StderrSetting>>,
+    pub(super) sd_enterprise_number: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -29,7 +29,11 @@ pub(super) fn sink_for(logging: &Logging, config: &Config) -> Result<Option<Sink
     Sink::start(SinkConfig {
         destination: logging.destination.clone(),
         ca_file: logging.ca_file.as_ref().map(|(p, _)| p.clone()),
-        origin: Origin::new(logging.facility, &logging.app_name),
+        origin: Origin::new(
+            logging.facility,
+            &logging.app_name,
+            logging.sd_enterprise_number,
+        ),
         local: LocalPaths::default(),
         capacity: QUEUE_CAPACITY,
     })

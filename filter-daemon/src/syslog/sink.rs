@@ -197,6 +197,7 @@ mod tests {
             hostname: "gw".into(),
             app_name: "sni-filter".into(),
             procid: 1,
+            enterprise: crate::config::SD_ENTERPRISE_DEFAULT,
         }
     }
 
