@@ -275,7 +275,7 @@ fn refusals_keep_the_list_in_force(
     assert!(text(&out).contains("rollback refused"), "{}", text(&out));
     let log = gw.daemon.log();
     assert!(
-        log.contains("rule list refused: ") && log.contains("rollback"),
+        log.contains("the rule set in force stays") && log.contains("rollback refused"),
         "{log}"
     );
     assert_eq!(gw.in_force(), (Some(2), 2));
