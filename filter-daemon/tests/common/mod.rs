@@ -4,7 +4,9 @@
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod lab;
+pub mod minisign;
 pub mod program;
 
 use std::path::PathBuf;

@@ -1,0 +1,541 @@
+//! Group: end-to-end lab tests (network namespaces, real servers, clients and daemons; see
+//! `filter-daemon/tests/README.md`).
+//!
+//! A signed list rolled out to a fleet of three gateways, as its centre sees it. Three labs
+//! give three gateways, each the real daemon with its own rsyslog relaying over RELP (the
+//! shipped `config/rsyslog/gateway.conf`); the first lab's server is the centre: nginx
+//! publishing the lists and their minisign signatures, the central rsyslog
+//! (`central.conf`), and a real Prometheus scraping the three daemons with the shipped
+//! `config/prometheus/scrape.yml` and `alerts.yml`. The other gateways reach it over an
+//! [`Uplink`]. v1 goes everywhere and every gateway reports its hash to Prometheus and in
+//! its FLOW records at the centre; an unchanged list costs a 304 and no reload; v2 on one
+//! gateway makes the skew alert's expression true and drops its new name there only; v2
+//! everywhere makes it false; refused lists leave v2 in force and are counted; the list
+//! server down across a daemon restart leaves v2 enforced. (The central rsyslog's outage
+//! is `lab_fleet.rs`.) Needs root, nginx, minisign, rsyslog-relp and prometheus.
+
+mod common;
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::fleet::{
+    RELAY_PORT, adapted, central, central_flow_lines, gateway_relay, param, shipped,
+};
+use common::minisign::{Key, list, text};
+use common::{ALLOWED, BANNED, bin};
+use serde_json::Value;
+use sni_filter_lab::{
+    ChildGuard, CurlOpts, Daemon, Lab, ListServer, Node, Rsyslog, TlsServer, Uplink, curl,
+    run_in_netns,
+};
+
+/// Where each daemon serves `/metrics`: on every address, for the centre to scrape.
+const METRICS_PORT: u16 = 9464;
+/// Prometheus's API, on the centre's loopback.
+const PROMETHEUS: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+/// How long a change may take to show in Prometheus (scraped every second).
+const SCRAPED: Duration = Duration::from_secs(20);
+/// The list's file and its URL path.
+const LIST: &str = "tiktok.txt";
+
+/// The expression of an alert in the shipped `alerts.yml`.
+fn alert_expr(name: &str) -> String {
+    let rules = shipped("prometheus/alerts.yml");
+    let from = rules
+        .find(&format!("- alert: {name}\n"))
+        .unwrap_or_else(|| panic!("no alert {name} in alerts.yml"));
+    let line = rules[from..]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("expr: "))
+        .unwrap();
+    assert!(
+        !line.starts_with(">-"),
+        "{name}: a folded expression: {line}"
+    );
+    line.to_owned()
+}
+
+/// A URL query value: every byte but the unreserved ones percent-encoded.
+fn encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Prometheus on the centre, scraping `targets` (name, address) every second with the
+/// shipped scrape job and alert rules.
+struct Prometheus<'a> {
+    hub: &'a Lab,
+    _process: ChildGuard,
+    dir: PathBuf,
+}
+
+impl<'a> Prometheus<'a> {
+    fn start(hub: &'a Lab, dir: &Path, targets: &[(&str, SocketAddr)]) -> Self {
+        let mut conf = shipped("prometheus/scrape.yml");
+        conf = adapted(&conf, "scrape_timeout: 10s", "scrape_timeout: 1s").replace("30s", "1s");
+        for ((name, addr), (old_addr, old_name)) in targets.iter().zip([
+            ("192.0.2.11:9464", "brussels-city-1"),
+            ("192.0.2.12:9464", "brussels-city-2"),
+            ("198.51.100.21:9464", "ixelles-1"),
+        ]) {
+            conf = adapted(&conf, old_addr, &addr.to_string());
+            conf = adapted(&conf, old_name, name);
+        }
+        fs::create_dir_all(dir.join("data")).unwrap();
+        fs::write(dir.join("prometheus.yml"), conf).unwrap();
+        fs::write(dir.join("alerts.yml"), shipped("prometheus/alerts.yml")).unwrap();
+        let log = fs::File::create(dir.join("prometheus.log")).unwrap();
+        let process = ChildGuard::spawn(
+            hub.exec(Node::Server, "prometheus")
+                .arg(format!("--config.file={}/prometheus.yml", dir.display()))
+                .arg(format!("--storage.tsdb.path={}/data", dir.display()))
+                .arg(format!("--web.listen-address={PROMETHEUS}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
+        .expect("prometheus runs (Debian package prometheus)");
+        let p = Self {
+            hub,
+            _process: process,
+            dir: dir.to_owned(),
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            p.get("/-/ready").filter(|r| r.starts_with("HTTP/1.0 200"))
+        });
+        assert!(ready.is_some(), "prometheus not ready: {}", p.log());
+        p
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `GET path` on the centre: the whole answer, or `None` if it cannot connect.
+    fn get(&self, path: &str) -> Option<String> {
+        run_in_netns(self.hub.server_ns(), || {
+            let mut s = TcpStream::connect_timeout(&PROMETHEUS, Duration::from_secs(2)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .unwrap()
+    }
+
+    /// The result of an instant query (`/api/v1/query`): its series, each with its labels
+    /// and value.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        let answer = self
+            .get(&format!("/api/v1/query?query={}", encoded(expr)))
+            .expect("prometheus answers");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert_eq!(v["status"], "success", "{expr}: {answer}");
+        v["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// Waits until `expr`'s result satisfies `ok`, and returns it (the last one on timeout).
+    fn until(&self, expr: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + SCRAPED;
+        loop {
+            let got = self.query(expr);
+            if ok(&got) || Instant::now() > deadline {
+                return got;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// `f`'s first `Some`, trying every 100 ms for `within`.
+fn eventually<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `gateway` label and `sha256` of each `sni_filter_rules_info` series, sorted.
+fn rules_info(result: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = result
+        .iter()
+        .map(|s| {
+            let m = &s["metric"];
+            let label = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (label("gateway"), label("sha256"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// One gateway of the fleet: its lab, TLS server, relay and daemon, all configured alike.
+struct Gateway<'a> {
+    name: &'static str,
+    lab: &'a Lab,
+    daemon: Option<Daemon>,
+    _relay: Rsyslog,
+    _tls: TlsServer,
+    config: PathBuf,
+    list: PathBuf,
+    opts: CurlOpts,
+}
+
+impl<'a> Gateway<'a> {
+    /// Starts the gateway of `lab` with `first` (signed by `key`) in place; its records go to
+    /// the centre at `centre`.
+    fn start(
+        name: &'static str,
+        lab: &'a Lab,
+        dir: &Path,
+        config_text: &str,
+        (first, key): (&str, &Key),
+        centre: Ipv4Addr,
+    ) -> Self {
+        fs::create_dir_all(dir.join("lists")).unwrap();
+        let config = dir.join("filter.toml");
+        fs::write(&config, config_text).unwrap();
+        let list = dir.join("lists").join(LIST);
+        fs::write(&list, first).unwrap();
+        fs::write(list.with_extension("txt.minisig"), key.sign(first)).unwrap();
+        let tls = TlsServer::start(lab, &[BANNED, ALLOWED]).expect("nginx (TLS)");
+        let relay = gateway_relay(lab, centre, &dir.join("relay"));
+        let daemon = Daemon::start(lab, &bin(), &config, Vec::<String>::new()).expect("daemon");
+        Self {
+            name,
+            lab,
+            daemon: Some(daemon),
+            _relay: relay,
+            opts: CurlOpts::new(tls.ca_path()).max_time(Duration::from_secs(2)),
+            _tls: tls,
+            config,
+            list,
+        }
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// `update-lists` on the gateway: its exit status and what it said.
+    fn update(&self) -> (Option<i32>, String) {
+        let out = self
+            .lab
+            .gateway_command(bin())
+            .unwrap()
+            .args(["--instance", self.daemon().instance(), "update-lists"])
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out))
+    }
+
+    /// `status --json`'s rule set hash and reload generation.
+    fn rules(&self) -> (String, u64) {
+        let out = self
+            .daemon()
+            .command(["status", "--json"])
+            .output()
+            .unwrap();
+        let s: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        let sha = s["rules"]["sha256"].as_str().unwrap().to_owned();
+        (sha, s["reload"]["generation"].as_u64().unwrap_or(0))
+    }
+
+    fn served(&self, host: &str) -> bool {
+        curl(self.lab, host, &self.opts).unwrap().served()
+    }
+
+    /// Stops the daemon and starts it again from the files on disk.
+    fn restart(&mut self) {
+        let (status, log) = self.daemon.take().unwrap().stop().unwrap();
+        assert!(status.success(), "{status}: {log}");
+        self.daemon = Some(
+            Daemon::start(self.lab, &bin(), &self.config, Vec::<String>::new())
+                .expect("daemon restarts"),
+        );
+    }
+}
+
+/// The configuration every gateway runs (the same text, so the same rule set hash).
+fn fleet_config(key: &Key, url: &str) -> String {
+    format!(
+        "[apps.tiktok]\naction = \"drop\"\nlists = [\"lists/{LIST}\"]\n\n\
+         [signatures]\npublic_keys = [{:?}]\n\n\
+         [updates.urls]\n\"lists/{LIST}\" = \"{url}\"\n\n\
+         [logging]\ndestination = \"tcp://127.0.0.1:{RELAY_PORT}\"\nclient_privacy = \"full\"\n\n\
+         [metrics]\nlisten = \"0.0.0.0:{METRICS_PORT}\"\n",
+        key.public
+    )
+}
+
+/// Publishes `content` and `sig` as the list and its signature.
+fn publish(lists: &ListServer, content: &str, sig: &str) {
+    lists.publish(LIST, content.as_bytes()).unwrap();
+    lists
+        .publish(&format!("{LIST}.minisig"), sig.as_bytes())
+        .unwrap();
+}
+
+/// `update-lists` on each of `gateways` ends with `code` and says `says`.
+fn update_all(gateways: &[&Gateway], code: i32, says: &str) {
+    for gw in gateways {
+        let (got, said) = gw.update();
+        assert_eq!(got, Some(code), "{}: {said}", gw.name);
+        assert!(said.contains(says), "{}: {said}", gw.name);
+    }
+}
+
+#[test]
+fn a_signed_list_rolled_out_to_three_gateways_is_seen_at_the_centre() {
+    let started = Instant::now();
+    let labs = [
+        Lab::new("rollout").expect("lab"),
+        Lab::new("rollout").expect("lab"),
+        Lab::new("rollout").expect("lab"),
+    ];
+    let hub = &labs[0];
+    let uplinks: Vec<Uplink> = labs[1..]
+        .iter()
+        .map(|l| l.uplink_to(hub).expect("uplink"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lists = ListServer::start(hub).expect("nginx (lists)");
+    let centre_dir = dir.path().join("centre");
+    let _centre = central(hub, &centre_dir);
+    let (key, stranger) = (
+        Key::new(dir.path(), "publisher"),
+        Key::new(dir.path(), "stranger"),
+    );
+    let config = fleet_config(&key, &lists.url(LIST));
+    let v0 = list("2026.12.1", &["tiktok.com"]);
+    let v1 = list("2026.12.9", &["tiktok.com", "bytedance.com"]);
+    let v2 = list(
+        "2026.12.10",
+        &["tiktok.com", "bytedance.com", "example.org"],
+    );
+    let mut gateways: Vec<Gateway> = ["gw-a", "gw-b", "gw-c"]
+        .into_iter()
+        .zip(&labs)
+        .map(|(name, lab)| {
+            let d = dir.path().join(name);
+            Gateway::start(name, lab, &d, &config, (&v0, &key), hub.server_v4())
+        })
+        .collect();
+    let scraped_at = [
+        hub.gateway_server_v4(),
+        uplinks[0].gateway_v4(),
+        uplinks[1].gateway_v4(),
+    ];
+    let targets: Vec<(&str, SocketAddr)> = gateways
+        .iter()
+        .zip(scraped_at)
+        .map(|(g, a)| (g.name, SocketAddr::new(a.into(), METRICS_PORT)))
+        .collect();
+    let prom = Prometheus::start(hub, &dir.path().join("prometheus"), &targets);
+    let skew = alert_expr("SniFilterRuleSetsDiffer");
+    let all: Vec<&Gateway> = gateways.iter().collect();
+
+    // v1 published and taken everywhere: one hash, reported by all three to Prometheus.
+    let v0_sha = gateways[0].rules().0;
+    publish(&lists, &v1, &key.sign(&v1));
+    update_all(&all, 0, "tiktok.txt: updated 2026.12.9");
+    let v1_sha = gateways[0].rules().0;
+    assert_ne!(v1_sha, v0_sha);
+    for gw in &all {
+        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}", gw.name);
+    }
+    let want: Vec<_> = all
+        .iter()
+        .map(|g| (g.name.to_owned(), v1_sha.clone()))
+        .collect();
+    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
+    assert_eq!(rules_info(&got), want, "{got:?}\n{}", prom.log());
+    assert!(
+        prom.until(&skew, <[Value]>::is_empty).is_empty(),
+        "one rule set: skew false"
+    );
+
+    // One blocked flow per gateway: its FLOW record reaches the centre with v1's hash.
+    for gw in &all {
+        assert!(!gw.served(BANNED), "{}", gw.name);
+    }
+    let clients: Vec<String> = labs.iter().map(|l| l.client_v4().to_string()).collect();
+    let flows = eventually(Duration::from_secs(30), || {
+        let lines = central_flow_lines(&centre_dir);
+        let have = |c: &String| lines.iter().any(|l| param(l, "client") == Some(c));
+        clients.iter().all(have).then_some(lines)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "FLOW records missing at the centre: {:?}",
+            central_flow_lines(&centre_dir)
+        )
+    });
+    for l in &flows {
+        let sha = param(l, "rules_sha256").unwrap_or_else(|| panic!("no rules_sha256: {l}"));
+        assert!(
+            sha.len() >= 8 && v1_sha.starts_with(sha),
+            "{l}\nv1 is {v1_sha}"
+        );
+    }
+
+    // Unchanged: a 304 and no reload anywhere.
+    update_all(&all, 0, "tiktok.txt: unchanged (304)");
+    assert_eq!(
+        lists.statuses(LIST).last(),
+        Some(&304),
+        "{}",
+        lists.access_log()
+    );
+    for gw in &all {
+        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}: no reload", gw.name);
+    }
+
+    // v2 on one gateway only: two rule sets, the skew alert's expression true; the new name
+    // dropped there only.
+    publish(&lists, &v2, &key.sign(&v2));
+    update_all(&all[..1], 0, "tiktok.txt: updated 2026.12.10");
+    let v2_sha = gateways[0].rules().0;
+    let got = prom.until(&skew, |r| !r.is_empty());
+    assert_eq!(got.len(), 1, "skew true with v2 on gw-a only: {got:?}");
+    assert_eq!(got[0]["value"][1], "2", "{got:?}");
+    assert!(!all[0].served(ALLOWED), "gw-a drops v2's new name");
+    assert!(
+        all[1].served(ALLOWED) && all[2].served(ALLOWED),
+        "v1 still lets it through"
+    );
+
+    // v2 everywhere: one rule set again.
+    update_all(&all[1..], 0, "tiktok.txt: updated 2026.12.10");
+    let want: Vec<_> = all
+        .iter()
+        .map(|g| (g.name.to_owned(), v2_sha.clone()))
+        .collect();
+    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
+    assert_eq!(rules_info(&got), want, "{got:?}");
+    assert!(
+        prom.until(&skew, <[Value]>::is_empty).is_empty(),
+        "skew false with v2 everywhere"
+    );
+    for gw in &all[1..] {
+        assert!(!gw.served(ALLOWED), "{} drops v2's new name", gw.name);
+    }
+
+    refusals_leave_v2(&all, &lists, &prom, [&key, &stranger], [&v1, &v2], &v2_sha);
+    drop(all);
+
+    // The list server down across a daemon restart: the update fails, v2 stays enforced.
+    drop(lists);
+    let gw = &mut gateways[1];
+    gw.restart();
+    let (code, said) = gw.update();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("downloading http://"), "{said}");
+    assert_eq!(gw.rules().0, v2_sha);
+    assert!(
+        !gw.served(ALLOWED) && !gw.served(BANNED),
+        "v2 enforced after the restart"
+    );
+    let got = prom.until(r#"sni_filter_rules_info{gateway="gw-b"}"#, |r| {
+        rules_info(r) == [("gw-b".to_owned(), v2_sha.clone())]
+    });
+    assert_eq!(rules_info(&got), [("gw-b".to_owned(), v2_sha.clone())]);
+    println!(
+        "three gateways rolled out in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(gateways);
+    drop(uplinks);
+}
+
+/// With v2 everywhere: a tampered list, a stranger's signature and v1 signed again are each
+/// refused by `update-lists` on every gateway (exit 78, no reload, v2 in force). Put in place
+/// by hand on gw-c, v1 and the tampered list are refused by the daemon's reload and counted
+/// in `sni_filter_reload_failures_total`, as Prometheus sees it.
+fn refusals_leave_v2(
+    all: &[&Gateway],
+    lists: &ListServer,
+    prom: &Prometheus,
+    [key, stranger]: [&Key; 2],
+    [v1, v2]: [&str; 2],
+    v2_sha: &str,
+) {
+    let tampered = format!("{v2}example.net\n");
+    let generations: Vec<u64> = all.iter().map(|g| g.rules().1).collect();
+    for (content, sig, says) in [
+        (tampered.as_str(), key.sign(v2), "signature refused"),
+        (v2, stranger.sign(v2), "not trusted"),
+        (v1, key.sign(v1), "rollback refused"),
+    ] {
+        publish(lists, content, &sig);
+        update_all(all, 78, says);
+        for (gw, generation) in all.iter().zip(&generations) {
+            assert_eq!(
+                gw.rules(),
+                (v2_sha.to_owned(), *generation),
+                "{}: {says}",
+                gw.name
+            );
+            assert_eq!(
+                fs::read_to_string(&gw.list).unwrap(),
+                v2,
+                "{}: {says}",
+                gw.name
+            );
+        }
+        assert!(!all[0].served(ALLOWED), "{says}: v2 stays in force");
+    }
+    let gw = all[2];
+    for (content, reason) in [(v1, "rollback"), (tampered.as_str(), "signature")] {
+        fs::write(&gw.list, content).unwrap();
+        let sig = if reason == "rollback" {
+            key.sign(content)
+        } else {
+            key.sign(v2)
+        };
+        fs::write(gw.list.with_extension("txt.minisig"), sig).unwrap();
+        let out = gw.daemon().command(["reload"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{reason}: {}", text(&out));
+        let series =
+            format!(r#"sni_filter_reload_failures_total{{gateway="gw-c",reason="{reason}"}}"#);
+        let got = prom.until(&series, |r| r.len() == 1 && r[0]["value"][1] == "1");
+        assert_eq!(got.len(), 1, "{series}: {got:?}");
+        assert_eq!(got[0]["value"][1], "1", "{series}: {got:?}");
+    }
+    fs::write(&gw.list, v2).unwrap();
+    fs::write(gw.list.with_extension("txt.minisig"), key.sign(v2)).unwrap();
+    assert_eq!(gw.rules().0, v2_sha);
+    assert!(!gw.served(ALLOWED), "gw-c keeps v2");
+    assert!(
+        prom.until(
+            &format!("({})", alert_expr("SniFilterRuleSetsDiffer")),
+            <[Value]>::is_empty
+        )
+        .is_empty()
+    );
+}
