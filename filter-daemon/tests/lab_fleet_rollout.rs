@@ -357,96 +357,23 @@ fn a_signed_list_rolled_out_to_three_gateways_is_seen_at_the_centre() {
         .map(|(g, a)| (g.name, SocketAddr::new(a.into(), METRICS_PORT)))
         .collect();
     let prom = Prometheus::start(hub, &dir.path().join("prometheus"), &targets);
-    let skew = alert_expr("SniFilterRuleSetsDiffer");
+    let centre = Centre {
+        prom: &prom,
+        syslog: &centre_dir,
+        skew: alert_expr("SniFilterRuleSetsDiffer"),
+    };
     let all: Vec<&Gateway> = gateways.iter().collect();
-
-    // v1 published and taken everywhere: one hash, reported by all three to Prometheus.
-    let v0_sha = gateways[0].rules().0;
-    publish(&lists, &v1, &key.sign(&v1));
-    update_all(&all, 0, "tiktok.txt: updated 2026.12.9");
-    let v1_sha = gateways[0].rules().0;
-    assert_ne!(v1_sha, v0_sha);
-    for gw in &all {
-        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}", gw.name);
-    }
-    let want: Vec<_> = all
-        .iter()
-        .map(|g| (g.name.to_owned(), v1_sha.clone()))
-        .collect();
-    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
-    assert_eq!(rules_info(&got), want, "{got:?}\n{}", prom.log());
-    assert!(
-        prom.until(&skew, <[Value]>::is_empty).is_empty(),
-        "one rule set: skew false"
-    );
-
-    // One blocked flow per gateway: its FLOW record reaches the centre with v1's hash.
-    for gw in &all {
-        assert!(!gw.served(BANNED), "{}", gw.name);
-    }
     let clients: Vec<String> = labs.iter().map(|l| l.client_v4().to_string()).collect();
-    let flows = eventually(Duration::from_secs(30), || {
-        let lines = central_flow_lines(&centre_dir);
-        let have = |c: &String| lines.iter().any(|l| param(l, "client") == Some(c));
-        clients.iter().all(have).then_some(lines)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "FLOW records missing at the centre: {:?}",
-            central_flow_lines(&centre_dir)
-        )
-    });
-    for l in &flows {
-        let sha = param(l, "rules_sha256").unwrap_or_else(|| panic!("no rules_sha256: {l}"));
-        assert!(
-            sha.len() >= 8 && v1_sha.starts_with(sha),
-            "{l}\nv1 is {v1_sha}"
-        );
-    }
-
-    // Unchanged: a 304 and no reload anywhere.
-    update_all(&all, 0, "tiktok.txt: unchanged (304)");
-    assert_eq!(
-        lists.statuses(LIST).last(),
-        Some(&304),
-        "{}",
-        lists.access_log()
+    v1_everywhere(&all, &lists, &centre, &key, &v1, &clients);
+    let v2_sha = v2_on_one_then_everywhere(&all, &lists, &centre, &key, &v2);
+    refusals_leave_v2(
+        &all,
+        &lists,
+        &centre,
+        [&key, &stranger],
+        [&v1, &v2],
+        &v2_sha,
     );
-    for gw in &all {
-        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}: no reload", gw.name);
-    }
-
-    // v2 on one gateway only: two rule sets, the skew alert's expression true; the new name
-    // dropped there only.
-    publish(&lists, &v2, &key.sign(&v2));
-    update_all(&all[..1], 0, "tiktok.txt: updated 2026.12.10");
-    let v2_sha = gateways[0].rules().0;
-    let got = prom.until(&skew, |r| !r.is_empty());
-    assert_eq!(got.len(), 1, "skew true with v2 on gw-a only: {got:?}");
-    assert_eq!(got[0]["value"][1], "2", "{got:?}");
-    assert!(!all[0].served(ALLOWED), "gw-a drops v2's new name");
-    assert!(
-        all[1].served(ALLOWED) && all[2].served(ALLOWED),
-        "v1 still lets it through"
-    );
-
-    // v2 everywhere: one rule set again.
-    update_all(&all[1..], 0, "tiktok.txt: updated 2026.12.10");
-    let want: Vec<_> = all
-        .iter()
-        .map(|g| (g.name.to_owned(), v2_sha.clone()))
-        .collect();
-    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
-    assert_eq!(rules_info(&got), want, "{got:?}");
-    assert!(
-        prom.until(&skew, <[Value]>::is_empty).is_empty(),
-        "skew false with v2 everywhere"
-    );
-    for gw in &all[1..] {
-        assert!(!gw.served(ALLOWED), "{} drops v2's new name", gw.name);
-    }
-
-    refusals_leave_v2(&all, &lists, &prom, [&key, &stranger], [&v1, &v2], &v2_sha);
     drop(all);
 
     // The list server down across a daemon restart: the update fails, v2 stays enforced.
@@ -473,6 +400,122 @@ fn a_signed_list_rolled_out_to_three_gateways_is_seen_at_the_centre() {
     drop(uplinks);
 }
 
+/// The centre's services the steps read: Prometheus, the central syslog server's folder,
+/// and the skew alert's expression as shipped.
+struct Centre<'a> {
+    prom: &'a Prometheus<'a>,
+    syslog: &'a Path,
+    skew: String,
+}
+
+/// v1 published and taken everywhere: one hash, reported by all three to Prometheus and in
+/// a blocked flow's FLOW record at the centre; then, unchanged, a 304 and no reload.
+fn v1_everywhere(
+    all: &[&Gateway],
+    lists: &ListServer,
+    centre: &Centre,
+    key: &Key,
+    v1: &str,
+    clients: &[String],
+) {
+    let (prom, skew, centre_dir) = (centre.prom, &centre.skew, centre.syslog);
+    let v0_sha = all[0].rules().0;
+    publish(lists, v1, &key.sign(v1));
+    update_all(all, 0, "tiktok.txt: updated 2026.12.9");
+    let v1_sha = all[0].rules().0;
+    assert_ne!(v1_sha, v0_sha);
+    for gw in all {
+        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}", gw.name);
+    }
+    let want: Vec<_> = all
+        .iter()
+        .map(|g| (g.name.to_owned(), v1_sha.clone()))
+        .collect();
+    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
+    assert_eq!(rules_info(&got), want, "{got:?}\n{}", prom.log());
+    assert!(
+        prom.until(skew, <[Value]>::is_empty).is_empty(),
+        "one rule set: skew false"
+    );
+
+    // One blocked flow per gateway: its FLOW record reaches the centre with v1's hash.
+    for gw in all {
+        assert!(!gw.served(BANNED), "{}", gw.name);
+    }
+    let flows = eventually(Duration::from_secs(30), || {
+        let lines = central_flow_lines(centre_dir);
+        let have = |c: &String| lines.iter().any(|l| param(l, "client") == Some(c));
+        clients.iter().all(have).then_some(lines)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "FLOW records missing at the centre: {:?}",
+            central_flow_lines(centre_dir)
+        )
+    });
+    for l in &flows {
+        let sha = param(l, "rules_sha256").unwrap_or_else(|| panic!("no rules_sha256: {l}"));
+        assert!(
+            sha.len() >= 8 && v1_sha.starts_with(sha),
+            "{l}\nv1 is {v1_sha}"
+        );
+    }
+
+    // Unchanged: a 304 and no reload anywhere.
+    update_all(all, 0, "tiktok.txt: unchanged (304)");
+    assert_eq!(
+        lists.statuses(LIST).last(),
+        Some(&304),
+        "{}",
+        lists.access_log()
+    );
+    for gw in all {
+        assert_eq!(gw.rules(), (v1_sha.clone(), 1), "{}: no reload", gw.name);
+    }
+}
+
+/// v2 on one gateway only, then on the others; returns its hash.
+fn v2_on_one_then_everywhere(
+    all: &[&Gateway],
+    lists: &ListServer,
+    centre: &Centre,
+    key: &Key,
+    v2: &str,
+) -> String {
+    let (prom, skew) = (centre.prom, &centre.skew);
+    // v2 on one gateway only: two rule sets, the skew alert's expression true; the new name
+    // dropped there only.
+    publish(lists, v2, &key.sign(v2));
+    update_all(&all[..1], 0, "tiktok.txt: updated 2026.12.10");
+    let v2_sha = all[0].rules().0;
+    let got = prom.until(skew, |r| !r.is_empty());
+    assert_eq!(got.len(), 1, "skew true with v2 on gw-a only: {got:?}");
+    assert_eq!(got[0]["value"][1], "2", "{got:?}");
+    assert!(!all[0].served(ALLOWED), "gw-a drops v2's new name");
+    assert!(
+        all[1].served(ALLOWED) && all[2].served(ALLOWED),
+        "v1 still lets it through"
+    );
+
+    // v2 everywhere: one rule set again.
+    update_all(&all[1..], 0, "tiktok.txt: updated 2026.12.10");
+    let want: Vec<_> = all
+        .iter()
+        .map(|g| (g.name.to_owned(), v2_sha.clone()))
+        .collect();
+    let got = prom.until("sni_filter_rules_info", |r| rules_info(r) == want);
+    assert_eq!(rules_info(&got), want, "{got:?}");
+    assert!(
+        prom.until(skew, <[Value]>::is_empty).is_empty(),
+        "skew false with v2 everywhere"
+    );
+    for gw in &all[1..] {
+        assert!(!gw.served(ALLOWED), "{} drops v2's new name", gw.name);
+    }
+
+    v2_sha
+}
+
 /// With v2 everywhere: a tampered list, a stranger's signature and v1 signed again are each
 /// refused by `update-lists` on every gateway (exit 78, no reload, v2 in force). Put in place
 /// by hand on gw-c, v1 and the tampered list are refused by the daemon's reload and counted
@@ -480,11 +523,12 @@ fn a_signed_list_rolled_out_to_three_gateways_is_seen_at_the_centre() {
 fn refusals_leave_v2(
     all: &[&Gateway],
     lists: &ListServer,
-    prom: &Prometheus,
+    centre: &Centre,
     [key, stranger]: [&Key; 2],
     [v1, v2]: [&str; 2],
     v2_sha: &str,
 ) {
+    let prom = centre.prom;
     let tampered = format!("{v2}example.net\n");
     let generations: Vec<u64> = all.iter().map(|g| g.rules().1).collect();
     for (content, sig, says) in [
