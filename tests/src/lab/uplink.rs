@@ -66,24 +66,13 @@ impl Lab {
         };
         let hub_if = format!("{short}hub");
         let (gw, sv) = (self.gateway.name(), hub.server.name());
-        run(&mut cmd(
-            "ip",
-            [
-                "-n",
-                gw,
-                "link",
-                "add",
-                &link.gateway_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &hub_if,
-                "netns",
-                sv,
-            ],
-        ))
-        .with_context(|| format!("cannot link {} to {}", self.name, hub.name))?;
+        // Names and namespaces hold no spaces (see `Lab::with_options`).
+        let add = format!(
+            "-n {gw} link add {} type veth peer name {hub_if} netns {sv}",
+            link.gateway_if
+        );
+        run(&mut cmd("ip", add.split(' ')))
+            .with_context(|| format!("cannot link {} to {}", self.name, hub.name))?;
         for (ns, ifname, addr) in [
             (gw, &link.gateway_if, link.gateway_v4()),
             (sv, &hub_if, link.hub_v4()),
