@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod lab;
 pub mod minisign;
 pub mod program;
+pub mod prometheus;
 
 use std::path::PathBuf;
 
