@@ -19,91 +19,24 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
+use common::fleet::{RELAY_PORT, central, central_files, central_flow_lines, gateway_relay, param};
 use common::{BANNED, bin, lab::metric, lab::scrape};
-use sni_filter_lab::{CurlOpts, Daemon, Lab, Node, Rsyslog, TlsServer, curl};
+use sni_filter_lab::{CurlOpts, Daemon, Lab, TlsServer, curl};
 
 /// How long the central syslog server is away: the outage the fleet must ride out.
 const OUTAGE: Duration = Duration::from_mins(1);
 /// Blocked flows made while the centre is away.
 const FLOWS_IN_OUTAGE: u32 = 20;
-/// The relay's RELP port at the centre and its input for the daemon (the shipped values).
-const RELP_PORT: u16 = 2514;
-const RELAY_PORT: u16 = 10514;
 /// An enterprise number other than the default, to see it kept all the way to the centre.
 const ENTERPRISE: u32 = 64_999;
 /// How long records may take to reach the centre once it is back: omrelp retries every
 /// `action.resumeInterval` (10 s in the snippet), less often as the outage lasts.
 const CATCH_UP: Duration = Duration::from_secs(90);
 
-fn shipped(name: &str) -> String {
-    let path = format!("{}/../config/rsyslog/{name}", env!("CARGO_MANIFEST_DIR"));
-    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// `text` with `from` replaced by `to`, which must be in it: the shipped file changed in
-/// addresses and paths only.
-fn adapted(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "{from:?} is not in the shipped snippet"
-    );
-    text.replace(from, to)
-}
-
-/// The gateway's rsyslog: the shipped snippet, its target the lab's central server, its
-/// queue files in `dir/work` (Debian's main rsyslog.conf sets workDirectory).
-fn gateway_relay(lab: &Lab, dir: &Path) -> Rsyslog {
-    let conf = adapted(
-        &shipped("gateway.conf"),
-        "target=\"syslog.example.org\"",
-        &format!("target=\"{}\"", lab.server_v4()),
-    );
-    fs::create_dir_all(dir.join("work")).unwrap();
-    let conf = format!("global(workDirectory=\"{}/work\")\n{conf}", dir.display());
-    let listens = SocketAddr::from(([127, 0, 0, 1], RELAY_PORT));
-    Rsyslog::start_with_config(lab, Node::Gateway, dir, &conf, listens).unwrap()
-}
-
-/// The central rsyslog: the shipped snippet, writing under `dir/hosts/` instead of
-/// `/var/log/sni-filter/`.
-fn central(lab: &Lab, dir: &Path) -> Rsyslog {
-    let hosts = format!("{}/hosts/", dir.display());
-    let conf = adapted(&shipped("central.conf"), "/var/log/sni-filter/", &hosts);
-    let conf = format!("global(workDirectory=\"{}\")\n{conf}", dir.display());
-    let listens = SocketAddr::new(lab.server_v4().into(), RELP_PORT);
-    Rsyslog::start_with_config(lab, Node::Server, dir, &conf, listens).unwrap()
-}
-
-/// Every line of every per-host file at the centre, by file name.
-fn central_files(dir: &Path) -> Vec<(String, Vec<String>)> {
-    let Ok(entries) = fs::read_dir(dir.join("hosts")) else {
-        return Vec::new();
-    };
-    let mut files: Vec<(String, Vec<String>)> = entries
-        .flatten()
-        .map(|e| {
-            let text = fs::read_to_string(e.path()).unwrap_or_default();
-            let lines = text.lines().map(str::to_owned).collect();
-            (e.file_name().to_string_lossy().into_owned(), lines)
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// A parameter of the record's own element in an RFC 5424 line.
-fn param<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    let start = line.find(&format!(" {name}=\""))? + name.len() + 3;
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
-}
-
 /// The clients (`ADDRESS:PORT`) of the FLOW records received at the centre.
 fn central_flows(dir: &Path) -> BTreeSet<String> {
-    central_files(dir)
+    central_flow_lines(dir)
         .iter()
-        .flat_map(|(_, lines)| lines)
-        .filter(|l| l.contains(" sni-filter ") && l.contains(" FLOW ["))
         .map(|l| {
             format!(
                 "{}:{}",
@@ -154,7 +87,7 @@ fn no_flow_record_is_lost_while_the_central_syslog_server_is_away() {
     let dir = tempfile::tempdir().unwrap();
     let centre_dir = dir.path().join("centre");
     let mut centre = central(&lab, &centre_dir);
-    let relay = gateway_relay(&lab, &dir.path().join("relay"));
+    let relay = gateway_relay(&lab, lab.server_v4(), &dir.path().join("relay"));
     let metrics = SocketAddr::from(([127, 0, 0, 1], 9464));
     let config = dir.path().join("filter.toml");
     fs::write(

@@ -13,74 +13,14 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
+use common::minisign::{Key, list, text};
 use common::{ALLOWED, BANNED, bin};
 use serde_json::Value;
 use sni_filter_lab::{CurlOpts, Daemon, Lab, ListServer, TlsServer, curl};
-
-/// Both output streams of a command, for messages.
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// A publisher's key pair made by `minisign -G` (no password: `-W`).
-struct Key {
-    secret: PathBuf,
-    /// The `RW...` line of its `minisign.pub`.
-    public: String,
-}
-
-impl Key {
-    fn new(dir: &Path, name: &str) -> Self {
-        let (secret, public) = (
-            dir.join(format!("{name}.key")),
-            dir.join(format!("{name}.pub")),
-        );
-        let out = Command::new("minisign")
-            .args(["-G", "-W", "-s"])
-            .arg(&secret)
-            .arg("-p")
-            .arg(&public)
-            .output()
-            .expect("minisign runs (Debian package minisign: cargo xtask setup)");
-        assert!(out.status.success(), "minisign -G: {}", text(&out));
-        let public = std::fs::read_to_string(&public).unwrap();
-        let public = public
-            .lines()
-            .nth(1)
-            .expect("minisign.pub's key line")
-            .to_owned();
-        Self { secret, public }
-    }
-
-    /// The `.minisig` of `content`, made by `minisign -S`.
-    fn sign(&self, content: &str) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tiktok.txt");
-        std::fs::write(&file, content).unwrap();
-        let out = Command::new("minisign")
-            .arg("-S")
-            .arg("-s")
-            .arg(&self.secret)
-            .arg("-m")
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "minisign -S: {}", text(&out));
-        std::fs::read_to_string(dir.path().join("tiktok.txt.minisig")).unwrap()
-    }
-}
-
-/// A list of version `version` blocking `names`.
-fn list(version: &str, names: &[&str]) -> String {
-    format!(
-        "! Title: lab list\n! Version: {version}\n{}\n",
-        names.join("\n")
-    )
-}
 
 /// The configuration: one app whose list is signed by `keys` and downloaded from `url`.
 fn config(dir: &Path, keys: &[&Key], url: &str) -> PathBuf {

@@ -18,7 +18,10 @@ use crate::child::ChildGuard;
 use crate::netns::{self, Netns, netns_exec};
 use crate::vlan::VlanTagging;
 
+mod uplink;
 mod wiring;
+
+pub use uplink::Uplink;
 
 /// Linux interface names hold at most 15 bytes (`IFNAMSIZ` 16 with the NUL).
 const IFNAME_MAX: usize = 15;

@@ -33,7 +33,7 @@ pub use child::ChildGuard;
 pub use clients::{ClientRun, FetchOpts, TlsClient, fetch};
 pub use curl::{CURL_TIMEOUT, CurlOpts, CurlOutcome, curl};
 pub use daemon::{ATTACHED_MARKER, Daemon};
-pub use lab::{Lab, LabOptions, Node};
+pub use lab::{Lab, LabOptions, Node, Uplink};
 pub use list_server::{LIST_PORT, ListServer};
 pub use netns::{Netns, netns_exec, netns_list, run_in_netns};
 pub use quic::{QUIC_PORT, QuicClient, QuicRequest, QuicRun, QuicServer, quic_fetch};

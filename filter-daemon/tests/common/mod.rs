@@ -4,8 +4,11 @@
 //! Each test binary uses a part of it.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod lab;
+pub mod minisign;
 pub mod program;
+pub mod prometheus;
 
 use std::path::PathBuf;
 
