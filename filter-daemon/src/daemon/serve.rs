@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_common::{Counter, QUIC_HEARTBEAT_STALE_NS};
+use filter_common::Counter;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -228,8 +228,8 @@ impl<'a> Daemon<'a> {
     /// the service manager should restart the daemon.
     fn feed_watchdog(&mut self) {
         let quic = &self.running.quic;
-        let age = quic.beat_age();
-        if quic.alive() && age < Duration::from_nanos(QUIC_HEARTBEAT_STALE_NS) {
+        let age = quic.shared().beat_age();
+        if quic.alive() && quic.shared().beating() {
             self.watchdog_withheld = false;
             self.tell(ServiceManager::alive);
             return;

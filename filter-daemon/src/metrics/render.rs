@@ -30,7 +30,7 @@ struct Scrape {
     started: f64,
 }
 
-/// The QUIC worker's figures and its heartbeat as the program sees it.
+/// The QUIC worker's figures and the freshness of its heartbeat.
 #[derive(Default)]
 struct QuicView {
     datagrams: u64,
@@ -43,7 +43,8 @@ struct QuicView {
     p50: Option<f64>,
     p99: Option<f64>,
     alive: bool,
-    heartbeat_age: Option<f64>,
+    /// Seconds since the worker last wrote the heartbeat the program reads.
+    heartbeat_age: f64,
 }
 
 struct SinkView {
@@ -74,13 +75,10 @@ impl DaemonMetrics {
             .map(|(index, c)| (iface::name(*index), *c))
             .collect();
         let tables = self.table_fill();
-        let mut quic = {
-            let t = lock(&self.tables);
-            QuicView {
-                alive: t.worker_alive(),
-                heartbeat_age: t.heartbeat_age().map(|d| d.as_secs_f64()),
-                ..QuicView::default()
-            }
+        let mut quic = QuicView {
+            alive: self.quic.beating(),
+            heartbeat_age: self.quic.beat_age().as_secs_f64(),
+            ..QuicView::default()
         };
         {
             let q = lock(&self.quic.stats);
@@ -363,8 +361,8 @@ fn write_quic(out: &mut String, q: &QuicView) {
     gauge(
         out,
         "sni_filter_quic_heartbeat_age_seconds",
-        "Age of the QUIC worker's last heartbeat as the program sees it (+Inf when none beats).",
-        [(String::new(), q.heartbeat_age.unwrap_or(f64::INFINITY))],
+        "Age of the QUIC worker's last heartbeat, the one the program reads; over 3 s, the program drops QUIC Initials.",
+        [(String::new(), q.heartbeat_age)],
     );
 }
 
@@ -512,7 +510,7 @@ mod tests {
             }],
             quic: QuicView {
                 p99: Some(0.000_25),
-                heartbeat_age: None,
+                heartbeat_age: 4.5,
                 ..QuicView::default()
             },
             events_logged: 1,
@@ -583,7 +581,7 @@ mod tests {
             r#"sni_filter_table_max_entries{table="blocked_flows"} 65536"#,
             "sni_filter_quic_verdict_p50_seconds NaN",
             "sni_filter_quic_verdict_p99_seconds 0.00025",
-            "sni_filter_quic_heartbeat_age_seconds +Inf",
+            "sni_filter_quic_heartbeat_age_seconds 4.5",
             "sni_filter_quic_worker_alive 0",
             "sni_filter_reload_last_success 0",
             "sni_filter_reload_last_timestamp_seconds 1700000000.5",

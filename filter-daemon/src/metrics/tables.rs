@@ -1,18 +1,12 @@
-//! How full the program's flow tables are, and how fresh the QUIC worker's heartbeat is, read
-//! from handles of the metrics' own (by map id) so a scrape never waits on the daemon's loop.
+//! How full the program's flow tables are, read from handles of the metrics' own (by map id)
+//! so a scrape never waits on the daemon's loop.
 
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, MapData};
-use filter_common::{
-    BlockedFlow, FlowKey, QUIC_HEARTBEAT_STALE_NS, QuicFlow, hello::HelloFlow, names,
-};
+use aya::maps::{HashMap, MapData};
+use filter_common::{BlockedFlow, FlowKey, QuicFlow, hello::HelloFlow, names};
 
-use crate::{
-    Error,
-    filter::{Filter, monotonic_ns},
-    quic::worker,
-};
+use crate::{Error, filter::Filter, quic::worker};
 
 /// How long a count of the tables' entries is served before the tables are walked again.
 /// Walking a full table of 65536 entries takes tens of milliseconds of system calls; scrapes
@@ -28,12 +22,11 @@ pub struct Fill {
     pub max: u64,
 }
 
-/// The flow tables and the heartbeat of one filter.
+/// The flow tables of one filter.
 pub struct FlowTables {
     verdicts: HashMap<MapData, FlowKey, BlockedFlow>,
     hellos: HashMap<MapData, FlowKey, HelloFlow>,
     quic_flows: HashMap<MapData, FlowKey, QuicFlow>,
-    heartbeat: Array<MapData, u64>,
     /// Capacities, in the order of [`FlowTables::fill`].
     max: [u64; 3],
     counted: Option<(Instant, [u64; 3])>,
@@ -53,7 +46,6 @@ impl FlowTables {
             verdicts: worker::open(filter, names::VERDICTS)?,
             hellos: worker::open(filter, names::HELLOS)?,
             quic_flows: worker::open(filter, names::QUIC_FLOWS)?,
-            heartbeat: worker::open(filter, names::QUIC_HEARTBEAT)?,
             max: [
                 max(names::VERDICTS)?,
                 max(names::HELLOS)?,
@@ -84,20 +76,6 @@ impl FlowTables {
             entries: counts[i],
             max: self.max[i],
         })
-    }
-
-    /// The age of the QUIC worker's last heartbeat as the program sees it, `None` when no
-    /// worker beats (the heartbeat is cleared or was never written).
-    pub fn heartbeat_age(&self) -> Option<Duration> {
-        let beat = self.heartbeat.get(&0, 0).ok().filter(|&b| b != 0)?;
-        Some(Duration::from_nanos(monotonic_ns().saturating_sub(beat)))
-    }
-
-    /// Whether the program takes a worker to be judging QUIC: a heartbeat younger than the
-    /// program's staleness bound.
-    pub fn worker_alive(&self) -> bool {
-        self.heartbeat_age()
-            .is_some_and(|age| age.as_nanos() < u128::from(QUIC_HEARTBEAT_STALE_NS))
     }
 }
 

@@ -17,8 +17,8 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use filter_common::{
     Action, BlockedFlow, EVENT_MONITOR, Event, EventAction, FlowKey, NO_APP, QUIC_CID_MAX,
-    QUIC_CID_SLOT, QUIC_FLOW_ALLOWED, QuicFlow, QuicInitial, Reason, name::NAME_BUF, names,
-    quic_cid_slot,
+    QUIC_CID_SLOT, QUIC_FLOW_ALLOWED, QUIC_HEARTBEAT_STALE_NS, QuicFlow, QuicInitial, Reason,
+    name::NAME_BUF, names, quic_cid_slot,
 };
 
 use super::{Client, Datagram, Matcher, Outcome, Reassembly, ReassemblyStats, Verdict};
@@ -319,6 +319,20 @@ pub struct Shared {
     pub beat_at: AtomicU64,
 }
 
+impl Shared {
+    /// How long ago the worker last wrote the heartbeat the program reads.
+    pub fn beat_age(&self) -> Duration {
+        let at = self.beat_at.load(Ordering::Relaxed);
+        Duration::from_nanos(monotonic_ns().saturating_sub(at))
+    }
+
+    /// Whether the program takes the worker to be judging QUIC: its heartbeat is younger
+    /// than the program's staleness bound. The watchdog and `/metrics` both ask this.
+    pub fn beating(&self) -> bool {
+        self.beat_age() < Duration::from_nanos(QUIC_HEARTBEAT_STALE_NS)
+    }
+}
+
 /// The running worker. Its thread ends when `shutdown` is requested (and its heartbeat is
 /// then cleared); dropping the worker requests it and waits for the thread.
 pub struct Worker {
@@ -367,12 +381,6 @@ impl Worker {
     /// Whether the worker's thread still runs (it ends only on stop or a map error).
     pub fn alive(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// How long ago the worker last wrote its heartbeat.
-    pub fn beat_age(&self) -> Duration {
-        let at = self.shared.beat_at.load(Ordering::Relaxed);
-        Duration::from_nanos(monotonic_ns().saturating_sub(at))
     }
 }
 
